@@ -1,0 +1,135 @@
+//! Every tunable in one place: built from defaults, then a TOML file, then `LITETRADE_*`
+//! environment variables, then command-line flags (the binary applies the last two).
+
+use crate::cache::CacheConfig;
+use crate::store::StoreConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// litetrade's configuration (the `--config FILE` TOML has these keys).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Database file.
+    pub db: PathBuf,
+    /// HTTP listen address.
+    pub listen: String,
+    /// Placing orders needs an active license.
+    pub require_license: bool,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    /// SQLite and pool settings.
+    pub store: StoreConfig,
+    /// The nine caches.
+    pub caches: CacheConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            db: PathBuf::from("litetrade.db"),
+            listen: "127.0.0.1:8765".into(),
+            require_license: false,
+            body_limit: 1 << 20,
+            store: StoreConfig::default(),
+            caches: CacheConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {0}: {1}")]
+    Read(String, std::io::Error),
+    /// The file is not valid TOML for [`Config`].
+    #[error("invalid config file {0}: {1}")]
+    Parse(String, String),
+    /// An environment variable has a bad value.
+    #[error("invalid environment variable {0}: {1}")]
+    Env(&'static str, String),
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e.to_string()))
+    }
+
+    /// Applies the `LITETRADE_*` variables that mirror settings without a flag of their own:
+    /// `LITETRADE_REQUIRE_LICENSE`, `LITETRADE_POOL_SIZE`, `LITETRADE_SYNCHRONOUS`,
+    /// `LITETRADE_SLOW_QUERY_MS`, `LITETRADE_BODY_LIMIT`, and `LITETRADE_CACHE_<NAME>_TTL_MS`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env(name, format!("not a number: {v:?}")))
+        }
+        if let Some(v) = get("LITETRADE_REQUIRE_LICENSE") {
+            self.require_license = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = get("LITETRADE_POOL_SIZE") {
+            self.store.pool_size = num("LITETRADE_POOL_SIZE", &v)?;
+        }
+        if let Some(v) = get("LITETRADE_SLOW_QUERY_MS") {
+            self.store.slow_query_ms = num("LITETRADE_SLOW_QUERY_MS", &v)?;
+        }
+        if let Some(v) = get("LITETRADE_BODY_LIMIT") {
+            self.body_limit = num("LITETRADE_BODY_LIMIT", &v)?;
+        }
+        if let Some(v) = get("LITETRADE_SYNCHRONOUS") {
+            self.store.synchronous = match v.trim().to_ascii_lowercase().as_str() {
+                "normal" => crate::store::SyncMode::Normal,
+                "full" => crate::store::SyncMode::Full,
+                _ => return Err(ConfigError::Env("LITETRADE_SYNCHRONOUS", "use normal or full".into())),
+            };
+        }
+        let c = &mut self.caches;
+        for (name, spec) in [
+            ("LITETRADE_CACHE_USER_CONFIG_TTL_MS", &mut c.user_config),
+            ("LITETRADE_CACHE_BALANCE_TTL_MS", &mut c.balance),
+            ("LITETRADE_CACHE_POSITION_TTL_MS", &mut c.position),
+            ("LITETRADE_CACHE_ORDER_TTL_MS", &mut c.order),
+            ("LITETRADE_CACHE_MARKET_DATA_TTL_MS", &mut c.market_data),
+            ("LITETRADE_CACHE_CREDENTIALS_TTL_MS", &mut c.credentials),
+            ("LITETRADE_CACHE_PRICE_TTL_MS", &mut c.price),
+            ("LITETRADE_CACHE_SYMBOL_INFO_TTL_MS", &mut c.symbol_info),
+            ("LITETRADE_CACHE_API_RESPONSE_TTL_MS", &mut c.api_response),
+        ] {
+            if let Some(v) = get(name) {
+                spec.ttl_ms = num(name, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A file beside the database: `<db>.<suffix>`.
+    pub fn beside_db(&self, suffix: &str) -> PathBuf {
+        let mut s = self.db.clone().into_os_string();
+        s.push(".");
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_and_env_override_defaults() {
+        let c: Config = toml::from_str(
+            "require_license = true\n[store]\npool_size = 3\nsynchronous = \"full\"\n[caches.balance]\nttl_ms = 1000\ncapacity = 5\n",
+        )
+        .unwrap();
+        assert!(c.require_license);
+        assert_eq!(c.store.pool_size, 3);
+        assert_eq!(c.caches.balance.capacity, 5);
+        assert_eq!(c.caches.price, CacheConfig::default().price);
+        assert!(toml::from_str::<Config>("nope = 1").is_err(), "unknown keys are refused");
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "LITETRADE_CACHE_PRICE_TTL_MS").then(|| "42".to_string())).unwrap();
+        assert_eq!(c.caches.price.ttl_ms, 42);
+        assert!(c.apply_env(|k| (k == "LITETRADE_POOL_SIZE").then(|| "x".to_string())).is_err());
+    }
+}

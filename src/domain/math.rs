@@ -1,0 +1,154 @@
+//! The money formulas of API.md §1. Each amount is computed exactly in `i128` and rounded once,
+//! half away from zero, to 8 fractional digits (liquidation prices: to the tick, long up, short
+//! down). Inputs are bounded by [`MAX_NOTIONAL`] so no product can overflow.
+
+use super::model::PositionSide;
+use super::money::{Dec, SCALE, div_ceil, div_floor, div_round_half_away};
+use super::symbol::{Bps, CENTI_BPS_PER_ONE};
+
+/// Largest allowed notional (price × qty), in whole quote units: 10^14.
+pub const MAX_NOTIONAL: i128 = 100_000_000_000_000;
+const S: i128 = SCALE as i128;
+
+/// price × qty in raw² units (10^-16), or `None` when beyond [`MAX_NOTIONAL`].
+pub fn notional_raw(price: Dec, qty: Dec) -> Option<i128> {
+    let n = price.raw() as i128 * qty.raw() as i128;
+    (n.abs() <= MAX_NOTIONAL * S * S).then_some(n)
+}
+
+fn to_dec(v: i128) -> Dec {
+    Dec(i64::try_from(v).expect("bounded by MAX_NOTIONAL"))
+}
+
+/// margin = price × qty / leverage.
+pub fn margin(price: Dec, qty: Dec, leverage: u32) -> Option<Dec> {
+    let n = notional_raw(price, qty)?;
+    Some(to_dec(div_round_half_away(n, S * leverage as i128)))
+}
+
+/// fee = price × qty × bps / 10000.
+pub fn fee(price: Dec, qty: Dec, bps: Bps) -> Option<Dec> {
+    let n = notional_raw(price, qty)?;
+    Some(to_dec(div_round_half_away(n * bps.0 as i128, S * CENTI_BPS_PER_ONE)))
+}
+
+/// A resting limit order's reserve: its margin plus its taker fee, each rounded on its own.
+pub fn reserve(limit: Dec, qty: Dec, leverage: u32, taker: Bps) -> Option<Dec> {
+    Some(Dec(margin(limit, qty, leverage)?.raw() + fee(limit, qty, taker)?.raw()))
+}
+
+/// Gross PnL of closing `qty` opened at `entry` at `exit`.
+pub fn gross_pnl(side: PositionSide, entry: Dec, exit: Dec, qty: Dec) -> Dec {
+    let diff = match side {
+        PositionSide::Long => exit.raw() as i128 - entry.raw() as i128,
+        PositionSide::Short => entry.raw() as i128 - exit.raw() as i128,
+    };
+    to_dec(div_round_half_away(diff * qty.raw() as i128, S))
+}
+
+/// Isolated-margin liquidation price, rounded to `tick` (long: up, short: down).
+pub fn liquidation_price(side: PositionSide, entry: Dec, leverage: u32, mmr: Bps, tick: Dec) -> Dec {
+    let l = leverage as i128;
+    let one = CENTI_BPS_PER_ONE;
+    let m = mmr.0 as i128;
+    let (num, den) = match side {
+        PositionSide::Long => (l * one - one + m * l, l * one),
+        PositionSide::Short => (l * one + one - m * l, l * one),
+    };
+    let t = tick.raw() as i128;
+    let exact_num = entry.raw() as i128 * num;
+    let steps = match side {
+        PositionSide::Long => div_ceil(exact_num, den * t),
+        PositionSide::Short => div_floor(exact_num, den * t),
+    };
+    to_dec(steps * t)
+}
+
+/// `price × (1 + pct/100)` (use a negative `pct` for minus), rounded to the nearest tick.
+pub fn offset_to_tick(price: Dec, pct: Dec, tick: Dec) -> Dec {
+    let hundred = 100 * S;
+    let num = price.raw() as i128 * (hundred + pct.raw() as i128);
+    let t = tick.raw() as i128;
+    to_dec(div_round_half_away(num, hundred * t) * t)
+}
+
+/// A signal's order size: available × risk_pct/100 × leverage / price, floored to `lot`.
+pub fn signal_qty(available: Dec, risk_pct: Dec, leverage: u32, price: Dec, lot: Dec) -> Dec {
+    if !price.is_positive() || !lot.is_positive() || available.raw() <= 0 || risk_pct.raw() <= 0 {
+        return Dec::ZERO;
+    }
+    let num = available.raw() as i128 * risk_pct.raw() as i128 * leverage as i128;
+    let qty_raw = num / (100 * price.raw() as i128);
+    let lot_raw = lot.raw() as i128;
+    let q = (qty_raw / lot_raw) * lot_raw;
+    Dec(i64::try_from(q).unwrap_or(i64::MAX / lot.raw() * lot.raw()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PositionSide::*;
+
+    fn d(s: &str) -> Dec {
+        Dec::parse(s).unwrap()
+    }
+
+    #[test]
+    fn worked_numbers_from_the_contract() {
+        let taker = Bps(550);
+        let maker = Bps(200);
+        let mmr = Bps(5000);
+        let tick = d("0.01");
+        // market buy 1 @ 100 x10
+        assert_eq!(margin(d("100"), d("1"), 10), Some(d("10")));
+        assert_eq!(fee(d("100"), d("1"), taker), Some(d("0.055")));
+        assert_eq!(liquidation_price(Long, d("100"), 10, mmr, tick), d("90.5"));
+        assert_eq!(liquidation_price(Long, d("100"), 50, mmr, tick), d("98.5"));
+        // resting buy 2 @ 95 x5
+        assert_eq!(reserve(d("95"), d("2"), 5, taker), Some(d("38.1045")));
+        assert_eq!(fee(d("95"), d("2"), maker), Some(d("0.038")));
+        // stop loss exit at 92.9: pnl = gross - open fee - close fee
+        let gross = gross_pnl(Long, d("95"), d("92.9"), d("2"));
+        let close_fee = fee(d("92.9"), d("2"), taker).unwrap();
+        assert_eq!(Dec(gross.raw() - d("0.038").raw() - close_fee.raw()), d("-4.34019"));
+        // short tp at 90 from 100
+        let g = gross_pnl(Short, d("100"), d("90"), d("1"));
+        let pnl = g.raw() - d("0.055").raw() - fee(d("90"), d("1"), taker).unwrap().raw();
+        assert_eq!(Dec(pnl), d("9.8955"));
+    }
+
+    #[test]
+    fn liquidation_rounds_to_tick_outward_from_safety() {
+        let tick = d("0.01");
+        // 33.33 x 3 long: 33.33 * (1 - 1/3 + 0.005) = 22.386650 -> up 22.39
+        assert_eq!(liquidation_price(Long, d("33.33"), 3, Bps(5000), tick), d("22.39"));
+        // short: 33.33 * (1 + 1/3 - 0.005) = 44.273350 -> down 44.27
+        assert_eq!(liquidation_price(Short, d("33.33"), 3, Bps(5000), tick), d("44.27"));
+    }
+
+    #[test]
+    fn rounding_is_half_away_from_zero_once() {
+        // 0.00000001 * 0.5 = 0.000000005 -> 0.00000001
+        assert_eq!(gross_pnl(Long, d("0"), d("0.00000001"), d("0.5")), d("0.00000001"));
+        assert_eq!(gross_pnl(Short, d("0"), d("0.00000001"), d("0.5")), d("-0.00000001"));
+        // fee 1 * 0.001 * 5.5 bps = 0.00000055
+        assert_eq!(fee(d("1"), d("0.001"), Bps(550)), Some(d("0.00000055")));
+        // 0.00000001 * 1 * 5.5bps rounds to 0
+        assert_eq!(fee(d("0.00000001"), d("1"), Bps(550)), Some(d("0")));
+    }
+
+    #[test]
+    fn signal_sizing_and_offsets() {
+        // 1000 available, 10 % risk, x5, price 100 -> 5 units
+        assert_eq!(signal_qty(d("1000"), d("10"), 5, d("100"), d("0.001")), d("5"));
+        assert_eq!(signal_qty(d("1"), d("1"), 1, d("30000"), d("0.001")), d("0"));
+        assert_eq!(offset_to_tick(d("100"), d("-2"), d("0.01")), d("98"));
+        assert_eq!(offset_to_tick(d("123.45"), d("1.5"), d("0.01")), d("125.3"));
+    }
+
+    #[test]
+    fn notional_is_bounded() {
+        assert!(margin(d("10000000000"), d("100000"), 1).is_none());
+        assert!(margin(d("1000000"), d("1000"), 1).is_some());
+    }
+}

@@ -1,0 +1,270 @@
+//! The engine: the embedding API of litetrade. Writes go through the sequencer and answer after
+//! COMMIT; reads go through the nine caches.
+//!
+//! ```no_run
+//! # async fn demo() -> litetrade::Result<()> {
+//! use litetrade::{Config, Engine, NewOrder, Tick};
+//! use litetrade::domain::{model::{AccountType, Side}, money::Dec};
+//! let engine = Engine::open(&Config { db: "bot.db".into(), ..Config::default() })?;
+//! let (user, _token) = engine.create_user("alice", None).await?;
+//! engine.deposit(user.id, Dec::from_int(1000), AccountType::Demo).await?;
+//! engine.ingest_ticks(vec![Tick { symbol: "BTCUSDT".into(), price: Dec::from_int(30000), ts: None }]).await?;
+//! let order = engine.place_order(user.id, NewOrder::market("BTCUSDT", Side::Buy, Dec::parse("0.01").unwrap())).await?;
+//! println!("filled at {:?}", order.fill_price);
+//! println!("{:?}", engine.balance(user.id, AccountType::Demo)?);
+//! engine.shutdown();
+//! # Ok(()) }
+//! ```
+
+pub mod accounts;
+pub mod book;
+pub mod events;
+pub mod reads;
+pub mod secrets;
+pub mod sequencer;
+pub mod state;
+pub mod trading;
+
+use crate::cache::{Caches, Secret};
+use crate::config::Config;
+use crate::domain::model::{AccountType, Id, License, Order, Promo, Trade, User, UserConfig};
+use crate::domain::money::Dec;
+use crate::domain::symbol::SymbolSpec;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use accounts::{ConfigPatch, NewPromo, Signal, SignalOutcome};
+use events::Event;
+use parking_lot::Mutex;
+use secrets::Vault;
+use sequencer::{Command, Reply, Sequencer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use tokio::sync::{broadcast, oneshot};
+use trading::{NewOrder, Placed, Tick, TickOutcome};
+
+/// Masked view of stored credentials.
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub struct MaskedCredentials {
+    /// Exchange.
+    pub exchange: String,
+    /// The key with its middle hidden.
+    pub api_key_masked: String,
+}
+
+/// A handle to a running engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    caches: Arc<Caches>,
+    vault: Vault,
+    commands: Mutex<Option<std::sync::mpsc::Sender<Command>>>,
+    depth: Arc<AtomicU64>,
+    events: broadcast::Sender<Arc<Event>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    cleanup: Mutex<Option<JoinHandle<()>>>,
+    cfg: Config,
+}
+
+impl Engine {
+    /// Opens (creating and migrating if needed) the database, rebuilds the books from it and
+    /// starts the sequencer, the writer and the cache cleanup.
+    pub fn open(cfg: &Config) -> Result<Engine> {
+        let store = Arc::new(Store::open(&cfg.db, cfg.store.clone())?);
+        let caches = Arc::new(Caches::new(&cfg.caches));
+        let vault = Vault::open(std::env::var("LITETRADE_SECRET_KEY").ok().as_deref(), &cfg.beside_db("key"))?;
+        let (events, _) = broadcast::channel(4096);
+        let seq = Sequencer::new(store.clone(), caches.clone(), events.clone(), cfg.require_license)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let depth = Arc::new(AtomicU64::new(0));
+        let d = depth.clone();
+        let thread = std::thread::Builder::new()
+            .name("litetrade-sequencer".into())
+            .spawn(move || seq.run(rx, d))
+            .map_err(|e| Error::Internal(format!("cannot start the sequencer: {e}")))?;
+        let cleanup = spawn_cleanup(&caches, cfg.caches.cleanup_interval_ms);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                caches,
+                vault,
+                commands: Mutex::new(Some(tx)),
+                depth,
+                events,
+                thread: Mutex::new(Some(thread)),
+                cleanup: Mutex::new(cleanup),
+                cfg: cfg.clone(),
+            }),
+        })
+    }
+
+    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Sequencer, Reply<T>) + Send + 'static) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let cmd: Command = Box::new(move |seq| f(seq, tx));
+        {
+            let guard = self.inner.commands.lock();
+            let sender = guard.as_ref().ok_or_else(|| Error::Unavailable("the engine is shutting down".into()))?;
+            self.inner.depth.fetch_add(1, Ordering::Relaxed);
+            sender.send(cmd).map_err(|_| Error::Unavailable("the engine has stopped".into()))?;
+        }
+        rx.await.map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    /// The store (stats, backup, maintenance).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The nine caches (stats).
+    pub fn caches(&self) -> &Caches {
+        &self.inner.caches
+    }
+
+    /// Commands waiting for the sequencer.
+    pub fn queue_depth(&self) -> u64 {
+        self.inner.depth.load(Ordering::Relaxed)
+    }
+
+    /// Events of every user, published after their write committed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Creates a user; returns it and its bearer token (shown only here; stored hashed).
+    pub async fn create_user(&self, name: &str, telegram_id: Option<i64>) -> Result<(User, String)> {
+        let token = secrets::new_token();
+        let hash = secrets::hash_token(&token);
+        let name = name.to_string();
+        let user = self.call(move |s, r| s.create_user(name, telegram_id, hash, r)).await?;
+        Ok((user, token))
+    }
+
+    /// Credits `amount` to a user's account; returns the new balance.
+    pub async fn deposit(&self, user: Id, amount: Dec, acct: AccountType) -> Result<crate::domain::model::Balance> {
+        self.call(move |s, r| s.deposit(user, amount, acct, r)).await?;
+        self.balance(user, acct)
+    }
+
+    /// Applies a partial config update; returns the whole config.
+    pub async fn set_config(&self, user: Id, patch: ConfigPatch) -> Result<UserConfig> {
+        self.call(move |s, r| s.set_config(user, patch, r)).await
+    }
+
+    /// Switches a user's bot on or off (effective for the next signal).
+    pub async fn set_bot_enabled(&self, user: Id, enabled: bool) -> Result<bool> {
+        self.call(move |s, r| s.set_bot(user, enabled, r)).await
+    }
+
+    /// Places an order (API.md §1). A repeated client_order_id returns the first order.
+    pub async fn place_order(&self, user: Id, order: NewOrder) -> Result<Order> {
+        match self.call(move |s, r| s.place_order(user, order, r)).await? {
+            Placed::New(o) => Ok(*o),
+            Placed::Existing(id) => self.order(user, id),
+        }
+    }
+
+    /// Cancels a pending order; its reserve is released.
+    pub async fn cancel_order(&self, user: Id, order: Id) -> Result<Order> {
+        self.call(move |s, r| s.cancel_order(user, order, r)).await
+    }
+
+    /// Closes an open position at the symbol's last price.
+    pub async fn close_position(&self, user: Id, position: Id) -> Result<Trade> {
+        self.call(move |s, r| s.close_position(user, position, r)).await
+    }
+
+    /// Applies price ticks in order; returns once every effect is committed and visible.
+    pub async fn ingest_ticks(&self, ticks: Vec<Tick>) -> Result<TickOutcome> {
+        self.call(move |s, r| s.ingest_ticks(ticks, r)).await
+    }
+
+    /// Fans a strategy signal out to its followers.
+    pub async fn submit_signal(&self, signal: Signal) -> Result<SignalOutcome> {
+        self.call(move |s, r| s.submit_signal(signal, r)).await
+    }
+
+    /// Inserts or updates a symbol.
+    pub async fn upsert_symbol(&self, spec: SymbolSpec) -> Result<SymbolSpec> {
+        self.call(move |s, r| s.upsert_symbol(spec, r)).await
+    }
+
+    /// Creates a promo code.
+    pub async fn create_promo(&self, promo: NewPromo) -> Result<Promo> {
+        self.call(move |s, r| s.create_promo(promo, r)).await
+    }
+
+    /// Redeems a promo code for a user.
+    pub async fn redeem_promo(&self, user: Id, code: &str) -> Result<License> {
+        let code = code.to_string();
+        self.call(move |s, r| s.redeem_promo(user, code, r)).await
+    }
+
+    /// Stores exchange credentials encrypted; returns the masked view.
+    pub async fn set_credentials(&self, user: Id, exchange: &str, api_key: &str, api_secret: &str) -> Result<MaskedCredentials> {
+        let ok = !exchange.is_empty() && exchange.len() <= 32 && exchange.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        sequencer::ensure(ok, || "exchange must be 1-32 characters of A-Z, a-z, 0-9, _ or -".into())?;
+        sequencer::ensure(!api_key.is_empty() && api_key.len() <= 512 && api_secret.len() <= 512, || {
+            "api_key must be 1-512 characters, api_secret at most 512".into()
+        })?;
+        let secret = Arc::new(Secret { api_key: api_key.into(), api_secret: api_secret.into() });
+        let sealed = self.inner.vault.seal(user, exchange, &secret);
+        let masked = MaskedCredentials { exchange: exchange.into(), api_key_masked: secrets::mask(api_key) };
+        let ex = exchange.to_string();
+        self.call(move |s, r| s.set_credentials(user, ex, sealed, secret, r)).await?;
+        Ok(masked)
+    }
+
+    /// Writes a consistent copy of the live database to `dest`.
+    pub fn backup_to(&self, dest: &std::path::Path) -> Result<()> {
+        Ok(self.inner.store.backup_to(dest)?)
+    }
+
+    /// Stops the sequencer, commits everything queued, checkpoints the WAL. Idempotent.
+    pub fn shutdown(&self) {
+        drop(self.inner.commands.lock().take());
+        if let Some(t) = self.inner.thread.lock().take() {
+            let _ = t.join();
+        }
+        self.inner.store.shutdown();
+        drop(self.inner.cleanup.lock().take());
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.commands.lock().take());
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        self.store.shutdown();
+    }
+}
+
+fn spawn_cleanup(caches: &Arc<Caches>, every_ms: u64) -> Option<JoinHandle<()>> {
+    let weak = Arc::downgrade(caches);
+    let every = std::time::Duration::from_millis(every_ms.max(10));
+    std::thread::Builder::new()
+        .name("litetrade-cache-cleanup".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                match weak.upgrade() {
+                    Some(c) => {
+                        let n = c.sweep();
+                        tracing::debug!(expired = n, "cache sweep");
+                    }
+                    None => return,
+                }
+            }
+        })
+        .ok()
+}

@@ -1,0 +1,156 @@
+//! Secrets: bearer tokens (random, stored as SHA-256) and exchange credentials (sealed with
+//! XChaCha20-Poly1305 under a key from `LITETRADE_SECRET_KEY` or a 0600 key file).
+
+use crate::cache::Secret;
+use crate::domain::model::Id;
+use crate::error::{Error, Result};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// Fills a buffer from the OS random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the OS random source is available");
+    b
+}
+
+/// A new bearer token: 32 random bytes, hex (64 characters).
+pub fn new_token() -> String {
+    hex::encode(random_bytes::<32>())
+}
+
+/// The stored form of a token.
+pub fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Writes `contents` to `path` with mode 0600 (created exclusively).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// Seals and opens credentials.
+pub struct Vault {
+    cipher: XChaCha20Poly1305,
+}
+
+impl Vault {
+    /// The key from `env_key` (any string; hashed to 32 bytes) or from `key_file`, which is
+    /// created with 32 random bytes (mode 0600) when missing.
+    pub fn open(env_key: Option<&str>, key_file: &Path) -> Result<Vault> {
+        let key: Zeroizing<[u8; 32]> = match env_key.filter(|k| !k.is_empty()) {
+            Some(k) => Zeroizing::new(Sha256::digest(k.as_bytes()).into()),
+            None => {
+                if !key_file.exists() {
+                    write_private_file(key_file, hex::encode(random_bytes::<32>()).as_bytes())
+                        .map_err(|e| Error::Internal(format!("cannot create key file {}: {e}", key_file.display())))?;
+                }
+                let text = Zeroizing::new(
+                    std::fs::read_to_string(key_file)
+                        .map_err(|e| Error::Internal(format!("cannot read key file {}: {e}", key_file.display())))?,
+                );
+                let bytes = Zeroizing::new(
+                    hex::decode(text.trim())
+                        .map_err(|_| Error::Internal(format!("key file {} is not hex", key_file.display())))?,
+                );
+                let arr: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Internal(format!("key file {} must hold 32 bytes", key_file.display())))?;
+                Zeroizing::new(arr)
+            }
+        };
+        Ok(Vault { cipher: XChaCha20Poly1305::new(key.as_ref().into()) })
+    }
+
+    fn aad(user: Id, exchange: &str) -> Vec<u8> {
+        format!("litetrade:{user}:{exchange}").into_bytes()
+    }
+
+    /// Encrypts credentials bound to (user, exchange); returns (nonce, ciphertext).
+    pub fn seal(&self, user: Id, exchange: &str, s: &Secret) -> (Vec<u8>, Vec<u8>) {
+        let nonce = random_bytes::<24>();
+        let plain = Zeroizing::new(serde_json::to_vec(&(&s.api_key, &s.api_secret)).expect("strings serialize"));
+        let aad = Self::aad(user, exchange);
+        let ct = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+            .expect("encryption of a short message cannot fail");
+        (nonce.to_vec(), ct)
+    }
+
+    /// Decrypts what [`Vault::seal`] made for the same (user, exchange).
+    pub fn open_sealed(&self, user: Id, exchange: &str, nonce: &[u8], ct: &[u8]) -> Result<Secret> {
+        if nonce.len() != 24 {
+            return Err(Error::Internal("stored credentials are damaged".into()));
+        }
+        let aad = Self::aad(user, exchange);
+        let plain = Zeroizing::new(
+            self.cipher
+                .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+                .map_err(|_| Error::Internal("stored credentials cannot be decrypted with this key".into()))?,
+        );
+        let (api_key, api_secret): (String, String) =
+            serde_json::from_slice(&plain).map_err(|_| Error::Internal("stored credentials are damaged".into()))?;
+        Ok(Secret { api_key, api_secret })
+    }
+}
+
+/// A key shown without revealing it: first and last 4 characters when long enough.
+pub fn mask(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() >= 12 {
+        let head: String = chars[..4].iter().collect();
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        format!("{head}****{tail}")
+    } else {
+        "****".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(None, &dir.path().join("k")).unwrap();
+        let s = Secret { api_key: "AKIA1234567890".into(), api_secret: "shh".into() };
+        let (n, ct) = v.seal(7, "binance", &s);
+        assert!(!ct.windows(3).any(|w| w == b"shh"), "secret in ciphertext");
+        assert_eq!(v.open_sealed(7, "binance", &n, &ct).unwrap(), s);
+        assert!(v.open_sealed(8, "binance", &n, &ct).is_err(), "bound to the user");
+        // the same key file opens it again
+        let v2 = Vault::open(None, &dir.path().join("k")).unwrap();
+        assert_eq!(v2.open_sealed(7, "binance", &n, &ct).unwrap(), s);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("k")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn masks_and_hashes() {
+        assert_eq!(mask("AKIA1234567890"), "AKIA****7890");
+        assert_eq!(mask("short"), "****");
+        assert_eq!(hash_token("a"), hash_token("a"));
+        assert_ne!(new_token(), new_token());
+        assert_eq!(new_token().len(), 64);
+    }
+}

@@ -1,0 +1,185 @@
+//! The sequencer: one thread owns the trading [`State`] and applies commands strictly one at a
+//! time. Each command validates first (a refusal changes nothing), then mutates memory, then
+//! hands its row changes to the writer. The caller is answered from the writer's completion:
+//! after COMMIT, after the caches were invalidated, before the events go out.
+
+use super::events::Event;
+use super::state::State;
+use crate::cache::{Caches, CredKey, LastPrice, Secret, SymbolKey, UserKey};
+use crate::domain::model::{AccountType, Id, Millis};
+use crate::domain::money::Dec;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::store::ops::Op;
+use crate::store::writer::Job;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{broadcast, oneshot};
+
+/// Where a command's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T>>;
+/// A command: a closure run on the sequencer thread.
+pub type Command = Box<dyn FnOnce(&mut Sequencer) + Send>;
+
+/// A cache entry a committed command changed.
+#[derive(Debug, Clone)]
+pub enum Inval {
+    /// The user's profile (user, config, bot, license).
+    Profile(Id),
+    /// The user's balances.
+    Balance(Id),
+    /// The user's open positions.
+    Positions(Id),
+    /// The user's pending orders.
+    Orders(Id),
+    /// The user's credentials for one exchange (write-through with the decrypted value).
+    Creds(Id, String, Arc<Secret>),
+    /// A symbol's spec.
+    Symbol(String),
+    /// A symbol's new last price (write-through).
+    Price(String, Dec, Millis),
+}
+
+/// The row changes, cache invalidations and events of one command.
+pub struct Tx {
+    /// Row changes.
+    pub ops: Vec<Op>,
+    /// Ledgers touched; saved once at the end.
+    pub dirty: BTreeSet<(Id, AccountType)>,
+    /// Cache entries to invalidate after COMMIT.
+    pub inval: Vec<Inval>,
+    /// Events to publish after the caller is answered.
+    pub events: Vec<Event>,
+    /// The command's time.
+    pub now: Millis,
+}
+
+impl Tx {
+    /// An empty change set at time `now`.
+    pub fn new(now: Millis) -> Tx {
+        Tx { ops: Vec::new(), dirty: BTreeSet::new(), inval: Vec::new(), events: Vec::new(), now }
+    }
+
+    /// Marks a ledger changed.
+    pub fn touch(&mut self, user: Id, acct: AccountType) {
+        self.dirty.insert((user, acct));
+    }
+}
+
+/// The single owner of trading state.
+pub struct Sequencer {
+    /// The state.
+    pub st: State,
+    /// The store.
+    pub store: Arc<Store>,
+    /// The caches.
+    pub caches: Arc<Caches>,
+    /// The event bus.
+    pub events: broadcast::Sender<Arc<Event>>,
+    /// Whether placing orders needs an active license.
+    pub require_license: bool,
+    epoch: i64,
+}
+
+impl Sequencer {
+    /// Loads the state from the database.
+    pub fn new(
+        store: Arc<Store>,
+        caches: Arc<Caches>,
+        events: broadcast::Sender<Arc<Event>>,
+        require_license: bool,
+    ) -> Result<Sequencer> {
+        let st = store.read("load_state", State::load)?;
+        Ok(Sequencer { st, store, caches, events, require_license, epoch: 0 })
+    }
+
+    /// Runs commands until the channel closes.
+    pub fn run(mut self, rx: std::sync::mpsc::Receiver<Command>, depth: Arc<AtomicU64>) {
+        while let Ok(cmd) = rx.recv() {
+            depth.fetch_sub(1, Ordering::Relaxed);
+            self.resync_if_a_write_failed();
+            cmd(&mut self);
+        }
+    }
+
+    /// After a failed batch, memory is ahead of the database: reload it and start a new epoch.
+    fn resync_if_a_write_failed(&mut self) {
+        if let Some(failed_epoch) = self.store.writer().take_failure() {
+            match self.store.read("reload_state", State::load) {
+                Ok(st) => {
+                    self.st = st;
+                    self.epoch = failed_epoch + 1;
+                    self.caches.clear_all();
+                    tracing::warn!(epoch = self.epoch, "state reloaded after a failed write");
+                }
+                Err(e) => {
+                    // keep refusing writes of the failed epoch until a reload succeeds
+                    tracing::error!(error = %e, "state reload failed; will retry");
+                    self.store.writer().flag_failure();
+                }
+            }
+        }
+    }
+
+    /// Sends a command's changes to the writer; `reply` gets `value` after COMMIT.
+    pub fn commit<T: Send + 'static>(&mut self, mut tx: Tx, value: T, reply: Reply<T>) {
+        for &(user, acct) in &tx.dirty {
+            if let Some(u) = self.st.users.get_mut(&user) {
+                tx.ops.push(Op::SaveBalance(user, acct, *u.ledger(acct), tx.now));
+            }
+            tx.inval.push(Inval::Balance(user));
+            tx.events.push(Event::BalanceChanged { user_id: user, account_type: acct });
+        }
+        let caches = self.caches.clone();
+        let bus = self.events.clone();
+        let Tx { ops, inval, events, .. } = tx;
+        self.store.writer().submit(Job {
+            ops,
+            epoch: self.epoch,
+            done: Box::new(move |res| match res {
+                Ok(()) => {
+                    apply_invalidations(&caches, &inval);
+                    let _ = reply.send(Ok(value));
+                    for e in events {
+                        let _ = bus.send(Arc::new(e));
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::from(e)));
+                }
+            }),
+        });
+    }
+
+    /// Answers after every earlier command has committed (no changes of its own).
+    pub fn barrier<T: Send + 'static>(&mut self, value: T, reply: Reply<T>) {
+        self.commit(Tx::new(0), value, reply);
+    }
+}
+
+fn apply_invalidations(c: &Caches, inval: &[Inval]) {
+    for i in inval {
+        match i {
+            Inval::Profile(u) => c.user_config.invalidate(&UserKey(*u)),
+            Inval::Balance(u) => c.balance.invalidate_stripe(*u as u64),
+            Inval::Positions(u) => c.position.invalidate_stripe(*u as u64),
+            Inval::Orders(u) => c.order.invalidate_stripe(*u as u64),
+            Inval::Creds(u, ex, secret) => c.credentials.put(CredKey(*u, ex.clone()), Some(secret.clone())),
+            Inval::Symbol(s) => {
+                c.symbol_info.invalidate(&SymbolKey(Some(s.clone())));
+                c.symbol_info.invalidate(&SymbolKey(None));
+            }
+            Inval::Price(s, p, ts) => {
+                c.price.put(SymbolKey(Some(s.clone())), Some(*p));
+                c.market_data.put(SymbolKey(Some(s.clone())), Some(LastPrice { price: *p, ts: *ts }));
+            }
+        }
+    }
+}
+
+/// Refuses unless `cond` holds.
+pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
+    if cond { Ok(()) } else { Err(Error::Invalid(msg())) }
+}
+

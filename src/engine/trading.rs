@@ -1,0 +1,472 @@
+//! Order entry, the matcher and the monitor: the commands of API.md §1 that move money.
+
+use super::book::Trigger;
+use super::events::Event;
+use super::sequencer::{Inval, Reply, Sequencer, Tx, ensure};
+use crate::domain::math;
+use crate::domain::model::{
+    AccountType, CloseReason, Id, Millis, Order, OrderStatus, OrderType, Position, Side, Trade,
+};
+use crate::domain::money::Dec;
+use crate::error::{Error, Result};
+use crate::store::ops::Op;
+use serde::Deserialize;
+
+/// An order request (API.md §2 `POST /users/{id}/orders`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    /// Symbol.
+    pub symbol: String,
+    /// `buy` or `sell`.
+    pub side: Side,
+    /// `market` or `limit`.
+    #[serde(rename = "type")]
+    pub order_type: OrderType,
+    /// Quantity.
+    pub qty: Dec,
+    /// Limit price (limit orders only).
+    #[serde(default)]
+    pub price: Option<Dec>,
+    /// Leverage (default: the user's config, else 1).
+    #[serde(default)]
+    pub leverage: Option<u32>,
+    /// Stop loss.
+    #[serde(default)]
+    pub sl: Option<Dec>,
+    /// Take profit.
+    #[serde(default)]
+    pub tp: Option<Dec>,
+    /// Account (default demo).
+    #[serde(default)]
+    pub account_type: Option<AccountType>,
+    /// Idempotency key.
+    #[serde(default)]
+    pub client_order_id: Option<String>,
+}
+
+impl NewOrder {
+    /// A market order of `qty` on the demo account.
+    pub fn market(symbol: &str, side: Side, qty: Dec) -> NewOrder {
+        NewOrder {
+            symbol: symbol.into(),
+            side,
+            order_type: OrderType::Market,
+            qty,
+            price: None,
+            leverage: None,
+            sl: None,
+            tp: None,
+            account_type: None,
+            client_order_id: None,
+        }
+    }
+
+    /// A limit order of `qty` at `price` on the demo account.
+    pub fn limit(symbol: &str, side: Side, qty: Dec, price: Dec) -> NewOrder {
+        NewOrder { order_type: OrderType::Limit, price: Some(price), ..NewOrder::market(symbol, side, qty) }
+    }
+}
+
+/// What placing an order did.
+#[derive(Debug)]
+pub enum Placed {
+    /// A new order (filled or pending).
+    New(Box<Order>),
+    /// The order an earlier request with the same client_order_id made.
+    Existing(Id),
+}
+
+/// One tick of the market feed.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Tick {
+    /// Symbol.
+    pub symbol: String,
+    /// Price, > 0.
+    pub price: Dec,
+    /// Time, ms (default now).
+    #[serde(default)]
+    pub ts: Option<Millis>,
+}
+
+/// What a tick batch did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TickOutcome {
+    /// Ticks applied.
+    pub accepted: usize,
+    /// Limit orders filled.
+    pub fills: usize,
+    /// Positions liquidated.
+    pub liquidations: usize,
+    /// Stop losses hit.
+    pub stop_losses: usize,
+    /// Take profits hit.
+    pub take_profits: usize,
+}
+
+/// Everything placing an order needs, validated.
+struct Checked {
+    user: Id,
+    acct: AccountType,
+    leverage: u32,
+    /// Some(price) when it fills at once.
+    fill_now: Option<Dec>,
+}
+
+impl Sequencer {
+    fn check_license(&self, user: Id, now: Millis) -> Result<()> {
+        let ok = !self.require_license || self.st.users.get(&user).is_some_and(|u| u.licensed(now));
+        if ok { Ok(()) } else { Err(Error::LicenseRequired) }
+    }
+
+    fn validate_order(&self, user: Id, o: &NewOrder, now: Millis) -> Result<Checked> {
+        let u = self.st.users.get(&user).ok_or(Error::NotFound("user"))?;
+        self.check_license(user, now)?;
+        let sym = self.st.symbols.get(&o.symbol).ok_or_else(|| Error::UnknownSymbol(o.symbol.clone()))?;
+        let spec = &sym.spec;
+        ensure(o.qty.is_positive(), || "qty must be > 0".into())?;
+        ensure(o.qty.is_multiple_of(spec.lot_size), || format!("qty must be a multiple of lot_size {}", spec.lot_size))?;
+        ensure(o.qty >= spec.min_qty, || format!("qty must be at least min_qty {}", spec.min_qty))?;
+        let leverage = o.leverage.or(u.config.leverage).unwrap_or(1);
+        ensure((1..=spec.max_leverage).contains(&leverage), || {
+            format!("leverage must be a whole number 1..={}", spec.max_leverage)
+        })?;
+        if let Some(c) = &o.client_order_id {
+            ensure(!c.is_empty() && c.len() <= 64, || "client_order_id must be 1-64 characters".into())?;
+        }
+        let reference = match o.order_type {
+            OrderType::Market => {
+                ensure(o.price.is_none(), || "a market order takes no price".into())?;
+                sym.last.ok_or_else(|| Error::NoPrice(o.symbol.clone()))?
+            }
+            OrderType::Limit => {
+                let p = o.price.ok_or_else(|| Error::Invalid("a limit order needs a price".into()))?;
+                ensure(p.is_positive(), || "price must be > 0".into())?;
+                ensure(p.is_multiple_of(spec.tick_size), || format!("price must be a multiple of tick_size {}", spec.tick_size))?;
+                p
+            }
+        };
+        let long = o.side == Side::Buy;
+        for (name, v) in [("sl", o.sl), ("tp", o.tp)] {
+            if let Some(v) = v {
+                ensure(v.is_positive() && v.is_multiple_of(spec.tick_size), || {
+                    format!("{name} must be > 0 and a multiple of tick_size {}", spec.tick_size)
+                })?;
+            }
+        }
+        if let Some(sl) = o.sl {
+            ensure(if long { sl < reference } else { sl > reference }, || {
+                format!("sl must be {} the reference price {reference}", if long { "below" } else { "above" })
+            })?;
+        }
+        if let Some(tp) = o.tp {
+            ensure(if long { tp > reference } else { tp < reference }, || {
+                format!("tp must be {} the reference price {reference}", if long { "above" } else { "below" })
+            })?;
+        }
+        let fill_now = match (o.order_type, sym.last) {
+            (OrderType::Market, last) => last,
+            (OrderType::Limit, Some(last)) if (long && last <= reference) || (!long && last >= reference) => Some(last),
+            _ => None,
+        };
+        let acct = o.account_type.unwrap_or_default();
+        let too_large = || Error::Invalid("order notional too large".into());
+        let needed = match fill_now {
+            Some(px) => {
+                let m = math::margin(px, o.qty, leverage).ok_or_else(too_large)?;
+                let f = math::fee(px, o.qty, spec.taker_fee_bps).ok_or_else(too_large)?;
+                Dec(m.raw() + f.raw())
+            }
+            None => math::reserve(reference, o.qty, leverage, spec.taker_fee_bps).ok_or_else(too_large)?,
+        };
+        let available = u.ledgers[acct.index()].available();
+        if available < needed {
+            return Err(Error::InsufficientBalance { needed, available });
+        }
+        Ok(Checked { user, acct, leverage, fill_now })
+    }
+
+    /// Places an order: fills it at once or rests it (API.md §1).
+    pub fn place_order(&mut self, user: Id, o: NewOrder, reply: Reply<Placed>) {
+        let now = crate::domain::model::now_ms();
+        if let Some(cid) = &o.client_order_id {
+            if let Some(&id) = self.st.client_ids.get(&(user, cid.clone())) {
+                return self.barrier(Placed::Existing(id), reply);
+            }
+        }
+        match self.validate_order(user, &o, now) {
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+            Ok(c) => {
+                let mut tx = Tx::new(now);
+                let order = self.accept_order(&mut tx, c, o);
+                self.commit(tx, Placed::New(Box::new(order)), reply);
+            }
+        }
+    }
+
+    /// Applies a validated order; returns it as stored.
+    fn accept_order(&mut self, tx: &mut Tx, c: Checked, o: NewOrder) -> Order {
+        self.st.last_ids.order += 1;
+        let id = self.st.last_ids.order;
+        let spec = &self.st.symbols[&o.symbol].spec;
+        let mut order = Order {
+            id,
+            user_id: c.user,
+            symbol: o.symbol,
+            side: o.side,
+            order_type: o.order_type,
+            qty: o.qty,
+            price: o.price,
+            leverage: c.leverage,
+            sl: o.sl,
+            tp: o.tp,
+            account_type: c.acct,
+            status: OrderStatus::Pending,
+            reserve: Dec::ZERO,
+            fill_price: None,
+            fee: None,
+            position_id: None,
+            client_order_id: o.client_order_id,
+            created_at: tx.now,
+            filled_at: None,
+        };
+        if let Some(cid) = &order.client_order_id {
+            self.st.client_ids.insert((c.user, cid.clone()), id);
+        }
+        tx.events.push(Event::OrderPlaced { order: order.clone() });
+        match c.fill_now {
+            Some(px) => {
+                let fee_bps = spec.taker_fee_bps;
+                self.fill(tx, &mut order, px, fee_bps);
+            }
+            None => {
+                let limit = order.price.expect("validated limit price");
+                order.reserve = math::reserve(limit, order.qty, order.leverage, spec.taker_fee_bps).expect("validated size");
+                let u = self.st.users.get_mut(&c.user).expect("validated user");
+                u.ledger(c.acct).order_reserved = Dec(u.ledger(c.acct).order_reserved.raw() + order.reserve.raw());
+                tx.touch(c.user, c.acct);
+                tx.inval.push(Inval::Orders(c.user));
+                let sym = self.st.symbols.get_mut(&order.symbol).expect("validated symbol");
+                sym.book.insert(order.side, limit, id);
+                self.st.orders.insert(id, order.clone());
+                tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
+            }
+        }
+        order
+    }
+
+    /// Fills `order` at `px`: opens its position, charges the fee, releases any reserve.
+    fn fill(&mut self, tx: &mut Tx, order: &mut Order, px: Dec, fee_bps: crate::domain::symbol::Bps) {
+        let spec = &self.st.symbols[&order.symbol].spec;
+        let margin = math::margin(px, order.qty, order.leverage).expect("validated size");
+        let fee = math::fee(px, order.qty, fee_bps).expect("validated size");
+        let side = order.side.position_side();
+        let liq = math::liquidation_price(side, px, order.leverage, spec.mmr_bps, spec.tick_size);
+        self.st.last_ids.position += 1;
+        let position = Position {
+            id: self.st.last_ids.position,
+            user_id: order.user_id,
+            symbol: order.symbol.clone(),
+            side,
+            qty: order.qty,
+            entry_price: px,
+            leverage: order.leverage,
+            margin,
+            sl: order.sl,
+            tp: order.tp,
+            liquidation_price: liq,
+            open_fee: fee,
+            unrealized_pnl: Dec::ZERO,
+            account_type: order.account_type,
+            opened_at: tx.now,
+        };
+        let l = self.st.users.get_mut(&order.user_id).expect("order owner exists").ledger(order.account_type);
+        l.order_reserved = Dec(l.order_reserved.raw() - order.reserve.raw());
+        l.margin_used = Dec(l.margin_used.raw() + margin.raw());
+        l.wallet = Dec(l.wallet.raw() - fee.raw());
+        tx.touch(order.user_id, order.account_type);
+        order.reserve = Dec::ZERO;
+        order.status = OrderStatus::Filled;
+        order.fill_price = Some(px);
+        order.fee = Some(fee);
+        order.position_id = Some(position.id);
+        order.filled_at = Some(tx.now);
+        tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
+        tx.ops.push(Op::InsertPosition(Box::new(position.clone())));
+        tx.inval.push(Inval::Positions(order.user_id));
+        tx.events.push(Event::OrderFilled { order: order.clone() });
+        tx.events.push(Event::PositionOpened { position: position.clone() });
+        self.st.symbols.get_mut(&order.symbol).expect("symbol").triggers.insert(&position);
+        self.st.positions.insert(position.id, position);
+    }
+
+    /// Cancels a pending order of `user`.
+    pub fn cancel_order(&mut self, user: Id, id: Id, reply: Reply<Order>) {
+        let Some(order) = self.st.orders.get(&id).filter(|o| o.user_id == user).cloned() else {
+            let err = self.why_not_open("order", crate::store::tables::orders::get, id, |o| o.user_id == user);
+            let _ = reply.send(Err(err));
+            return;
+        };
+        let mut tx = Tx::new(crate::domain::model::now_ms());
+        let mut order = self.st.orders.remove(&id).unwrap_or(order);
+        if let (Some(sym), Some(px)) = (self.st.symbols.get_mut(&order.symbol), order.price) {
+            sym.book.remove(order.side, px, id);
+        }
+        let l = self.st.users.get_mut(&user).expect("order owner exists").ledger(order.account_type);
+        l.order_reserved = Dec(l.order_reserved.raw() - order.reserve.raw());
+        tx.touch(user, order.account_type);
+        order.reserve = Dec::ZERO;
+        order.status = OrderStatus::Cancelled;
+        tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
+        tx.inval.push(Inval::Orders(user));
+        tx.events.push(Event::OrderCancelled { order: order.clone() });
+        self.commit(tx, order, reply);
+    }
+
+    /// 409 when the row exists for this user but is no longer open, else 404.
+    fn why_not_open<T>(
+        &self,
+        what: &'static str,
+        get: fn(&rusqlite::Connection, Id) -> rusqlite::Result<Option<T>>,
+        id: Id,
+        mine: impl Fn(&T) -> bool,
+    ) -> Error {
+        match self.store.read("why_not_open", |c| get(c, id)) {
+            Ok(Some(row)) if mine(&row) => Error::Conflict(format!("{what} {id} is not open")),
+            Ok(_) => Error::NotFound(what),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Closes an open position of `user` at the last price.
+    pub fn close_position(&mut self, user: Id, id: Id, reply: Reply<Trade>) {
+        let Some(p) = self.st.positions.get(&id).filter(|p| p.user_id == user) else {
+            let err = self.why_not_open("position", crate::store::tables::trades::by_position, id, |t| t.user_id == user);
+            let _ = reply.send(Err(err));
+            return;
+        };
+        let Some(exit) = self.st.symbols.get(&p.symbol).and_then(|s| s.last) else {
+            let _ = reply.send(Err(Error::NoPrice(p.symbol.clone())));
+            return;
+        };
+        let mut tx = Tx::new(crate::domain::model::now_ms());
+        let trade = self.close(&mut tx, id, exit, CloseReason::Manual);
+        self.commit(tx, trade, reply);
+    }
+
+    /// Closes position `id` at `exit`: realizes PnL, releases margin, writes the trade.
+    fn close(&mut self, tx: &mut Tx, id: Id, exit: Dec, reason: CloseReason) -> Trade {
+        let p = self.st.positions.remove(&id).expect("open position");
+        let sym = self.st.symbols.get_mut(&p.symbol).expect("symbol of an open position");
+        sym.triggers.remove(&p);
+        let taker = sym.spec.taker_fee_bps;
+        let close_fee = math::fee(exit, p.qty, taker).expect("bounded by the opening notional");
+        let mut gross = math::gross_pnl(p.side, p.entry_price, exit, p.qty);
+        let l = self.st.users.get_mut(&p.user_id).expect("position owner exists").ledger(p.account_type);
+        // never below zero: a loss beyond what the account holds is absorbed by the venue
+        let floor = -(l.available().raw() + p.margin.raw());
+        if gross.raw() - close_fee.raw() < floor {
+            gross = Dec(floor + close_fee.raw());
+        }
+        l.wallet = Dec(l.wallet.raw() + gross.raw() - close_fee.raw());
+        l.margin_used = Dec(l.margin_used.raw() - p.margin.raw());
+        tx.touch(p.user_id, p.account_type);
+        self.st.last_ids.trade += 1;
+        let trade = Trade {
+            id: self.st.last_ids.trade,
+            position_id: p.id,
+            user_id: p.user_id,
+            symbol: p.symbol.clone(),
+            side: p.side,
+            qty: p.qty,
+            entry_price: p.entry_price,
+            exit_price: exit,
+            open_fee: p.open_fee,
+            close_fee,
+            pnl: Dec(gross.raw() - p.open_fee.raw() - close_fee.raw()),
+            reason,
+            account_type: p.account_type,
+            opened_at: p.opened_at,
+            closed_at: tx.now,
+        };
+        tx.ops.push(Op::DeletePosition(p.id));
+        tx.ops.push(Op::InsertTrade(Box::new(trade.clone()), p.leverage));
+        tx.inval.push(Inval::Positions(p.user_id));
+        tx.events.push(Event::PositionClosed { trade: trade.clone() });
+        trade
+    }
+
+    /// Applies a batch of ticks in order (API.md §1 "Ticks"); answers once all is committed.
+    pub fn ingest_ticks(&mut self, ticks: Vec<Tick>, reply: Reply<TickOutcome>) {
+        let now = crate::domain::model::now_ms();
+        for t in &ticks {
+            if !self.st.symbols.contains_key(&t.symbol) {
+                let _ = reply.send(Err(Error::UnknownSymbol(t.symbol.clone())));
+                return;
+            }
+            if !t.price.is_positive() || t.ts.is_some_and(|ts| ts < 0) {
+                let _ = reply.send(Err(Error::Invalid("a tick needs price > 0 and ts >= 0".into())));
+                return;
+            }
+        }
+        let mut tx = Tx::new(now);
+        let mut out = TickOutcome { accepted: ticks.len(), ..TickOutcome::default() };
+        let mut last_by_symbol: Vec<(String, Dec, Millis)> = Vec::new();
+        for t in ticks {
+            let ts = t.ts.unwrap_or(now);
+            self.apply_tick(&mut tx, &t.symbol, t.price, ts, &mut out);
+            match last_by_symbol.iter_mut().find(|(s, _, _)| *s == t.symbol) {
+                Some(e) => (e.1, e.2) = (t.price, ts),
+                None => last_by_symbol.push((t.symbol, t.price, ts)),
+            }
+        }
+        for (s, p, ts) in last_by_symbol {
+            tx.ops.push(Op::SetLastPrice(s.clone(), p, ts));
+            tx.inval.push(Inval::Price(s, p, ts));
+        }
+        self.commit(tx, out, reply);
+    }
+
+    fn apply_tick(&mut self, tx: &mut Tx, symbol: &str, price: Dec, ts: Millis, out: &mut TickOutcome) {
+        let sym = self.st.symbols.get_mut(symbol).expect("validated symbol");
+        sym.last = Some(price);
+        sym.last_ts = Some(ts);
+        let maker = sym.spec.maker_fee_bps;
+        for id in sym.book.crossed_by(price) {
+            let mut order = self.st.orders.remove(&id).expect("booked order is pending");
+            let limit = order.price.expect("resting orders are limits");
+            self.st.symbols.get_mut(symbol).expect("symbol").book.remove(order.side, limit, id);
+            tx.inval.push(Inval::Orders(order.user_id));
+            self.fill(tx, &mut order, limit, maker);
+            out.fills += 1;
+        }
+        let hits = self.st.symbols[symbol].triggers.triggered_by(price);
+        for (trigger, pid) in hits {
+            let p = &self.st.positions[&pid];
+            let (exit, reason) = match trigger {
+                Trigger::Liquidation => {
+                    out.liquidations += 1;
+                    (p.liquidation_price, CloseReason::Liquidation)
+                }
+                Trigger::StopLoss => {
+                    out.stop_losses += 1;
+                    (price, CloseReason::StopLoss)
+                }
+                Trigger::TakeProfit => {
+                    out.take_profits += 1;
+                    (p.tp.expect("tp trigger has a tp"), CloseReason::TakeProfit)
+                }
+            };
+            self.close(tx, pid, exit, reason);
+        }
+    }
+
+    /// Places a signal's market order for one follower (no reply of its own).
+    pub(crate) fn place_for_signal(&mut self, tx: &mut Tx, user: Id, o: NewOrder) -> Result<Order> {
+        let c = self.validate_order(user, &o, tx.now)?;
+        Ok(self.accept_order(tx, c, o))
+    }
+}

@@ -1,0 +1,104 @@
+//! The library's error type; each variant maps one-to-one onto an API.md error code.
+
+use crate::domain::money::Dec;
+use crate::store::StoreError;
+
+/// Everything an engine call can refuse or fail with. A refused call changed nothing.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// Bad input: wrong type, out of range, not a multiple of its step, unknown field...
+    #[error("{0}")]
+    Invalid(String),
+    /// No such user, order, position, license... (or not yours).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The symbol is not listed.
+    #[error("unknown symbol {0}")]
+    UnknownSymbol(String),
+    /// The symbol has no last price yet.
+    #[error("no price yet for {0}")]
+    NoPrice(String),
+    /// Not enough available balance.
+    #[error("insufficient balance: needs {needed}, available {available}")]
+    InsufficientBalance {
+        /// What the operation needs.
+        needed: Dec,
+        /// What is available.
+        available: Dec,
+    },
+    /// The promo code does not exist, is inactive, expired or used up.
+    #[error("promo code invalid: {0}")]
+    PromoInvalid(String),
+    /// This user already redeemed this code.
+    #[error("promo code already redeemed by this user")]
+    PromoAlreadyRedeemed,
+    /// The request conflicts with the current state (cancel a filled order, close a closed
+    /// position, duplicate promo code...).
+    #[error("{0}")]
+    Conflict(String),
+    /// Trading needs an active license on this server.
+    #[error("an active license is required to trade")]
+    LicenseRequired,
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Missing or wrong credentials.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// The database cannot take the write now (disk full, locked); nothing was applied.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected database error.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The API.md error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "invalid_request",
+            Error::NotFound(_) => "not_found",
+            Error::UnknownSymbol(_) => "unknown_symbol",
+            Error::NoPrice(_) => "no_price",
+            Error::InsufficientBalance { .. } => "insufficient_balance",
+            Error::PromoInvalid(_) => "promo_invalid",
+            Error::PromoAlreadyRedeemed => "promo_already_redeemed",
+            Error::Conflict(_) => "conflict",
+            Error::LicenseRequired => "license_required",
+            Error::Forbidden(_) => "forbidden",
+            Error::Unauthorized => "unauthorized",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::Invalid(_) | Error::UnknownSymbol(_) => 422,
+            Error::NotFound(_) => 404,
+            Error::NoPrice(_)
+            | Error::InsufficientBalance { .. }
+            | Error::PromoInvalid(_)
+            | Error::PromoAlreadyRedeemed
+            | Error::Conflict(_) => 409,
+            Error::LicenseRequired | Error::Forbidden(_) => 403,
+            Error::Unauthorized => 401,
+            Error::Unavailable(_) => 503,
+            Error::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => Error::Unavailable(m),
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

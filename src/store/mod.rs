@@ -1,0 +1,271 @@
+//! SQLite persistence: opening and tuning the file, the read pool, the single group-committing
+//! writer, the schema and its migrations, and one module per table.
+
+pub mod hot;
+pub mod ops;
+// pub mod optimize;
+pub mod schema;
+// pub mod seed;
+pub mod stats;
+pub mod tables;
+pub mod writer;
+
+use parking_lot::Mutex;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+use stats::DbStats;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Durability of a commit in WAL mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// `synchronous=NORMAL`: a commit survives a process crash (kill -9) but the last commits
+    /// before a power loss or OS crash may roll back. The file is never corrupted.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is fsynced; survives power loss; ~3× slower commits.
+    Full,
+}
+
+/// Store tunables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Read connections in the pool.
+    pub pool_size: u32,
+    /// `synchronous` mode.
+    pub synchronous: SyncMode,
+    /// Reads slower than this are logged (ms).
+    pub slow_query_ms: u64,
+    /// A read is interrupted after this long (ms).
+    pub query_timeout_ms: u64,
+    /// SQLite busy timeout (ms).
+    pub busy_timeout_ms: u64,
+    /// Retries of a busy write transaction after the busy timeout.
+    pub busy_retries: u32,
+    /// Most jobs in one writer transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            pool_size: 8,
+            synchronous: SyncMode::Normal,
+            slow_query_ms: 50,
+            query_timeout_ms: 5000,
+            busy_timeout_ms: 10_000,
+            busy_retries: 3,
+            max_batch: 4096,
+        }
+    }
+}
+
+/// What can go wrong in the store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot take writes now (disk full, locked by another process, I/O error).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The file could not be opened or is not a litetrade database.
+    #[error("cannot open database {path}: {reason}")]
+    Open {
+        /// File path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Any other SQLite error.
+    #[error("database error: {0}")]
+    Sqlite(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | ReadOnly | CannotOpen) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Sqlite(e.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Unavailable(format!("no read connection: {e}"))
+    }
+}
+
+/// The store: a tuned SQLite file, a pool of read-only connections and the single writer.
+pub struct Store {
+    path: PathBuf,
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    writer: writer::Writer,
+    stats: Arc<DbStats>,
+    cfg: StoreConfig,
+    /// Connection used for maintenance from the same process (backup), lazily opened.
+    maint: Mutex<Option<Connection>>,
+}
+
+/// Applies the connection pragmas of DESIGN.md (page_size only matters for new files).
+pub fn apply_pragmas(conn: &Connection, cfg: &StoreConfig, read_only: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))?;
+    let sync = match cfg.synchronous {
+        SyncMode::Normal => "NORMAL",
+        SyncMode::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync}; PRAGMA cache_size=-131072; PRAGMA mmap_size=536870912; \
+         PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+    ))?;
+    if read_only {
+        conn.execute_batch("PRAGMA query_only=ON;")?;
+    }
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Opens (creating if needed) a file for writing, with WAL on and the schema migrated.
+pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connection, StoreError> {
+    let open_err = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(open_err(format!("directory {} does not exist", dir.display())));
+        }
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| open_err(e.to_string()))?;
+    conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))
+        .map_err(|e| open_err(e.to_string()))?;
+    // page_size takes effect only before the first table exists (new files).
+    let setup = || -> rusqlite::Result<()> {
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        if pages == 0 {
+            conn.execute_batch("PRAGMA page_size=8192;")?;
+        }
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(rusqlite::Error::InvalidQuery);
+        }
+        Ok(())
+    };
+    setup().map_err(|e| open_err(format!("not a usable SQLite database ({e})")))?;
+    apply_pragmas(&conn, cfg, false).map_err(|e| open_err(e.to_string()))?;
+    schema::migrate(&conn).map_err(|e| open_err(e.to_string()))?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens the file, migrates it, starts the writer thread and the read pool.
+    pub fn open(path: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
+        let conn = open_write_connection(path, &cfg)?;
+        let stats = Arc::new(DbStats::default());
+        let writer = writer::Writer::start(conn, cfg.clone(), stats.clone());
+        let rcfg = cfg.clone();
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(move |c| apply_pragmas(c, &rcfg, true));
+        let pool = r2d2::Pool::builder()
+            .max_size(cfg.pool_size.max(1))
+            .min_idle(Some(1))
+            .test_on_check_out(false)
+            .connection_timeout(Duration::from_millis(cfg.busy_timeout_ms.max(1000)))
+            .build(manager)
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            pool,
+            writer,
+            stats,
+            cfg,
+            maint: Mutex::new(None),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer (submit batches of row changes).
+    pub fn writer(&self) -> &writer::Writer {
+        &self.writer
+    }
+
+    /// Store counters.
+    pub fn stats(&self) -> &Arc<DbStats> {
+        &self.stats
+    }
+
+    /// Pool size, connections open and idle.
+    pub fn pool_state(&self) -> (u32, u32, u32) {
+        let s = self.pool.state();
+        (self.cfg.pool_size, s.connections, s.idle_connections)
+    }
+
+    /// Runs `f` on a pooled read-only connection, with the time limit, the slow-query log and
+    /// the counters. `name` identifies the query in logs.
+    pub fn read<T>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let t0 = Instant::now();
+        let conn = self.pool.get().inspect_err(|_| {
+            self.stats.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })?;
+        if t0.elapsed() > Duration::from_millis(1) {
+            self.stats.pool_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let deadline = t0 + Duration::from_millis(self.cfg.query_timeout_ms);
+        conn.progress_handler(50_000, Some(move || Instant::now() > deadline))?;
+        let out = f(&conn);
+        conn.progress_handler(0, None::<fn() -> bool>)?;
+        let us = t0.elapsed().as_micros() as u64;
+        let slow = us > self.cfg.slow_query_ms * 1000;
+        if slow {
+            tracing::warn!(query = name, elapsed_us = us, "slow query");
+        }
+        self.stats.record_query(us, slow);
+        out.map_err(|e| {
+            self.stats.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(query = name, error = %e, "query failed");
+            StoreError::from(e)
+        })
+    }
+
+    /// Writes a consistent copy of the live database to `dest` (SQLite online backup).
+    pub fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
+        let mut guard = self.maint.lock();
+        if guard.is_none() {
+            let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            c.busy_timeout(Duration::from_millis(self.cfg.busy_timeout_ms))?;
+            *guard = Some(c);
+        }
+        let src = guard.as_ref().expect("opened above");
+        let mut dst = Connection::open(dest)?;
+        let backup = rusqlite::backup::Backup::new(src, &mut dst)?;
+        backup.run_to_completion(256, Duration::from_millis(0), None)?;
+        Ok(())
+    }
+
+    /// Stops the writer after it has committed everything queued, then checkpoints the WAL.
+    pub fn shutdown(&self) {
+        self.writer.shutdown();
+    }
+}

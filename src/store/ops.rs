@@ -1,0 +1,117 @@
+//! Row changes the engine hands to the writer. Each variant is applied by its table's module.
+
+use super::tables::{
+    balances, config, credentials, licenses, orders, positions, signals, symbols, trades, users,
+};
+use crate::domain::model::{AccountType, Id, Ledger, Millis, Order, Position, Promo, Trade};
+use crate::domain::money::Dec;
+use crate::domain::symbol::SymbolSpec;
+use crate::domain::model::UserConfig;
+use rusqlite::Connection;
+
+/// One row change.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// A new user.
+    InsertUser {
+        /// Id.
+        id: Id,
+        /// Name.
+        name: String,
+        /// Telegram chat id.
+        telegram_id: Option<i64>,
+        /// SHA-256 of the token.
+        token_hash: Vec<u8>,
+        /// Creation time.
+        created_at: Millis,
+    },
+    /// Replace a user's config.
+    SaveConfig(Id, UserConfig, Millis),
+    /// Turn a user's bot on or off.
+    SetBot(Id, bool, Millis),
+    /// Store encrypted credentials.
+    SaveCredentials {
+        /// User.
+        user_id: Id,
+        /// Exchange name.
+        exchange: String,
+        /// AEAD nonce.
+        nonce: Vec<u8>,
+        /// AEAD ciphertext.
+        ciphertext: Vec<u8>,
+        /// Time.
+        at: Millis,
+    },
+    /// Replace a balance row.
+    SaveBalance(Id, AccountType, Ledger, Millis),
+    /// Insert or replace a symbol spec (keeps its last price).
+    SaveSymbol(SymbolSpec),
+    /// Record a symbol's last price.
+    SetLastPrice(String, Dec, Millis),
+    /// Insert or update an order row.
+    SaveOrder(Box<Order>, Millis),
+    /// A newly opened position.
+    InsertPosition(Box<Position>),
+    /// A closed position leaves the active table.
+    DeletePosition(Id),
+    /// A closed position's trade log row (with the position's leverage).
+    InsertTrade(Box<Trade>, u32),
+    /// A signal and its fan-out counts.
+    InsertSignal(signals::SignalRow),
+    /// Insert or extend a license.
+    SaveLicense {
+        /// User.
+        user_id: Id,
+        /// Type.
+        license_type: String,
+        /// Start.
+        starts_at: Millis,
+        /// End.
+        ends_at: Millis,
+    },
+    /// Insert or update a promo code.
+    SavePromo(Promo),
+    /// A redemption and its payment row.
+    InsertRedemption {
+        /// Promo id.
+        promo_id: Id,
+        /// User.
+        user_id: Id,
+        /// License type granted.
+        license_type: String,
+        /// Time.
+        at: Millis,
+    },
+    /// A deposit's payment row.
+    InsertDeposit(Id, AccountType, Dec, Millis),
+}
+
+/// Applies one change inside the writer's transaction.
+pub fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
+    match op {
+        Op::InsertUser { id, name, telegram_id, token_hash, created_at } => {
+            users::insert(conn, *id, name, *telegram_id, token_hash, *created_at)
+        }
+        Op::SaveConfig(u, c, at) => config::save(conn, *u, c, *at),
+        Op::SetBot(u, on, at) => config::set_bot(conn, *u, *on, *at),
+        Op::SaveCredentials { user_id, exchange, nonce, ciphertext, at } => {
+            credentials::save(conn, *user_id, exchange, nonce, ciphertext, *at)
+        }
+        Op::SaveBalance(u, a, l, at) => balances::save(conn, *u, *a, l, *at),
+        Op::SaveSymbol(s) => symbols::save(conn, s),
+        Op::SetLastPrice(s, p, ts) => symbols::set_last(conn, s, *p, *ts),
+        Op::SaveOrder(o, at) => orders::save(conn, o, *at),
+        Op::InsertPosition(p) => positions::insert(conn, p),
+        Op::DeletePosition(id) => positions::delete(conn, *id),
+        Op::InsertTrade(t, lev) => trades::insert(conn, t, *lev),
+        Op::InsertSignal(s) => signals::insert(conn, s),
+        Op::SaveLicense { user_id, license_type, starts_at, ends_at } => {
+            licenses::save_license(conn, *user_id, license_type, *starts_at, *ends_at)
+        }
+        Op::SavePromo(p) => licenses::save_promo(conn, p),
+        Op::InsertRedemption { promo_id, user_id, license_type, at } => {
+            licenses::insert_redemption(conn, *promo_id, *user_id, license_type, *at)
+        }
+        Op::InsertDeposit(u, a, amount, at) => balances::insert_deposit(conn, *u, *a, *amount, *at),
+    }
+}

@@ -1,0 +1,103 @@
+//! `orders`: every order in every status; pending limit orders are what the matcher rebuilds.
+
+use super::{dec, opt_dec, text_enum};
+use crate::domain::model::{AccountType, Id, Millis, Order, OrderStatus, OrderType, Side};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+const COLS: &str = "id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, \
+                    fill_price, fee, position_id, client_order_id, created_at, filled_at";
+/// Hot query: one order.
+pub const BY_ID: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM orders WHERE id = ?1";
+/// Hot query: a user's pending orders on one account, oldest first.
+pub const PENDING_BY_USER: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM orders WHERE user_id = ?1 AND account_type = ?2 AND status = 'pending' ORDER BY id";
+/// Hot query: pending orders of a symbol by price (rebuilding the book).
+pub const PENDING_BY_SYMBOL: &str = "SELECT id FROM orders WHERE symbol = ?1 AND status = 'pending' ORDER BY price";
+/// Hot query: an order by its client id.
+pub const BY_CLIENT_ID: &str = "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2";
+
+fn map(r: &Row<'_>) -> rusqlite::Result<Order> {
+    Ok(Order {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        symbol: r.get(2)?,
+        side: text_enum(r, 3, Side::parse)?,
+        order_type: text_enum(r, 4, OrderType::parse)?,
+        qty: dec(r, 5)?,
+        price: opt_dec(r, 6)?,
+        leverage: r.get(7)?,
+        sl: opt_dec(r, 8)?,
+        tp: opt_dec(r, 9)?,
+        account_type: text_enum(r, 10, AccountType::parse)?,
+        status: text_enum(r, 11, OrderStatus::parse)?,
+        reserve: dec(r, 12)?,
+        fill_price: opt_dec(r, 13)?,
+        fee: opt_dec(r, 14)?,
+        position_id: r.get(15)?,
+        client_order_id: r.get(16)?,
+        created_at: r.get(17)?,
+        filled_at: r.get(18)?,
+    })
+}
+
+/// Inserts or updates an order row.
+pub fn save(c: &Connection, o: &Order, at: Millis) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO orders ({COLS}, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+         ?15, ?16, ?17, ?18, ?19, ?20) ON CONFLICT(id) DO UPDATE SET status = ?12, reserve = ?13, fill_price = ?14, \
+         fee = ?15, position_id = ?16, filled_at = ?19, updated_at = ?20"
+    ))?
+    .execute(params![
+        o.id,
+        o.user_id,
+        o.symbol,
+        o.side.as_str(),
+        o.order_type.as_str(),
+        o.qty.raw(),
+        o.price.map(|d| d.raw()),
+        o.leverage,
+        o.sl.map(|d| d.raw()),
+        o.tp.map(|d| d.raw()),
+        o.account_type.as_str(),
+        o.status.as_str(),
+        o.reserve.raw(),
+        o.fill_price.map(|d| d.raw()),
+        o.fee.map(|d| d.raw()),
+        o.position_id,
+        o.client_order_id,
+        o.created_at,
+        o.filled_at,
+        at
+    ])
+    .map(drop)
+}
+
+/// One order by id.
+pub fn get(c: &Connection, id: Id) -> rusqlite::Result<Option<Order>> {
+    c.prepare_cached(BY_ID)?.query_row([id], map).optional()
+}
+
+/// A user's pending orders on one account, oldest first.
+pub fn pending_by_user(c: &Connection, user: Id, acct: AccountType) -> rusqlite::Result<Vec<Order>> {
+    c.prepare_cached(PENDING_BY_USER)?
+        .query_map(params![user, acct.as_str()], map)?
+        .collect()
+}
+
+/// Every pending order, oldest first (engine start-up).
+pub fn all_pending(c: &Connection) -> rusqlite::Result<Vec<Order>> {
+    c.prepare(&format!("SELECT {COLS} FROM orders WHERE status = 'pending' ORDER BY id"))?
+        .query_map([], map)?
+        .collect()
+}
+
+/// Every (user, client_order_id, order id) (engine start-up).
+pub fn all_client_ids(c: &Connection) -> rusqlite::Result<Vec<(Id, String, Id)>> {
+    c.prepare("SELECT user_id, client_order_id, id FROM orders WHERE client_order_id IS NOT NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
+}
+
+/// The highest order id (0 for none).
+pub fn max_id(c: &Connection) -> rusqlite::Result<Id> {
+    c.query_row("SELECT COALESCE(MAX(id), 0) FROM orders", [], |r| r.get(0))
+}

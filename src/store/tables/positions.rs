@@ -1,0 +1,80 @@
+//! `active_positions`: open positions only; a close deletes the row and writes a trade log.
+
+use super::{dec, opt_dec, text_enum};
+use crate::domain::model::{AccountType, Id, Position, PositionSide};
+use crate::domain::money::Dec;
+use rusqlite::{Connection, Row, params};
+
+const COLS: &str = "id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at";
+/// Hot query: a user's open positions on one account, oldest first.
+pub const BY_USER: &str = "SELECT id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at FROM active_positions WHERE user_id = ?1 AND account_type = ?2 ORDER BY id";
+/// Hot query: open positions of a symbol.
+pub const BY_SYMBOL: &str = "SELECT id FROM active_positions WHERE symbol = ?1";
+
+fn map(r: &Row<'_>) -> rusqlite::Result<Position> {
+    Ok(Position {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        symbol: r.get(2)?,
+        side: text_enum(r, 3, PositionSide::parse)?,
+        qty: dec(r, 4)?,
+        entry_price: dec(r, 5)?,
+        leverage: r.get(6)?,
+        margin: dec(r, 7)?,
+        sl: opt_dec(r, 8)?,
+        tp: opt_dec(r, 9)?,
+        liquidation_price: dec(r, 10)?,
+        open_fee: dec(r, 11)?,
+        unrealized_pnl: Dec::ZERO,
+        account_type: text_enum(r, 12, AccountType::parse)?,
+        opened_at: r.get(13)?,
+    })
+}
+
+/// Inserts a newly opened position.
+pub fn insert(c: &Connection, p: &Position) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO active_positions ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))?
+    .execute(params![
+        p.id,
+        p.user_id,
+        p.symbol,
+        p.side.as_str(),
+        p.qty.raw(),
+        p.entry_price.raw(),
+        p.leverage,
+        p.margin.raw(),
+        p.sl.map(|d| d.raw()),
+        p.tp.map(|d| d.raw()),
+        p.liquidation_price.raw(),
+        p.open_fee.raw(),
+        p.account_type.as_str(),
+        p.opened_at
+    ])
+    .map(drop)
+}
+
+/// Removes a closed position.
+pub fn delete(c: &Connection, id: Id) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM active_positions WHERE id = ?1")?.execute([id]).map(drop)
+}
+
+/// A user's open positions on one account, oldest first.
+pub fn by_user(c: &Connection, user: Id, acct: AccountType) -> rusqlite::Result<Vec<Position>> {
+    c.prepare_cached(BY_USER)?.query_map(params![user, acct.as_str()], map)?.collect()
+}
+
+/// Every open position, oldest first (engine start-up).
+pub fn all(c: &Connection) -> rusqlite::Result<Vec<Position>> {
+    c.prepare(&format!("SELECT {COLS} FROM active_positions ORDER BY id"))?.query_map([], map)?.collect()
+}
+
+/// The highest position id ever used, open or closed (0 for none).
+pub fn max_id(c: &Connection) -> rusqlite::Result<Id> {
+    c.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM active_positions), 0), COALESCE((SELECT MAX(position_id) FROM trade_logs), 0))",
+        [],
+        |r| r.get(0),
+    )
+}

@@ -1,0 +1,82 @@
+//! `trade_logs`: append-only record of closed positions.
+
+use super::{dec, text_enum};
+use crate::domain::model::{AccountType, CloseReason, Id, PositionSide, Trade};
+use rusqlite::{Connection, Row, params};
+
+/// Hot query: a page of a user's trades, newest first by close time then id.
+pub const PAGE_BY_USER: &str = "SELECT id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, close_fee, pnl, reason, account_type, opened_at, closed_at FROM trade_logs WHERE user_id = ?1 ORDER BY closed_at DESC, id DESC LIMIT ?2 OFFSET ?3";
+/// Hot query: how many trades a user has.
+pub const COUNT_BY_USER: &str = "SELECT COUNT(*) FROM trade_logs WHERE user_id = ?1";
+
+fn map(r: &Row<'_>) -> rusqlite::Result<Trade> {
+    Ok(Trade {
+        id: r.get(0)?,
+        position_id: r.get(1)?,
+        user_id: r.get(2)?,
+        symbol: r.get(3)?,
+        side: text_enum(r, 4, PositionSide::parse)?,
+        qty: dec(r, 5)?,
+        entry_price: dec(r, 6)?,
+        exit_price: dec(r, 7)?,
+        open_fee: dec(r, 8)?,
+        close_fee: dec(r, 9)?,
+        pnl: dec(r, 10)?,
+        reason: text_enum(r, 11, CloseReason::parse)?,
+        account_type: text_enum(r, 12, AccountType::parse)?,
+        opened_at: r.get(13)?,
+        closed_at: r.get(14)?,
+    })
+}
+
+/// Appends a trade.
+pub fn insert(c: &Connection, t: &Trade, leverage: u32) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
+         close_fee, pnl, reason, account_type, leverage, opened_at, closed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        t.id,
+        t.position_id,
+        t.user_id,
+        t.symbol,
+        t.side.as_str(),
+        t.qty.raw(),
+        t.entry_price.raw(),
+        t.exit_price.raw(),
+        t.open_fee.raw(),
+        t.close_fee.raw(),
+        t.pnl.raw(),
+        t.reason.as_str(),
+        t.account_type.as_str(),
+        leverage,
+        t.opened_at,
+        t.closed_at
+    ])
+    .map(drop)
+}
+
+/// One page of a user's trades (`offset` rows skipped) and the user's total trade count.
+pub fn page(c: &Connection, user: Id, limit: u32, offset: u64) -> rusqlite::Result<(Vec<Trade>, u64)> {
+    let rows = c
+        .prepare_cached(PAGE_BY_USER)?
+        .query_map(params![user, limit, offset as i64], map)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let total: i64 = c.prepare_cached(COUNT_BY_USER)?.query_row([user], |r| r.get(0))?;
+    Ok((rows, total as u64))
+}
+
+/// The highest trade id (0 for none).
+pub fn max_id(c: &Connection) -> rusqlite::Result<Id> {
+    c.query_row("SELECT COALESCE(MAX(id), 0) FROM trade_logs", [], |r| r.get(0))
+}
+
+/// The trade that closed a position, if it is closed.
+pub fn by_position(c: &Connection, position: Id) -> rusqlite::Result<Option<Trade>> {
+    use rusqlite::OptionalExtension;
+    c.prepare_cached(BY_POSITION)?.query_row([position], map).optional()
+}
+
+/// Hot query: the trade of a closed position.
+pub const BY_POSITION: &str = "SELECT id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, close_fee, pnl, reason, account_type, opened_at, closed_at FROM trade_logs WHERE position_id = ?1";

@@ -1,0 +1,215 @@
+//! The single writer: one thread owns the only write connection, takes whatever jobs are queued,
+//! applies them in one transaction (group commit) and only then runs each job's completion.
+//!
+//! When a batch fails (disk full, lock held too long, I/O error) nothing of it is committed, every
+//! job in it completes with the error, and every later job of the same or an older *epoch* is
+//! refused too: the sequencer that produced them had already applied them in memory, so it must
+//! reload its state from the database (see `Writer::take_failure`) and continue in a new epoch.
+
+use super::ops::{Op, apply};
+use super::stats::DbStats;
+use super::{StoreConfig, StoreError};
+use parking_lot::Mutex;
+use rusqlite::{Connection, TransactionBehavior};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What runs after the batch holding a job has committed (or failed).
+pub type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// One unit of work: row changes applied atomically with the rest of its batch.
+pub struct Job {
+    /// Row changes, in order.
+    pub ops: Vec<Op>,
+    /// The submitter's epoch (see the module docs).
+    pub epoch: i64,
+    /// Called once, after COMMIT (Ok) or after the rollback (Err).
+    pub done: Completion,
+}
+
+enum Msg {
+    Job(Job),
+    Shutdown(Sender<()>),
+}
+
+/// Handle to the writer thread.
+pub struct Writer {
+    tx: Mutex<Option<Sender<Msg>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    rejected_upto: AtomicI64,
+    failed: AtomicBool,
+    stats: Arc<DbStats>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub fn start(conn: Connection, cfg: StoreConfig, stats: Arc<DbStats>) -> Writer {
+        let (tx, rx) = channel();
+        let shared = Arc::new(Shared {
+            rejected_upto: AtomicI64::new(-1),
+            failed: AtomicBool::new(false),
+            stats,
+        });
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("litetrade-writer".into())
+            .spawn(move || run(conn, rx, cfg, sh))
+            .expect("spawn writer thread");
+        Writer {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            shared,
+        }
+    }
+
+    /// Queues a job. If the writer has stopped, the job completes at once with an error.
+    pub fn submit(&self, job: Job) {
+        self.shared.stats.writer_queue.fetch_add(1, Ordering::Relaxed);
+        let guard = self.tx.lock();
+        let rejected = match guard.as_ref() {
+            Some(tx) => tx.send(Msg::Job(job)).err().map(|e| match e.0 {
+                Msg::Job(j) => j,
+                Msg::Shutdown(_) => unreachable!(),
+            }),
+            None => Some(job),
+        };
+        drop(guard);
+        if let Some(job) = rejected {
+            self.shared.stats.writer_queue.fetch_sub(1, Ordering::Relaxed);
+            (job.done)(Err(StoreError::Unavailable("the writer has stopped".into())));
+        }
+    }
+
+    /// Returns the last failed epoch once after a batch failed, else `None`.
+    pub fn take_failure(&self) -> Option<i64> {
+        self.shared
+            .failed
+            .swap(false, Ordering::SeqCst)
+            .then(|| self.shared.rejected_upto.load(Ordering::SeqCst))
+    }
+
+    /// Raises the failure flag again (the sequencer could not reload; it will retry).
+    pub fn flag_failure(&self) {
+        self.shared.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Commits everything queued, checkpoints the WAL and stops the thread. Idempotent.
+    pub fn shutdown(&self) {
+        let tx = self.tx.lock().take();
+        if let Some(tx) = tx {
+            let (ack_tx, ack_rx) = channel();
+            if tx.send(Msg::Shutdown(ack_tx)).is_ok() {
+                let _ = ack_rx.recv();
+            }
+        }
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(mut conn: Connection, rx: Receiver<Msg>, cfg: StoreConfig, sh: Arc<Shared>) {
+    let mut batch: Vec<Job> = Vec::new();
+    let mut shutdown_ack = None;
+    while shutdown_ack.is_none() {
+        match rx.recv() {
+            Ok(Msg::Job(j)) => batch.push(j),
+            Ok(Msg::Shutdown(ack)) => shutdown_ack = Some(ack),
+            Err(_) => break,
+        }
+        while batch.len() < cfg.max_batch && shutdown_ack.is_none() {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Shutdown(ack)) => shutdown_ack = Some(ack),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            sh.stats
+                .writer_queue
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            commit_batch(&mut conn, std::mem::take(&mut batch), &cfg, &sh);
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "final WAL checkpoint failed");
+    }
+    if let Some(ack) = shutdown_ack {
+        let _ = ack.send(());
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<Job>, cfg: &StoreConfig, sh: &Shared) {
+    let rejected_upto = sh.rejected_upto.load(Ordering::SeqCst);
+    let (live, stale): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.epoch > rejected_upto);
+    for j in stale {
+        (j.done)(Err(StoreError::Unavailable(
+            "an earlier write failed; the engine is reloading, retry".into(),
+        )));
+    }
+    if live.is_empty() {
+        return;
+    }
+    let t0 = Instant::now();
+    let mut attempt = 0;
+    let result = loop {
+        match try_commit(conn, &live) {
+            Err(e) if is_busy(&e) && attempt < cfg.busy_retries => {
+                attempt += 1;
+                sh.stats.retries.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10 << attempt));
+            }
+            other => break other,
+        }
+    };
+    match result {
+        Ok(()) => {
+            sh.stats
+                .record_batch(live.len() as u64, t0.elapsed().as_micros() as u64);
+            for j in live {
+                (j.done)(Ok(()));
+            }
+        }
+        Err(e) => {
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, jobs = live.len(), "write batch failed; rolled back");
+            sh.stats.failures.fetch_add(1, Ordering::Relaxed);
+            let max_epoch = live.iter().map(|j| j.epoch).max().unwrap_or(rejected_upto);
+            sh.rejected_upto.fetch_max(max_epoch, Ordering::SeqCst);
+            sh.failed.store(true, Ordering::SeqCst);
+            for j in live {
+                (j.done)(Err(err.clone()));
+            }
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn try_commit(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for j in jobs {
+        for op in &j.ops {
+            apply(&tx, op)?;
+        }
+    }
+    tx.commit()
+}
