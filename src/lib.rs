@@ -5,11 +5,16 @@
 //! [`cache`] → [`store`] → [`domain`].
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cache;
+pub mod chat;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod feed;
+pub mod replay;
 pub mod store;
 
 pub use config::Config;

@@ -1,1 +1,389 @@
-fn main() {}
+//! The `litetrade` command line: parse, build the Config, call into the library.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use litetrade::{Config, Engine};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "litetrade", version, about = "A multi-user paper trading venue on one tuned SQLite file")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Database file [default: ./litetrade.db]
+    #[arg(long, global = true, env = "LITETRADE_DB")]
+    db: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8765]
+    #[arg(long, global = true, env = "LITETRADE_LISTEN")]
+    listen: Option<String>,
+    /// TOML config file with every tunable (see README)
+    #[arg(long, global = true, env = "LITETRADE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API (creates and migrates the database on first start)
+    Serve {
+        /// Placing orders needs an active license
+        #[arg(long)]
+        require_license: bool,
+    },
+    /// Serve with demo users, a built-in price feed and signals
+    Demo {
+        /// Replay this Freqtrade candle/trade JSON or OHLC CSV onto BTCUSDT instead
+        #[arg(long)]
+        feed: Option<PathBuf>,
+        /// Stop after this many seconds (default: until Ctrl-C)
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Milliseconds between price ticks
+        #[arg(long, default_value_t = 250)]
+        tick_ms: u64,
+    },
+    /// Database maintenance: indexes, ANALYZE, integrity check, checkpoint, optional VACUUM
+    Optimize {
+        /// Also VACUUM (and convert the page size to 8192)
+        #[arg(long)]
+        vacuum: bool,
+        /// Print one JSON object instead of tables
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay a recorded market file through the engine
+    Replay {
+        /// Freqtrade candles/trades (.json, .json.gz) or OHLC CSV
+        #[arg(long)]
+        file: PathBuf,
+        /// Symbol to replay onto
+        #[arg(long, default_value = "BTCUSDT")]
+        symbol: String,
+        /// Replay at this multiple of the recorded pace
+        #[arg(long, conflicts_with = "max")]
+        speed: Option<f64>,
+        /// As fast as possible (default)
+        #[arg(long)]
+        max: bool,
+    },
+    /// Fill a database with consistent synthetic users, trades, positions and orders
+    Seed {
+        /// Users to create
+        #[arg(long, default_value_t = 1000)]
+        users: u64,
+        /// Closed trades per user
+        #[arg(long, default_value_t = 10)]
+        trades_per_user: u64,
+        /// Open positions in all
+        #[arg(long, default_value_t = 1000)]
+        open_positions: u64,
+        /// Pending limit orders in all
+        #[arg(long, default_value_t = 1000)]
+        pending_orders: u64,
+    },
+    /// The Telegram-style command layer on a terminal
+    Chat {
+        /// The user to act as
+        #[arg(long)]
+        user: i64,
+    },
+    /// Write a consistent copy of the database (safe while serving)
+    Backup {
+        /// Destination file (must not exist)
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+fn build_config(c: &Common) -> Result<Config> {
+    let mut cfg = match &c.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(db) = &c.db {
+        cfg.db = db.clone();
+    }
+    if let Some(l) = &c.listen {
+        cfg.listen = l.clone();
+    }
+    Ok(cfg)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LITETRADE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(total);
+    b.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})").expect("template").progress_chars("=> "));
+    b.set_message(what.to_string());
+    b
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn open_engine(cfg: &Config) -> Result<Engine> {
+    Engine::open(cfg).with_context(|| format!("cannot open database {}", cfg.db.display()))
+}
+
+async fn start_server(engine: &Engine, cfg: &Config) -> Result<(tokio::net::TcpListener, String, PathBuf)> {
+    let token_file = cfg.beside_db("admin-token");
+    let token = litetrade::api::admin_token(std::env::var("LITETRADE_ADMIN_TOKEN").ok(), &token_file)
+        .with_context(|| format!("cannot set up the admin token file {}", token_file.display()))?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let _ = engine;
+    Ok((listener, token, token_file))
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let engine = open_engine(&cfg)?;
+    let (listener, token, _) = start_server(&engine, &cfg).await?;
+    tracing::info!(listen = %cfg.listen, db = %cfg.db.display(), "serving");
+    litetrade::api::serve(engine, listener, &token, shutdown_signal()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn demo(cfg: Config, feed: Option<PathBuf>, duration: Option<u64>, tick_ms: u64) -> Result<()> {
+    let paths = litetrade::demo::price_paths(feed.as_deref())?;
+    let engine = open_engine(&cfg)?;
+    let users = litetrade::demo::ensure_demo_users(&engine).await?;
+    let (listener, token, token_file) = start_server(&engine, &cfg).await?;
+    let tokens_file = cfg.beside_db("demo-tokens");
+    let fresh: Vec<String> = users.iter().filter_map(|(id, t)| t.as_ref().map(|t| format!("user {id}: {t}"))).collect();
+    if !fresh.is_empty() && !tokens_file.exists() {
+        litetrade::engine::secrets::write_private_file(&tokens_file, (fresh.join("\n") + "\n").as_bytes())?;
+    }
+    let base = format!("http://{}", cfg.listen);
+    let tf = token_file.display();
+    println!("litetrade demo: serving {base}/api/v1 on {}", cfg.db.display());
+    println!("admin token: in {tf}{}", if std::env::var("LITETRADE_ADMIN_TOKEN").is_ok() { " (LITETRADE_ADMIN_TOKEN is set and wins)" } else { "" });
+    println!("demo users {:?}; their tokens are in {} (mode 0600)", users.iter().map(|u| u.0).collect::<Vec<_>>(), tokens_file.display());
+    println!("try:");
+    println!("  curl -s {base}/api/v1/health");
+    println!("  curl -s -H \"Authorization: Bearer $(cat {tf})\" {base}/api/v1/users/1/positions");
+    println!("  curl -s -H \"Authorization: Bearer $(cat {tf})\" {base}/api/v1/users/1/trades?limit=5");
+    println!("Ctrl-C stops it.");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let status = Arc::new(litetrade::demo::DemoStatus::default());
+    let ids = users.iter().map(|u| u.0).collect();
+    let feed_task = tokio::spawn(litetrade::demo::run(engine.clone(), ids, paths, std::time::Duration::from_millis(tick_ms.max(10)), status.clone(), stop_rx));
+    let st = status.clone();
+    let tty = std::io::stdout().is_terminal();
+    let printer = tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            n += 1;
+            if tty {
+                print!("\r{}   ", st.line());
+                let _ = std::io::stdout().flush();
+            } else if n % 5 == 0 {
+                println!("{}", st.line());
+            }
+        }
+    });
+    let stop = async move {
+        match duration {
+            Some(s) => tokio::select! { _ = tokio::time::sleep(std::time::Duration::from_secs(s)) => {}, _ = shutdown_signal() => {} },
+            None => shutdown_signal().await,
+        }
+        let _ = stop_tx.send(true);
+    };
+    litetrade::api::serve(engine, listener, &token, stop).await?;
+    printer.abort();
+    match feed_task.await {
+        Ok(Err(e)) => eprintln!("\nfeed stopped: {e}"),
+        Err(e) => eprintln!("\nfeed task failed: {e}"),
+        Ok(Ok(())) => {}
+    }
+    println!("\n{}", status.line());
+    Ok(())
+}
+
+fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
+    if !cfg.db.exists() {
+        bail!("database {} does not exist", cfg.db.display());
+    }
+    let pb = std::sync::Mutex::new(None::<ProgressBar>);
+    let progress = |step: &str, done: u64, total: u64| {
+        let mut g = pb.lock().expect("progress lock");
+        if g.as_ref().is_none_or(|b| b.message() != step) {
+            if let Some(b) = g.take() {
+                b.finish_and_clear();
+            }
+            if !json && !std::io::stderr().is_terminal() {
+                eprintln!("{step}...");
+            }
+            *g = Some(bar(total, step));
+        }
+        if let Some(b) = g.as_ref() {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let report = litetrade::store::optimize::optimize(&cfg.db, &litetrade::store::optimize::OptimizeOptions { vacuum, ..Default::default() }, &progress)
+        .with_context(|| format!("optimize {}", cfg.db.display()))?;
+    if let Some(b) = pb.lock().expect("progress lock").take() {
+        b.finish_and_clear();
+    }
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.render_table());
+    }
+    Ok(if report.integrity == "ok" { 0 } else { 2 })
+}
+
+fn seed(cfg: &Config, users: u64, trades_per_user: u64, open_positions: u64, pending_orders: u64) -> Result<()> {
+    let opts = litetrade::store::seed::SeedOptions { users, trades_per_user, open_positions, pending_orders, ..Default::default() };
+    let pb = std::sync::Mutex::new(None::<ProgressBar>);
+    let progress = |step: &str, done: u64, total: u64| {
+        let mut g = pb.lock().expect("progress lock");
+        if g.as_ref().is_none_or(|b| b.message() != step) {
+            if let Some(b) = g.take() {
+                b.finish_and_clear();
+            }
+            *g = Some(bar(total, step));
+        }
+        if let Some(b) = g.as_ref() {
+            b.set_position(done);
+        }
+    };
+    let report = litetrade::store::seed::seed(&cfg.db, &opts, &progress).with_context(|| format!("seed {}", cfg.db.display()))?;
+    if let Some(b) = pb.lock().expect("progress lock").take() {
+        b.finish_and_clear();
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) -> Result<()> {
+    let ticks = litetrade::feed::read_feed(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let engine = open_engine(&cfg)?;
+    let spec = engine.symbol(&symbol).with_context(|| format!("symbol {symbol}"))?;
+    let mut ticks = ticks;
+    litetrade::feed::scale_to(&mut ticks, spec.tick_size);
+    let pace = match speed {
+        Some(s) => litetrade::replay::Pace::Speed(s),
+        None => litetrade::replay::Pace::Max { batch: 1000 },
+    };
+    let pb = bar(ticks.len() as u64, "replay");
+    let summary = litetrade::replay::replay(&engine, &symbol, &ticks, pace, &|done, _| pb.set_position(done)).await;
+    pb.finish_and_clear();
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || e.shutdown()).await?;
+    let s = summary?;
+    let o = &s.outcome;
+    println!(
+        "replayed {} ticks onto {symbol} in {:.2} s ({:.0} ticks/s): {} fills, closes: {} take_profit, {} stop_loss, {} liquidation",
+        o.accepted, s.seconds, s.ticks_per_sec, o.fills, o.take_profits, o.stop_losses, o.liquidations
+    );
+    Ok(())
+}
+
+async fn chat(cfg: Config, user: i64) -> Result<()> {
+    let engine = open_engine(&cfg)?;
+    engine.user(user).with_context(|| format!("user {user}"))?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        println!("litetrade chat as user {user}. Type /help; Ctrl-D quits.");
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(l) = line else { break };
+            if tx.blocking_send(l).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = rx.recv().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = litetrade::chat::handle(&engine, user, &line).await;
+        println!("{}", reply.text());
+        println!();
+    }
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || e.shutdown()).await?;
+    Ok(())
+}
+
+fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
+    if !cfg.db.exists() {
+        bail!("database {} does not exist", cfg.db.display());
+    }
+    let pb = bar(0, "backup");
+    litetrade::store::backup_file(&cfg.db, to, &|done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    })
+    .with_context(|| format!("backup {} to {}", cfg.db.display(), to.display()))?;
+    pb.finish_and_clear();
+    println!("backed up {} to {}", cfg.db.display(), to.display());
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let cfg = build_config(&cli.common)?;
+    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime");
+    match cli.cmd {
+        Cmd::Serve { require_license } => {
+            let mut cfg = cfg;
+            cfg.require_license |= require_license;
+            rt()?.block_on(serve(cfg))?;
+        }
+        Cmd::Demo { feed, duration, tick_ms } => rt()?.block_on(demo(cfg, feed, duration, tick_ms))?,
+        Cmd::Optimize { vacuum, json } => return optimize(&cfg, vacuum, json),
+        Cmd::Replay { file, symbol, speed, max: _ } => rt()?.block_on(replay(cfg, file, symbol, speed))?,
+        Cmd::Seed { users, trades_per_user, open_positions, pending_orders } => seed(&cfg, users, trades_per_user, open_positions, pending_orders)?,
+        Cmd::Chat { user } => rt()?.block_on(chat(cfg, user))?,
+        Cmd::Backup { to } => backup(&cfg, &to)?,
+    }
+    Ok(0)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

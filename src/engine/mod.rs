@@ -68,17 +68,28 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     cleanup: Mutex<Option<JoinHandle<()>>>,
     cfg: Config,
+    /// Held for the engine's lifetime: one engine per database file.
+    _lock: std::fs::File,
 }
 
 impl Engine {
     /// Opens (creating and migrating if needed) the database, rebuilds the books from it and
     /// starts the sequencer, the writer and the cache cleanup.
     pub fn open(cfg: &Config) -> Result<Engine> {
+        let lock = lock_database(cfg)?;
         let store = Arc::new(Store::open(&cfg.db, cfg.store.clone())?);
         let caches = Arc::new(Caches::new(&cfg.caches));
-        let vault = Vault::open(std::env::var("LITETRADE_SECRET_KEY").ok().as_deref(), &cfg.beside_db("key"))?;
+        let vault = Vault::open(
+            std::env::var("LITETRADE_SECRET_KEY").ok().as_deref(),
+            &cfg.beside_db("key"),
+        )?;
         let (events, _) = broadcast::channel(4096);
-        let seq = Sequencer::new(store.clone(), caches.clone(), events.clone(), cfg.require_license)?;
+        let seq = Sequencer::new(
+            store.clone(),
+            caches.clone(),
+            events.clone(),
+            cfg.require_license,
+        )?;
         let (tx, rx) = std::sync::mpsc::channel();
         let depth = Arc::new(AtomicU64::new(0));
         let d = depth.clone();
@@ -98,20 +109,29 @@ impl Engine {
                 thread: Mutex::new(Some(thread)),
                 cleanup: Mutex::new(cleanup),
                 cfg: cfg.clone(),
+                _lock: lock,
             }),
         })
     }
 
-    async fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Sequencer, Reply<T>) + Send + 'static) -> Result<T> {
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Sequencer, Reply<T>) + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         let cmd: Command = Box::new(move |seq| f(seq, tx));
         {
             let guard = self.inner.commands.lock();
-            let sender = guard.as_ref().ok_or_else(|| Error::Unavailable("the engine is shutting down".into()))?;
+            let sender = guard
+                .as_ref()
+                .ok_or_else(|| Error::Unavailable("the engine is shutting down".into()))?;
             self.inner.depth.fetch_add(1, Ordering::Relaxed);
-            sender.send(cmd).map_err(|_| Error::Unavailable("the engine has stopped".into()))?;
+            sender
+                .send(cmd)
+                .map_err(|_| Error::Unavailable("the engine has stopped".into()))?;
         }
-        rx.await.map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
+        rx.await
+            .map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
     }
 
     /// The configuration the engine runs with.
@@ -140,17 +160,29 @@ impl Engine {
     }
 
     /// Creates a user; returns it and its bearer token (shown only here; stored hashed).
-    pub async fn create_user(&self, name: &str, telegram_id: Option<i64>) -> Result<(User, String)> {
+    pub async fn create_user(
+        &self,
+        name: &str,
+        telegram_id: Option<i64>,
+    ) -> Result<(User, String)> {
         let token = secrets::new_token();
         let hash = secrets::hash_token(&token);
         let name = name.to_string();
-        let user = self.call(move |s, r| s.create_user(name, telegram_id, hash, r)).await?;
+        let user = self
+            .call(move |s, r| s.create_user(name, telegram_id, hash, r))
+            .await?;
         Ok((user, token))
     }
 
     /// Credits `amount` to a user's account; returns the new balance.
-    pub async fn deposit(&self, user: Id, amount: Dec, acct: AccountType) -> Result<crate::domain::model::Balance> {
-        self.call(move |s, r| s.deposit(user, amount, acct, r)).await?;
+    pub async fn deposit(
+        &self,
+        user: Id,
+        amount: Dec,
+        acct: AccountType,
+    ) -> Result<crate::domain::model::Balance> {
+        self.call(move |s, r| s.deposit(user, amount, acct, r))
+            .await?;
         self.balance(user, acct)
     }
 
@@ -179,7 +211,8 @@ impl Engine {
 
     /// Closes an open position at the symbol's last price.
     pub async fn close_position(&self, user: Id, position: Id) -> Result<Trade> {
-        self.call(move |s, r| s.close_position(user, position, r)).await
+        self.call(move |s, r| s.close_position(user, position, r))
+            .await
     }
 
     /// Applies price ticks in order; returns once every effect is committed and visible.
@@ -209,23 +242,47 @@ impl Engine {
     }
 
     /// Stores exchange credentials encrypted; returns the masked view.
-    pub async fn set_credentials(&self, user: Id, exchange: &str, api_key: &str, api_secret: &str) -> Result<MaskedCredentials> {
-        let ok = !exchange.is_empty() && exchange.len() <= 32 && exchange.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        sequencer::ensure(ok, || "exchange must be 1-32 characters of A-Z, a-z, 0-9, _ or -".into())?;
-        sequencer::ensure(!api_key.is_empty() && api_key.len() <= 512 && api_secret.len() <= 512, || {
-            "api_key must be 1-512 characters, api_secret at most 512".into()
+    pub async fn set_credentials(
+        &self,
+        user: Id,
+        exchange: &str,
+        api_key: &str,
+        api_secret: &str,
+    ) -> Result<MaskedCredentials> {
+        let ok = !exchange.is_empty()
+            && exchange.len() <= 32
+            && exchange
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        sequencer::ensure(ok, || {
+            "exchange must be 1-32 characters of A-Z, a-z, 0-9, _ or -".into()
         })?;
-        let secret = Arc::new(Secret { api_key: api_key.into(), api_secret: api_secret.into() });
+        sequencer::ensure(
+            !api_key.is_empty() && api_key.len() <= 512 && api_secret.len() <= 512,
+            || "api_key must be 1-512 characters, api_secret at most 512".into(),
+        )?;
+        let secret = Arc::new(Secret {
+            api_key: api_key.into(),
+            api_secret: api_secret.into(),
+        });
         let sealed = self.inner.vault.seal(user, exchange, &secret);
-        let masked = MaskedCredentials { exchange: exchange.into(), api_key_masked: secrets::mask(api_key) };
+        let masked = MaskedCredentials {
+            exchange: exchange.into(),
+            api_key_masked: secrets::mask(api_key),
+        };
         let ex = exchange.to_string();
-        self.call(move |s, r| s.set_credentials(user, ex, sealed, secret, r)).await?;
+        self.call(move |s, r| s.set_credentials(user, ex, sealed, secret, r))
+            .await?;
         Ok(masked)
     }
 
-    /// Writes a consistent copy of the live database to `dest`.
+    /// Writes a consistent copy of the live database to `dest` (online backup).
     pub fn backup_to(&self, dest: &std::path::Path) -> Result<()> {
-        Ok(self.inner.store.backup_to(dest)?)
+        Ok(crate::store::backup_file(
+            self.inner.store.path(),
+            dest,
+            &|_, _| {},
+        )?)
     }
 
     /// Stops the sequencer, commits everything queued, checkpoints the WAL. Idempotent.
@@ -246,6 +303,32 @@ impl Drop for Inner {
             let _ = t.join();
         }
         self.store.shutdown();
+    }
+}
+
+/// Takes an exclusive lock on `<db>.lock` so that two engines never own one database (each would
+/// hold its own in-memory books and they would diverge).
+fn lock_database(cfg: &Config) -> Result<std::fs::File> {
+    let path = cfg.beside_db("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| {
+            Error::Unavailable(format!("cannot open lock file {}: {e}", path.display()))
+        })?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
+            "another litetrade process is using {} (lock {} is held)",
+            cfg.db.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Unavailable(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
     }
 }
 

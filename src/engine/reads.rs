@@ -3,11 +3,15 @@
 use super::{Engine, MaskedCredentials, secrets};
 use crate::cache::{AccountKey, CredKey, LastPrice, Profile, RouteKey, SymbolKey, UserKey};
 use crate::domain::math;
-use crate::domain::model::{AccountType, Balance, Id, License, Order, Position, Ticker, Trade, User, UserConfig, now_ms};
+use crate::domain::model::{
+    AccountType, Balance, Id, License, Order, Position, Ticker, Trade, User, UserConfig, now_ms,
+};
 use crate::domain::money::Dec;
 use crate::domain::symbol::SymbolSpec;
 use crate::error::{Error, Result};
-use crate::store::tables::{analytics, balances, config, credentials, licenses, orders, positions, symbols, trades, users};
+use crate::store::tables::{
+    analytics, balances, config, credentials, licenses, orders, positions, symbols, trades, users,
+};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -29,22 +33,30 @@ pub struct TradePage {
 impl Engine {
     fn profile(&self, user: Id) -> Result<Arc<Profile>> {
         let store = self.store();
-        self.caches()
-            .user_config
-            .get_or_load(&UserKey(user), || {
-                store
-                    .read("profile", |c| {
-                        let Some(u) = users::get(c, user)? else { return Ok(None) };
-                        let (config, bot_enabled) = config::get(c, user)?.unwrap_or_default();
-                        let now = now_ms();
-                        let license = licenses::by_user(c, user)?
-                            .into_iter()
-                            .next()
-                            .map(|(license_type, _, end)| License { license_type, end_date: end, active: end > now });
-                        Ok(Some(Arc::new(Profile { user: u, config, bot_enabled, license })))
-                    })?
-                    .ok_or(Error::NotFound("user"))
-            })
+        self.caches().user_config.get_or_load(&UserKey(user), || {
+            store
+                .read("profile", |c| {
+                    let Some(u) = users::get(c, user)? else {
+                        return Ok(None);
+                    };
+                    let (config, bot_enabled) = config::get(c, user)?.unwrap_or_default();
+                    let now = now_ms();
+                    let license = licenses::by_user(c, user)?.into_iter().next().map(
+                        |(license_type, _, end)| License {
+                            license_type,
+                            end_date: end,
+                            active: end > now,
+                        },
+                    );
+                    Ok(Some(Arc::new(Profile {
+                        user: u,
+                        config,
+                        bot_enabled,
+                        license,
+                    })))
+                })?
+                .ok_or(Error::NotFound("user"))
+        })
     }
 
     /// A user (never its token).
@@ -70,32 +82,45 @@ impl Engine {
         Ok(l)
     }
 
-    /// The user a token belongs to.
-    pub fn user_by_token(&self, token: &str) -> Result<Option<Id>> {
-        let hash = secrets::hash_token(token);
-        Ok(self.store().read("user_by_token", |c| users::id_by_token_hash(c, &hash))?)
+    /// The user whose token has this SHA-256 ([`secrets::hash_token`]).
+    pub fn user_by_token_hash(&self, hash: &[u8]) -> Result<Option<Id>> {
+        Ok(self
+            .store()
+            .read("user_by_token", |c| users::id_by_token_hash(c, hash))?)
     }
 
     /// A symbol's last price, through the price cache.
     pub fn last_price(&self, symbol: &str) -> Result<Option<Dec>> {
         let store = self.store();
-        self.caches().price.get_or_load(&SymbolKey(Some(symbol.to_string())), || {
-            Ok(store.read("last_price", |c| symbols::get(c, symbol))?.and_then(|(_, last, _)| last))
-        })
+        self.caches()
+            .price
+            .get_or_load(&SymbolKey(Some(symbol.to_string())), || {
+                Ok(store
+                    .read("last_price", |c| symbols::get(c, symbol))?
+                    .and_then(|(_, last, _)| last))
+            })
     }
 
     fn cached_positions(&self, user: Id, acct: AccountType) -> Result<Arc<Vec<Position>>> {
         let store = self.store();
-        self.caches().position.get_or_load(&AccountKey(user, acct), || {
-            Ok(Arc::new(store.read("positions", |c| positions::by_user(c, user, acct))?))
-        })
+        self.caches()
+            .position
+            .get_or_load(&AccountKey(user, acct), || {
+                Ok(Arc::new(store.read("positions", |c| {
+                    positions::by_user(c, user, acct)
+                })?))
+            })
     }
 
     fn cached_orders(&self, user: Id, acct: AccountType) -> Result<Arc<Vec<Order>>> {
         let store = self.store();
-        self.caches().order.get_or_load(&AccountKey(user, acct), || {
-            Ok(Arc::new(store.read("pending_orders", |c| orders::pending_by_user(c, user, acct))?))
-        })
+        self.caches()
+            .order
+            .get_or_load(&AccountKey(user, acct), || {
+                Ok(Arc::new(store.read("pending_orders", |c| {
+                    orders::pending_by_user(c, user, acct)
+                })?))
+            })
     }
 
     fn with_upnl(&self, p: &Position) -> Result<Position> {
@@ -113,7 +138,9 @@ impl Engine {
         let l = self
             .caches()
             .balance
-            .get_or_load(&AccountKey(user, acct), || Ok::<_, Error>(store.read("balance", |c| balances::get(c, user, acct))?))?;
+            .get_or_load(&AccountKey(user, acct), || {
+                Ok::<_, Error>(store.read("balance", |c| balances::get(c, user, acct))?)
+            })?;
         let mut upnl = 0i64;
         for p in self.cached_positions(user, acct)?.iter() {
             upnl += self.with_upnl(p)?.unrealized_pnl.raw();
@@ -134,7 +161,10 @@ impl Engine {
     pub fn positions(&self, user: Id, acct: Option<AccountType>) -> Result<Vec<Position>> {
         self.profile(user)?;
         let mut out = Vec::new();
-        for a in acct.map(|a| vec![a]).unwrap_or_else(|| AccountType::ALL.to_vec()) {
+        for a in acct
+            .map(|a| vec![a])
+            .unwrap_or_else(|| AccountType::ALL.to_vec())
+        {
             for p in self.cached_positions(user, a)?.iter() {
                 out.push(self.with_upnl(p)?);
             }
@@ -147,7 +177,10 @@ impl Engine {
     pub fn orders(&self, user: Id, acct: Option<AccountType>) -> Result<Vec<Order>> {
         self.profile(user)?;
         let mut out = Vec::new();
-        for a in acct.map(|a| vec![a]).unwrap_or_else(|| AccountType::ALL.to_vec()) {
+        for a in acct
+            .map(|a| vec![a])
+            .unwrap_or_else(|| AccountType::ALL.to_vec())
+        {
             out.extend(self.cached_orders(user, a)?.iter().cloned());
         }
         out.sort_by_key(|o| o.id);
@@ -173,37 +206,72 @@ impl Engine {
         let limit = limit.clamp(1, 1000);
         let page = page.max(1);
         let offset = (page - 1).saturating_mul(limit as u64);
-        let (rows, total) = self.store().read("trades_page", |c| trades::page(c, user, limit, offset))?;
-        Ok(TradePage { trades: rows, page, limit, total, pages: total.div_ceil(limit as u64) })
+        let (rows, total) = self
+            .store()
+            .read("trades_page", |c| trades::page(c, user, limit, offset))?;
+        Ok(TradePage {
+            trades: rows,
+            page,
+            limit,
+            total,
+            pages: total.div_ceil(limit as u64),
+        })
     }
 
     /// A symbol's last price and time, through the market_data cache.
     pub fn ticker(&self, symbol: &str) -> Result<Ticker> {
         let store = self.store();
-        let lp = self.caches().market_data.get_or_load(&SymbolKey(Some(symbol.to_string())), || {
-            match store.read("ticker", |c| symbols::get(c, symbol))? {
-                None => Err(Error::UnknownSymbol(symbol.to_string())),
-                Some((_, last, ts)) => Ok(last.map(|price| LastPrice { price, ts: ts.unwrap_or(0) })),
-            }
-        })?;
-        Ok(Ticker { symbol: symbol.to_string(), last: lp.map(|l| l.price), ts: lp.map(|l| l.ts) })
+        let lp =
+            self.caches()
+                .market_data
+                .get_or_load(&SymbolKey(Some(symbol.to_string())), || {
+                    match store.read("ticker", |c| symbols::get(c, symbol))? {
+                        None => Err(Error::UnknownSymbol(symbol.to_string())),
+                        Some((_, last, ts)) => Ok(last.map(|price| LastPrice {
+                            price,
+                            ts: ts.unwrap_or(0),
+                        })),
+                    }
+                })?;
+        Ok(Ticker {
+            symbol: symbol.to_string(),
+            last: lp.map(|l| l.price),
+            ts: lp.map(|l| l.ts),
+        })
     }
 
     /// Every symbol spec, by name.
     pub fn symbols(&self) -> Result<Arc<Vec<SymbolSpec>>> {
         let store = self.store();
         self.caches().symbol_info.get_or_load(&SymbolKey(None), || {
-            Ok(Arc::new(store.read("symbols", symbols::all)?.into_iter().map(|(s, _, _)| s).collect()))
+            Ok(Arc::new(
+                store
+                    .read("symbols", symbols::all)?
+                    .into_iter()
+                    .map(|(s, _, _)| s)
+                    .collect(),
+            ))
         })
     }
 
     /// One symbol spec.
     pub fn symbol(&self, symbol: &str) -> Result<SymbolSpec> {
         let store = self.store();
-        let v = self.caches().symbol_info.get_or_load(&SymbolKey(Some(symbol.to_string())), || {
-            Ok::<_, Error>(Arc::new(store.read("symbol", |c| symbols::get(c, symbol))?.into_iter().map(|(s, _, _)| s).collect()))
-        })?;
-        v.first().cloned().ok_or_else(|| Error::UnknownSymbol(symbol.to_string()))
+        let v =
+            self.caches()
+                .symbol_info
+                .get_or_load(&SymbolKey(Some(symbol.to_string())), || {
+                    Ok::<_, Error>(Arc::new(
+                        store
+                            .read("symbol", |c| symbols::get(c, symbol))?
+                            .into_iter()
+                            .map(|(s, _, _)| s)
+                            .collect(),
+                    ))
+                })?;
+        v.first()
+            .cloned()
+            .ok_or_else(|| Error::UnknownSymbol(symbol.to_string()))
     }
 
     /// The masked view of a user's stored credentials for `exchange`.
@@ -211,23 +279,37 @@ impl Engine {
         self.profile(user)?;
         let store = self.store();
         let vault = &self.inner.vault;
-        let secret = self.caches().credentials.get_or_load(&CredKey(user, exchange.to_string()), || {
-            match store.read("credentials", |c| credentials::get(c, user, exchange))? {
-                None => Ok::<_, Error>(None),
-                Some((nonce, ct)) => Ok(Some(Arc::new(vault.open_sealed(user, exchange, &nonce, &ct)?))),
-            }
-        })?;
+        let secret =
+            self.caches()
+                .credentials
+                .get_or_load(&CredKey(user, exchange.to_string()), || {
+                    match store.read("credentials", |c| credentials::get(c, user, exchange))? {
+                        None => Ok::<_, Error>(None),
+                        Some((nonce, ct)) => Ok(Some(Arc::new(
+                            vault.open_sealed(user, exchange, &nonce, &ct)?,
+                        ))),
+                    }
+                })?;
         let s = secret.ok_or(Error::NotFound("credentials"))?;
-        Ok(MaskedCredentials { exchange: exchange.to_string(), api_key_masked: secrets::mask(&s.api_key) })
+        Ok(MaskedCredentials {
+            exchange: exchange.to_string(),
+            api_key_masked: secrets::mask(&s.api_key),
+        })
     }
 
     /// The admin dashboard (24 h), served from `api_response` (may lag by its TTL).
     pub fn dashboard(&self) -> Result<Arc<serde_json::Value>> {
         let store = self.store();
-        self.caches().api_response.get_or_load(&RouteKey("admin/dashboard".into()), || {
-            let now = now_ms();
-            let d = store.read("dashboard", |c| analytics::dashboard(c, now - 86_400_000, now))?;
-            Ok(Arc::new(serde_json::to_value(d).map_err(|e| Error::Internal(e.to_string()))?))
-        })
+        self.caches()
+            .api_response
+            .get_or_load(&RouteKey("admin/dashboard".into()), || {
+                let now = now_ms();
+                let d = store.read("dashboard", |c| {
+                    analytics::dashboard(c, now - 86_400_000, now)
+                })?;
+                Ok(Arc::new(
+                    serde_json::to_value(d).map_err(|e| Error::Internal(e.to_string()))?,
+                ))
+            })
     }
 }

@@ -3,14 +3,13 @@
 
 pub mod hot;
 pub mod ops;
-// pub mod optimize;
+pub mod optimize;
 pub mod schema;
-// pub mod seed;
+pub mod seed;
 pub mod stats;
 pub mod tables;
 pub mod writer;
 
-use parking_lot::Mutex;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
@@ -88,9 +87,9 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::*;
         match e.sqlite_error_code() {
-            Some(DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | ReadOnly | CannotOpen) => {
-                StoreError::Unavailable(e.to_string())
-            }
+            Some(
+                DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | ReadOnly | CannotOpen,
+            ) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Sqlite(e.to_string()),
         }
     }
@@ -109,12 +108,14 @@ pub struct Store {
     writer: writer::Writer,
     stats: Arc<DbStats>,
     cfg: StoreConfig,
-    /// Connection used for maintenance from the same process (backup), lazily opened.
-    maint: Mutex<Option<Connection>>,
 }
 
 /// Applies the connection pragmas of DESIGN.md (page_size only matters for new files).
-pub fn apply_pragmas(conn: &Connection, cfg: &StoreConfig, read_only: bool) -> rusqlite::Result<()> {
+pub fn apply_pragmas(
+    conn: &Connection,
+    cfg: &StoreConfig,
+    read_only: bool,
+) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))?;
     let sync = match cfg.synchronous {
         SyncMode::Normal => "NORMAL",
@@ -139,12 +140,17 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
-            return Err(open_err(format!("directory {} does not exist", dir.display())));
+            return Err(open_err(format!(
+                "directory {} does not exist",
+                dir.display()
+            )));
         }
     }
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| open_err(e.to_string()))?;
     conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))
@@ -193,7 +199,6 @@ impl Store {
             writer,
             stats,
             cfg,
-            maint: Mutex::new(None),
         })
     }
 
@@ -227,10 +232,14 @@ impl Store {
     ) -> Result<T, StoreError> {
         let t0 = Instant::now();
         let conn = self.pool.get().inspect_err(|_| {
-            self.stats.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         })?;
         if t0.elapsed() > Duration::from_millis(1) {
-            self.stats.pool_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .pool_waits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let deadline = t0 + Duration::from_millis(self.cfg.query_timeout_ms);
         conn.progress_handler(50_000, Some(move || Instant::now() > deadline))?;
@@ -243,29 +252,53 @@ impl Store {
         }
         self.stats.record_query(us, slow);
         out.map_err(|e| {
-            self.stats.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.stats
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(query = name, error = %e, "query failed");
             StoreError::from(e)
         })
-    }
-
-    /// Writes a consistent copy of the live database to `dest` (SQLite online backup).
-    pub fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
-        let mut guard = self.maint.lock();
-        if guard.is_none() {
-            let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            c.busy_timeout(Duration::from_millis(self.cfg.busy_timeout_ms))?;
-            *guard = Some(c);
-        }
-        let src = guard.as_ref().expect("opened above");
-        let mut dst = Connection::open(dest)?;
-        let backup = rusqlite::backup::Backup::new(src, &mut dst)?;
-        backup.run_to_completion(256, Duration::from_millis(0), None)?;
-        Ok(())
     }
 
     /// Stops the writer after it has committed everything queued, then checkpoints the WAL.
     pub fn shutdown(&self) {
         self.writer.shutdown();
     }
+}
+
+/// Writes a consistent copy of the database at `src` to `dest` with SQLite's online backup API;
+/// safe while another connection or process is writing. `progress(done_pages, total_pages)`.
+pub fn backup_file(src: &Path, dest: &Path, progress: &dyn Fn(u64, u64)) -> Result<(), StoreError> {
+    if dest.exists() {
+        return Err(StoreError::Open {
+            path: dest.display().to_string(),
+            reason: "already exists".into(),
+        });
+    }
+    let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
+        StoreError::Open {
+            path: src.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    from.busy_timeout(Duration::from_secs(10))?;
+    let mut to = Connection::open(dest)?;
+    {
+        let backup = rusqlite::backup::Backup::new(&from, &mut to)?;
+        loop {
+            let more = backup.step(1024)?;
+            let p = backup.progress();
+            progress((p.pagecount - p.remaining) as u64, p.pagecount as u64);
+            if more == rusqlite::backup::StepResult::Done {
+                break;
+            }
+        }
+    }
+    let ok: String = to.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if ok != "ok" {
+        return Err(StoreError::Sqlite(format!(
+            "backup copy failed its integrity check: {ok}"
+        )));
+    }
+    Ok(())
 }

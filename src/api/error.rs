@@ -1,0 +1,97 @@
+//! The JSON error model `{"error":{"code","message"}}` and the body extractor that turns every
+//! malformed request into a 4xx of that shape.
+
+use crate::error::Error;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+/// An API error: a status, a code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// snake_case code.
+    pub code: &'static str,
+    /// Human text.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400/422 `invalid_request`.
+    pub fn invalid(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError::new(status, "invalid_request", message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        if matches!(e, Error::Internal(_)) {
+            tracing::error!(error = %e, "internal error");
+        }
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Handler result.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body: any content type, unknown fields and bad values rejected as `invalid_request`
+/// (400 for malformed JSON, 422 for well-formed JSON of the wrong shape), 413 past the limit.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(413, "payload_too_large", "request body too large")
+            } else {
+                ApiError::invalid(400, format!("cannot read body: {e}"))
+            }
+        })?;
+        let bytes = if bytes.is_empty() {
+            Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error(&mut de) {
+            Ok(v) => Ok(Body(v)),
+            Err(e) => {
+                let status = match e.classify() {
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof => 400,
+                    _ => 422,
+                };
+                Err(ApiError::invalid(status, format!("invalid JSON body: {e}")))
+            }
+        }
+    }
+}
+
+fn serde_path_to_error<T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+) -> serde_json::Result<T> {
+    let v = T::deserialize(&mut *de)?;
+    de.end()?;
+    Ok(v)
+}

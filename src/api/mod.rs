@@ -1,0 +1,188 @@
+//! The HTTP API of API.md §2 (axum): routes, auth, JSON errors, SSE, metrics, OpenAPI.
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod sse;
+
+use crate::Engine;
+use crate::domain::model::Id;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use error::ApiError;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// The admin bearer token.
+    pub admin_token: Arc<str>,
+    /// token SHA-256 → user id (a token never changes owner, so entries never go stale).
+    pub token_cache: Arc<quick_cache::sync::Cache<Vec<u8>, Id>>,
+    /// Request metrics.
+    pub http: Arc<metrics::HttpMetrics>,
+}
+
+/// Every route: (method, path) — the router and the OpenAPI document are checked against it.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/health"),
+    ("post", "/api/v1/users"),
+    ("get", "/api/v1/users/{id}"),
+    ("get", "/api/v1/users/{id}/config"),
+    ("put", "/api/v1/users/{id}/config"),
+    ("put", "/api/v1/users/{id}/bot"),
+    ("post", "/api/v1/users/{id}/deposit"),
+    ("get", "/api/v1/users/{id}/balance"),
+    ("post", "/api/v1/users/{id}/orders"),
+    ("get", "/api/v1/users/{id}/orders"),
+    ("get", "/api/v1/users/{id}/orders/{oid}"),
+    ("delete", "/api/v1/users/{id}/orders/{oid}"),
+    ("get", "/api/v1/users/{id}/positions"),
+    ("post", "/api/v1/users/{id}/positions/{pid}/close"),
+    ("get", "/api/v1/users/{id}/trades"),
+    ("put", "/api/v1/users/{id}/credentials/{exchange}"),
+    ("get", "/api/v1/users/{id}/credentials/{exchange}"),
+    ("post", "/api/v1/users/{id}/redeem"),
+    ("get", "/api/v1/users/{id}/license"),
+    ("get", "/api/v1/users/{id}/events"),
+    ("post", "/api/v1/market/ticks"),
+    ("get", "/api/v1/market/{symbol}/ticker"),
+    ("get", "/api/v1/symbols"),
+    ("put", "/api/v1/symbols/{symbol}"),
+    ("post", "/api/v1/signals"),
+    ("post", "/api/v1/promo-codes"),
+    ("get", "/api/v1/admin/dashboard"),
+    ("get", "/api/v1/stats/cache"),
+    ("get", "/api/v1/health/db-pool"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/metrics"),
+];
+
+/// Builds the router with every route, the body limit, JSON errors and metrics.
+pub fn router(engine: Engine, admin_token: &str) -> Router {
+    let body_limit = engine.config().body_limit;
+    let state = AppState {
+        engine,
+        admin_token: admin_token.into(),
+        token_cache: Arc::new(quick_cache::sync::Cache::new(100_000)),
+        http: Arc::new(metrics::HttpMetrics::default()),
+    };
+    use routes as r;
+    let v1 = Router::new()
+        .route("/health", get(r::health))
+        .route("/users", post(r::create_user))
+        .route("/users/{id}", get(r::get_user))
+        .route("/users/{id}/config", get(r::get_config).put(r::put_config))
+        .route("/users/{id}/bot", put(r::put_bot))
+        .route("/users/{id}/deposit", post(r::deposit))
+        .route("/users/{id}/balance", get(r::balance))
+        .route(
+            "/users/{id}/orders",
+            post(r::place_order).get(r::list_orders),
+        )
+        .route(
+            "/users/{id}/orders/{oid}",
+            get(r::get_order).delete(r::cancel_order),
+        )
+        .route("/users/{id}/positions", get(r::positions))
+        .route("/users/{id}/positions/{pid}/close", post(r::close_position))
+        .route("/users/{id}/trades", get(r::trades))
+        .route(
+            "/users/{id}/credentials/{exchange}",
+            put(r::put_credentials).get(r::get_credentials),
+        )
+        .route("/users/{id}/redeem", post(r::redeem))
+        .route("/users/{id}/license", get(r::license))
+        .route("/users/{id}/events", get(sse::events))
+        .route("/market/ticks", post(r::ticks))
+        .route("/market/{symbol}/ticker", get(r::ticker))
+        .route("/symbols", get(r::symbols))
+        .route("/symbols/{symbol}", put(r::put_symbol))
+        .route("/signals", post(r::signal))
+        .route("/promo-codes", post(r::create_promo))
+        .route("/admin/dashboard", get(r::dashboard))
+        .route("/stats/cache", get(r::cache_stats))
+        .route("/health/db-pool", get(r::db_pool))
+        .route("/openapi.json", get(openapi::handler));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/metrics", get(r::metrics))
+        .fallback(r::fallback)
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(
+            state.http.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Rewrites axum's own plain-text rejections (bad path, bad query, wrong method) into the JSON
+/// error model, so every 4xx/5xx has the same shape.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let st = res.status();
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (st.is_client_error() || st.is_server_error()) && !is_json {
+        let (code, msg) = match st.as_u16() {
+            404 => ("not_found", "no such route"),
+            405 => ("method_not_allowed", "method not allowed on this route"),
+            413 => ("payload_too_large", "request body too large"),
+            s if s < 500 => ("invalid_request", "invalid path or query parameter"),
+            _ => ("internal", "internal error"),
+        };
+        let message = match axum::body::to_bytes(res.into_body(), 4096).await {
+            Ok(b) if !b.is_empty() => format!("{msg}: {}", String::from_utf8_lossy(&b)),
+            _ => msg.to_string(),
+        };
+        return ApiError::new(st.as_u16(), code, message).into_response();
+    }
+    res
+}
+
+/// The admin token: `LITETRADE_ADMIN_TOKEN` if set, else the token stored in `file` (created
+/// with a random token, mode 0600, when missing). The token is never logged; the file path is.
+pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<String> {
+    if let Some(t) = env.filter(|t| !t.trim().is_empty()) {
+        return Ok(t.trim().to_string());
+    }
+    if !file.exists() {
+        crate::engine::secrets::write_private_file(
+            file,
+            crate::engine::secrets::new_token().as_bytes(),
+        )?;
+        tracing::info!(path = %file.display(), "created a new admin token file (mode 0600)");
+    } else {
+        tracing::info!(path = %file.display(), "admin token read from file");
+    }
+    Ok(std::fs::read_to_string(file)?.trim().to_string())
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests and shuts
+/// the engine down (commit of everything queued, final WAL checkpoint).
+pub async fn serve(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    admin_token: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(engine.clone(), admin_token);
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let e = engine.clone();
+    let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+    res
+}

@@ -1,0 +1,447 @@
+//! The handlers of API.md §2, one per route.
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, Body};
+use crate::domain::model::{AccountType, Id};
+use crate::domain::money::Dec;
+use crate::domain::symbol::{Bps, SymbolSpec};
+use crate::engine::accounts::{ConfigPatch, NewPromo, Signal};
+use crate::engine::trading::{NewOrder, Tick};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+fn id(s: &str, what: &'static str) -> ApiResult<Id> {
+    s.parse::<Id>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::new(404, "not_found", format!("{what} not found")))
+}
+
+/// Parses the path's user id and checks the caller may use it.
+fn user_path(caller: Caller, raw: &str) -> ApiResult<Id> {
+    let uid = id(raw, "user")?;
+    caller.may_access(uid)?;
+    Ok(uid)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Json<Value> {
+    Json(serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
+/// Query of routes that take an account type.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountQuery {
+    account_type: Option<AccountType>,
+}
+
+/// `GET /health`.
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Request shape of its route (see API.md §2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    name: String,
+    #[serde(default)]
+    telegram_id: Option<i64>,
+}
+
+/// `POST /users` (admin).
+pub async fn create_user(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(b): Body<NewUser>,
+) -> ApiResult<impl IntoResponse> {
+    caller.admin()?;
+    let (u, token) = st.engine.create_user(&b.name, b.telegram_id).await?;
+    let body = json!({"id": u.id, "name": u.name, "telegram_id": u.telegram_id, "token": token, "created_at": u.created_at});
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// `GET /users/{id}`.
+pub async fn get_user(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(&st.engine.user(uid)?))
+}
+
+/// `GET /users/{id}/config`.
+pub async fn get_config(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(&st.engine.user_config(uid)?))
+}
+
+/// `PUT /users/{id}/config`.
+pub async fn put_config(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Body(patch): Body<ConfigPatch>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(&st.engine.set_config(uid, patch).await?))
+}
+
+/// Request shape of its route (see API.md §2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotSwitch {
+    enabled: bool,
+}
+
+/// `PUT /users/{id}/bot`.
+pub async fn put_bot(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Body(b): Body<BotSwitch>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    let enabled = st.engine.set_bot_enabled(uid, b.enabled).await?;
+    Ok(Json(json!({"enabled": enabled})))
+}
+
+/// Request shape of its route (see API.md §2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepositBody {
+    amount: Dec,
+    #[serde(default)]
+    account_type: Option<AccountType>,
+}
+
+/// `POST /users/{id}/deposit` (users: demo only).
+pub async fn deposit(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Body(b): Body<DepositBody>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    let acct = b.account_type.unwrap_or_default();
+    if acct == AccountType::Real {
+        caller.admin().map_err(|_| {
+            ApiError::new(403, "forbidden", "only the admin deposits to real accounts")
+        })?;
+    }
+    Ok(to_json(&st.engine.deposit(uid, b.amount, acct).await?))
+}
+
+/// `GET /users/{id}/balance`.
+pub async fn balance(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Query(q): Query<AccountQuery>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(
+        &st.engine.balance(uid, q.account_type.unwrap_or_default())?,
+    ))
+}
+
+/// `POST /users/{id}/orders`.
+pub async fn place_order(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Body(o): Body<NewOrder>,
+) -> ApiResult<impl IntoResponse> {
+    let uid = user_path(caller, &uid)?;
+    let order = st.engine.place_order(uid, o).await?;
+    Ok((StatusCode::CREATED, to_json(&order)))
+}
+
+/// `GET /users/{id}/orders` (pending, oldest first).
+pub async fn list_orders(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Query(q): Query<AccountQuery>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(Json(
+        json!({"orders": st.engine.orders(uid, q.account_type)?}),
+    ))
+}
+
+/// `GET /users/{id}/orders/{oid}`.
+pub async fn get_order(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((uid, oid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(&st.engine.order(uid, id(&oid, "order")?)?))
+}
+
+/// `DELETE /users/{id}/orders/{oid}`.
+pub async fn cancel_order(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((uid, oid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(
+        &st.engine.cancel_order(uid, id(&oid, "order")?).await?,
+    ))
+}
+
+/// `GET /users/{id}/positions` (open, oldest first).
+pub async fn positions(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Query(q): Query<AccountQuery>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(Json(
+        json!({"positions": st.engine.positions(uid, q.account_type)?}),
+    ))
+}
+
+/// `POST /users/{id}/positions/{pid}/close`.
+pub async fn close_position(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((uid, pid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(
+        &st.engine.close_position(uid, id(&pid, "position")?).await?,
+    ))
+}
+
+/// Request shape of its route (see API.md §2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    page: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// `GET /users/{id}/trades?page=&limit=`.
+pub async fn trades(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as u32;
+    Ok(to_json(&st.engine.trades(
+        uid,
+        q.page.unwrap_or(1),
+        limit,
+    )?))
+}
+
+/// Request shape of its route (see API.md §2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsBody {
+    api_key: String,
+    api_secret: String,
+}
+
+/// `PUT /users/{id}/credentials/{exchange}`.
+pub async fn put_credentials(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((uid, exchange)): Path<(String, String)>,
+    Body(b): Body<CredentialsBody>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(
+        &st.engine
+            .set_credentials(uid, &exchange, &b.api_key, &b.api_secret)
+            .await?,
+    ))
+}
+
+/// `GET /users/{id}/credentials/{exchange}` (masked).
+pub async fn get_credentials(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((uid, exchange)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(&st.engine.credentials(uid, &exchange)?))
+}
+
+/// Request shape of its route (see API.md §2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemBody {
+    code: String,
+}
+
+/// `POST /users/{id}/redeem`.
+pub async fn redeem(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+    Body(b): Body<RedeemBody>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(&st.engine.redeem_promo(uid, &b.code).await?))
+}
+
+/// `GET /users/{id}/license`.
+pub async fn license(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let uid = user_path(caller, &uid)?;
+    Ok(to_json(&st.engine.license(uid)?))
+}
+
+/// Request shape of its route (see API.md §2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicksBody {
+    ticks: Vec<Tick>,
+}
+
+/// `POST /market/ticks` (admin): answers once every effect is durable and visible.
+pub async fn ticks(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(b): Body<TicksBody>,
+) -> ApiResult<Json<Value>> {
+    caller.admin()?;
+    let out = st.engine.ingest_ticks(b.ticks).await?;
+    Ok(Json(json!({"accepted": out.accepted})))
+}
+
+/// `GET /market/{symbol}/ticker`.
+pub async fn ticker(
+    State(st): State<AppState>,
+    _caller: Caller,
+    Path(symbol): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(to_json(&st.engine.ticker(&symbol)?))
+}
+
+/// `GET /symbols`.
+pub async fn symbols(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({"symbols": *st.engine.symbols()?})))
+}
+
+/// Request shape of its route (see API.md §2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolBody {
+    tick_size: Option<Dec>,
+    lot_size: Option<Dec>,
+    min_qty: Option<Dec>,
+    max_leverage: Option<u32>,
+    maker_fee_bps: Option<Bps>,
+    taker_fee_bps: Option<Bps>,
+    mmr_bps: Option<Bps>,
+}
+
+/// `PUT /symbols/{symbol}` (admin): fields left out keep their current (or default) value.
+pub async fn put_symbol(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(symbol): Path<String>,
+    Body(b): Body<SymbolBody>,
+) -> ApiResult<Json<Value>> {
+    caller.admin()?;
+    let base = st
+        .engine
+        .symbol(&symbol)
+        .unwrap_or_else(|_| SymbolSpec::default_for(&symbol));
+    let spec = SymbolSpec {
+        symbol: symbol.clone(),
+        tick_size: b.tick_size.unwrap_or(base.tick_size),
+        lot_size: b.lot_size.unwrap_or(base.lot_size),
+        min_qty: b.min_qty.unwrap_or(base.min_qty),
+        max_leverage: b.max_leverage.unwrap_or(base.max_leverage),
+        maker_fee_bps: b.maker_fee_bps.unwrap_or(base.maker_fee_bps),
+        taker_fee_bps: b.taker_fee_bps.unwrap_or(base.taker_fee_bps),
+        mmr_bps: b.mmr_bps.unwrap_or(base.mmr_bps),
+    };
+    Ok(to_json(&st.engine.upsert_symbol(spec).await?))
+}
+
+/// `POST /signals` (admin).
+pub async fn signal(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(s): Body<Signal>,
+) -> ApiResult<Json<Value>> {
+    caller.admin()?;
+    Ok(to_json(&st.engine.submit_signal(s).await?))
+}
+
+/// `POST /promo-codes` (admin).
+pub async fn create_promo(
+    State(st): State<AppState>,
+    caller: Caller,
+    Body(p): Body<NewPromo>,
+) -> ApiResult<impl IntoResponse> {
+    caller.admin()?;
+    let promo = st.engine.create_promo(p).await?;
+    Ok((StatusCode::CREATED, to_json(&promo)))
+}
+
+/// `GET /admin/dashboard` (admin; may lag by the api_response TTL).
+pub async fn dashboard(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.admin()?;
+    Ok(Json((*st.engine.dashboard()?).clone()))
+}
+
+/// `GET /stats/cache` (admin).
+pub async fn cache_stats(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.admin()?;
+    Ok(Json(json!({"caches": st.engine.caches().stats()})))
+}
+
+/// `GET /health/db-pool` (admin).
+pub async fn db_pool(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.admin()?;
+    let (size, open, idle) = st.engine.store().pool_state();
+    let s = st.engine.store().stats().snapshot();
+    Ok(Json(json!({
+        "pool_size": size, "open": open, "idle": idle, "in_use": open.saturating_sub(idle),
+        "waits": s.pool_waits, "queries": s.queries, "failures": s.failures, "retries": s.retries,
+        "slow_queries": s.slow_queries, "avg_query_us": s.avg_query_us, "max_query_us": s.max_query_us,
+        "writer": {"batches": s.writer_batches, "jobs": s.writer_jobs, "batch_max": s.writer_batch_max,
+                   "avg_commit_us": s.writer_avg_commit_us, "max_commit_us": s.writer_max_commit_us, "queue": s.writer_queue},
+        "sequencer_queue": st.engine.queue_depth(),
+    })))
+}
+
+/// `GET /metrics` (Prometheus text).
+pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        super::metrics::render(&st.engine, &st.http),
+    )
+}
+
+/// Any unknown route.
+pub async fn fallback() -> ApiError {
+    ApiError::new(404, "not_found", "no such route")
+}

@@ -1,0 +1,45 @@
+//! `GET /users/{id}/events`: that user's events as Server-Sent Events, as they commit.
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::ApiResult;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use std::convert::Infallible;
+use tokio::sync::broadcast::error::RecvError;
+
+/// The SSE stream of one user's events; a client too slow to keep up gets a `lagged` event.
+pub async fn events(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(uid): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let uid = uid
+        .parse()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| super::error::ApiError::new(404, "not_found", "user not found"))?;
+    caller.may_access(uid)?;
+    st.engine.user(uid)?;
+    let rx = st.engine.subscribe();
+    let s = stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.user_id() == uid => {
+                    let data = serde_json::to_string(&*e).unwrap_or_default();
+                    return Some((Ok(SseEvent::default().event(e.kind()).data(data)), rx));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    return Some((
+                        Ok(SseEvent::default().event("lagged").data(n.to_string())),
+                        rx,
+                    ));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(s).keep_alive(KeepAlive::default()))
+}

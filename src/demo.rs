@@ -1,0 +1,200 @@
+//! `litetrade demo`: demo users with strategies, a built-in price feed (or a file), periodic
+//! signals and resting orders, so a newcomer sees orders fill and positions close in seconds.
+
+use crate::Engine;
+use crate::domain::model::{AccountType, CloseReason, Id, Side};
+use crate::domain::money::Dec;
+use crate::engine::accounts::{ConfigPatch, Signal};
+use crate::engine::events::Event;
+use crate::engine::trading::{NewOrder, Tick};
+use crate::error::Result;
+use crate::feed::{self, FeedTick};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Live counters the status line shows.
+#[derive(Default, Debug)]
+pub struct DemoStatus {
+    /// Ticks ingested.
+    pub ticks: AtomicU64,
+    /// Orders filled.
+    pub fills: AtomicU64,
+    /// Positions opened this run.
+    pub opened: AtomicU64,
+    /// Closes by stop loss.
+    pub stop_loss: AtomicU64,
+    /// Closes by take profit.
+    pub take_profit: AtomicU64,
+    /// Liquidations.
+    pub liquidation: AtomicU64,
+    /// Manual closes.
+    pub manual: AtomicU64,
+    /// Signals sent.
+    pub signals: AtomicU64,
+}
+
+impl DemoStatus {
+    /// One status line.
+    pub fn line(&self) -> String {
+        let closed = self.stop_loss.load(Relaxed) + self.take_profit.load(Relaxed) + self.liquidation.load(Relaxed) + self.manual.load(Relaxed);
+        format!(
+            "ticks {} | signals {} | fills {} | open {} | closed: take_profit {} stop_loss {} liquidation {} manual {}",
+            self.ticks.load(Relaxed),
+            self.signals.load(Relaxed),
+            self.fills.load(Relaxed),
+            self.opened.load(Relaxed).saturating_sub(closed),
+            self.take_profit.load(Relaxed),
+            self.stop_loss.load(Relaxed),
+            self.liquidation.load(Relaxed),
+            self.manual.load(Relaxed)
+        )
+    }
+
+    fn count(&self, e: &Event) {
+        match e {
+            Event::OrderFilled { .. } => self.fills.fetch_add(1, Relaxed),
+            Event::PositionOpened { .. } => self.opened.fetch_add(1, Relaxed),
+            Event::PositionClosed { trade } => match trade.reason {
+                CloseReason::StopLoss => self.stop_loss.fetch_add(1, Relaxed),
+                CloseReason::TakeProfit => self.take_profit.fetch_add(1, Relaxed),
+                CloseReason::Liquidation => self.liquidation.fetch_add(1, Relaxed),
+                CloseReason::Manual => self.manual.fetch_add(1, Relaxed),
+            },
+            _ => 0,
+        };
+    }
+}
+
+/// Starting prices of the built-in feed.
+pub const START_PRICES: [(&str, i64); 4] = [("BTCUSDT", 30_000), ("ETHUSDT", 2_000), ("SOLUSDT", 20), ("XRPUSDT", 1)];
+const STRATEGIES: [&str; 2] = ["trend", "revert"];
+
+/// Creates the demo users on a database that has none; returns their ids and tokens (tokens
+/// only for users created now).
+pub async fn ensure_demo_users(engine: &Engine) -> Result<Vec<(Id, Option<String>)>> {
+    if engine.user(1).is_ok() {
+        let ids = (1..=6).filter(|id| engine.user(*id).is_ok()).map(|id| (id, None)).collect();
+        return Ok(ids);
+    }
+    let mut out = Vec::new();
+    for i in 0..6 {
+        let (u, token) = engine.create_user(&format!("demo-{}", i + 1), None).await?;
+        engine.deposit(u.id, Dec::from_int(10_000), AccountType::Demo).await?;
+        let trend = i % 2 == 0;
+        let pct = |s: &str| Some(Some(Dec::parse(s).expect("literal")));
+        engine
+            .set_config(
+                u.id,
+                ConfigPatch {
+                    strategy: Some(Some(STRATEGIES[i % 2].to_string())),
+                    leverage: Some(Some(if trend { 5 } else { 10 })),
+                    risk_pct: pct(if trend { "10" } else { "5" }),
+                    sl_pct: pct(if trend { "0.5" } else { "1" }),
+                    tp_pct: pct(if trend { "1" } else { "0.5" }),
+                    account_type: None,
+                },
+            )
+            .await?;
+        engine.set_bot_enabled(u.id, true).await?;
+        out.push((u.id, Some(token)));
+    }
+    Ok(out)
+}
+
+/// The price paths: per symbol, from a file (onto BTCUSDT) or the built-in random walk.
+pub fn price_paths(file: Option<&std::path::Path>) -> std::result::Result<Vec<(String, Vec<FeedTick>)>, feed::FeedError> {
+    let tick = Dec::parse("0.01").expect("literal");
+    if let Some(path) = file {
+        let mut ticks = feed::read_feed(path)?;
+        feed::scale_to(&mut ticks, tick);
+        return Ok(vec![("BTCUSDT".to_string(), ticks)]);
+    }
+    Ok(START_PRICES
+        .iter()
+        .enumerate()
+        .map(|(i, (s, p))| (s.to_string(), feed::synthetic(42 + i as u64, Dec::from_int(*p), 20_000, 8, tick)))
+        .collect())
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Runs the feed, the signals and the resting orders until `stop` flips; counts into `status`.
+pub async fn run(
+    engine: Engine,
+    users: Vec<Id>,
+    paths: Vec<(String, Vec<FeedTick>)>,
+    tick_every: Duration,
+    status: Arc<DemoStatus>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let mut events = engine.subscribe();
+    let st = status.clone();
+    tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            st.count(&e);
+        }
+    });
+    let mut rng = Rng(7);
+    let mut step: usize = 0;
+    let mut interval = tokio::time::interval(tick_every);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        if *stop.borrow() {
+            return Ok(());
+        }
+        // ping-pong along each path so the walk continues without a jump
+        let ticks: Vec<Tick> = paths
+            .iter()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(s, p)| {
+                let n = p.len();
+                let k = step % (2 * n);
+                let idx = if k < n { k } else { 2 * n - 1 - k };
+                Tick { symbol: s.clone(), price: p[idx].price, ts: None }
+            })
+            .collect();
+        let n = ticks.len() as u64;
+        engine.ingest_ticks(ticks).await?;
+        status.ticks.fetch_add(n, Relaxed);
+        step += 1;
+        let per_second = (1000 / tick_every.as_millis().max(1)) as usize;
+        if step % (3 * per_second.max(1)) == 0 {
+            let (symbol, _) = &paths[rng.next() as usize % paths.len()];
+            let side = if rng.next() % 2 == 0 { Side::Buy } else { Side::Sell };
+            let strategy = STRATEGIES[rng.next() as usize % 2].to_string();
+            if engine.submit_signal(Signal { strategy, symbol: symbol.clone(), side, sl_pct: None, tp_pct: None }).await.is_ok() {
+                status.signals.fetch_add(1, Relaxed);
+            }
+        }
+        if step % (2 * per_second.max(1)) == 0 && !users.is_empty() {
+            let user = users[rng.next() as usize % users.len()];
+            let (symbol, _) = &paths[rng.next() as usize % paths.len()];
+            if let Ok(Some(last)) = engine.last_price(symbol) {
+                let buy = rng.next() % 2 == 0;
+                // 0.2 % away from the last price, on the tick
+                let off = Dec(last.raw() / 500 / 1_000_000 * 1_000_000);
+                let price = if buy { Dec(last.raw() - off.raw()) } else { Dec(last.raw() + off.raw()) };
+                // about 1000 USDT of notional, floored to the 0.001 lot
+                let scale = crate::domain::money::SCALE as i128;
+                let raw = (1_000 * scale * scale / last.raw().max(1) as i128).min(i64::MAX as i128) as i64;
+                let qty = Dec((raw / 100_000 * 100_000).max(100_000));
+                let mut o = NewOrder::limit(symbol, if buy { Side::Buy } else { Side::Sell }, qty, price);
+                o.leverage = Some(5);
+                let _ = engine.place_order(user, o).await;
+            }
+        }
+    }
+}

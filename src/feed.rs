@@ -1,0 +1,1529 @@
+//! Market data files (Freqtrade candles and trades, OHLC CSV) read as ticks for `replay` and
+//! `demo --feed`, plus the deterministic synthetic feed that `demo` uses when no file is given.
+//!
+//! Formats understood by [`read_feed`] (a `.gz` file, or any gzip data, is decompressed first):
+//!
+//! - **Candles**, JSON array of `[ts_ms, open, high, low, close, volume]` rows (Freqtrade's
+//!   candle files), pandas column JSON `{"date":{"0":ts_ms,…},"open":{…},"high":{…},"low":{…},
+//!   "close":{…}}`, or pandas record JSON `[{"date":ts_ms,"open":…,…},…]`.
+//! - **Trades**, JSON array of `[ts_ms, id, type, side, price, amount, cost]` rows (Freqtrade's
+//!   trade files): one tick per trade at its price.
+//! - **CSV** with a header `Date,Open,High,Low,Close,Volume` (any case, any column order, Volume
+//!   optional), read as candles. `Date` is integer milliseconds, integer seconds (values below
+//!   10^11 are taken as seconds), or an ISO date in UTC: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS` or
+//!   `YYYY-MM-DDTHH:MM:SSZ` (optional `.fff` fraction and `±HH:MM` offset).
+//!
+//! A candle becomes four ticks: open, the extreme nearer to the open (high on a tie), the other
+//! extreme, close, spread over the candle's interval (the gap to the next candle, or
+//! [`LAST_CANDLE_INTERVAL_MS`] for the last one).
+//!
+//! Prices are exact [`Dec`]s read from the number's text, never through binary floating point.
+//! A price with more than 8 fractional digits is rounded half away from zero to 8 digits; a
+//! missing, NaN, zero or negative price is an error naming its row.
+
+use crate::domain::money::{Dec, ParseDecError, div_round_half_away};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Interval (ms) over which the four ticks of the last candle of a file are spread.
+pub const LAST_CANDLE_INTERVAL_MS: i64 = 60_000;
+
+/// Largest accepted timestamp: 9999-12-31T23:59:59.999Z in ms.
+pub const MAX_TS_MS: i64 = 253_402_300_799_999;
+
+/// Largest accepted size of decompressed gzip data (1 GiB), a guard against gzip bombs.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
+
+/// Time between two ticks of [`synthetic`], in ms.
+pub const SYNTHETIC_TICK_MS: i64 = 250;
+
+/// The kind of data a feed file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FeedFormat {
+    /// OHLCV candles in JSON: Freqtrade rows `[ts, o, h, l, c, v]` or pandas column/record JSON.
+    Candles,
+    /// Freqtrade trade rows `[ts, id, type, side, price, amount, cost]` in JSON.
+    Trades,
+    /// OHLC candles as CSV with a `Date,Open,High,Low,Close,Volume` header.
+    Csv,
+}
+
+impl fmt::Display for FeedFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FeedFormat::Candles => "candles",
+            FeedFormat::Trades => "trades",
+            FeedFormat::Csv => "csv",
+        })
+    }
+}
+
+impl FeedFormat {
+    /// Detects the format of a feed from its file name (only the `.csv` / `.csv.gz` extension
+    /// matters) and its content (gzip data is decompressed first). JSON content is parsed, so
+    /// invalid JSON is reported here too.
+    pub fn detect(file_name: &str, bytes: &[u8]) -> Result<FeedFormat, FeedError> {
+        let (name, data) = decompress(file_name, bytes)?;
+        let text = as_text(&data)?;
+        Ok(classify(&name, text)?.format())
+    }
+}
+
+/// One price observation replayed into the venue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FeedTick {
+    /// The traded price, always > 0.
+    pub price: Dec,
+    /// Milliseconds since the Unix epoch (UTC).
+    pub ts: i64,
+}
+
+/// Why a feed could not be read. Row numbers are 1-based: the row's position in a JSON array
+/// (in index order for pandas column JSON), or the line number in a CSV file (header = line 1).
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data looked like gzip (or the name ends in `.gz`) but did not decompress.
+    #[error("cannot decompress gzip data: {0}")]
+    Gzip(#[source] std::io::Error),
+    /// The decompressed data exceeds [`MAX_DECOMPRESSED_BYTES`].
+    #[error("decompressed data is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The content is not UTF-8 text.
+    #[error("feed is not UTF-8 text")]
+    NotText,
+    /// The file (or its JSON array / CSV body) holds no rows.
+    #[error("feed is empty: no rows")]
+    Empty,
+    /// The content is not valid JSON.
+    #[error("not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The content is none of the understood formats.
+    #[error("unrecognised feed format: {0}")]
+    UnknownFormat(String),
+    /// The CSV header lacks a required column.
+    #[error("bad CSV header: {0}")]
+    BadHeader(String),
+    /// A row has the wrong shape (wrong number of values, not an array, missing column...).
+    #[error("row {row}: {reason}")]
+    BadRow {
+        /// 1-based row number.
+        row: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A timestamp is not an integer in ms, seconds or an ISO date, or is out of range.
+    #[error(
+        "row {row}: bad timestamp {value:?} (expected ms since the Unix epoch, seconds, or an ISO date in UTC, from 1970 to 9999)"
+    )]
+    BadTimestamp {
+        /// 1-based row number.
+        row: usize,
+        /// The offending text.
+        value: String,
+    },
+    /// A price is not a decimal number (or is out of range).
+    #[error("row {row}: {field} {value:?} is not a valid price: {source}")]
+    BadPrice {
+        /// 1-based row number.
+        row: usize,
+        /// Which price (`open`, `high`, `low`, `close`, `price`).
+        field: &'static str,
+        /// The offending text.
+        value: String,
+        /// Why it did not parse.
+        #[source]
+        source: ParseDecError,
+    },
+    /// A price is missing: JSON `null`, an empty CSV field or NaN.
+    #[error("row {row}: {field} is missing (null, empty or NaN)")]
+    MissingPrice {
+        /// 1-based row number.
+        row: usize,
+        /// Which price.
+        field: &'static str,
+    },
+    /// A price is zero or negative.
+    #[error("row {row}: {field} {price} is not positive")]
+    NonPositivePrice {
+        /// 1-based row number.
+        row: usize,
+        /// Which price.
+        field: &'static str,
+        /// The price read.
+        price: Dec,
+    },
+}
+
+/// Reads a whole feed file (see the module docs for the formats) and returns its ticks in time
+/// order (stable: rows with equal timestamps keep their file order).
+///
+/// Prices with more than 8 fractional digits are rounded half away from zero to 8 digits.
+pub fn read_feed(path: &Path) -> Result<Vec<FeedTick>, FeedError> {
+    read_feed_with_format(path).map(|(_, ticks)| ticks)
+}
+
+/// Like [`read_feed`], also returning the detected [`FeedFormat`].
+pub fn read_feed_with_format(path: &Path) -> Result<(FeedFormat, Vec<FeedTick>), FeedError> {
+    let bytes = std::fs::read(path).map_err(|source| FeedError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_feed(&name, &bytes)
+}
+
+/// Parses feed content already in memory; `file_name` is only used for format detection
+/// (`.gz`, `.csv`). Returns the detected format and the ticks in time order.
+pub fn parse_feed(file_name: &str, bytes: &[u8]) -> Result<(FeedFormat, Vec<FeedTick>), FeedError> {
+    let (name, data) = decompress(file_name, bytes)?;
+    let text = as_text(&data)?;
+    let source = classify(&name, text)?;
+    let format = source.format();
+    let ticks = match source {
+        Source::Csv(text) => candles_to_ticks(parse_csv(text)?),
+        Source::CandleRows(rows) => candles_to_ticks(parse_candle_rows(&rows)?),
+        Source::CandleRecords(rows) => candles_to_ticks(parse_candle_records(&rows)?),
+        Source::CandleColumns(map) => candles_to_ticks(parse_candle_columns(&map)?),
+        Source::TradeRows(rows) => parse_trade_rows(&rows)?,
+    };
+    Ok((format, ticks))
+}
+
+/// Rounds every price to the nearest multiple of `tick_size` (half away from zero), never below
+/// one tick. A `tick_size` that is not positive leaves the ticks unchanged.
+///
+/// Needed when a feed is replayed onto a symbol whose tick is coarser than the data, e.g. XRP/ETH
+/// trades at 0.0000273 onto a symbol with tick 0.01 (every such price becomes 0.01). Callers that
+/// want to keep the price path may prefer to upsert a symbol with a finer tick instead.
+pub fn scale_to(ticks: &mut [FeedTick], tick_size: Dec) {
+    if !tick_size.is_positive() {
+        return;
+    }
+    for t in ticks {
+        t.price = round_to_tick(t.price, tick_size);
+    }
+}
+
+/// A deterministic random walk of `n` ticks for `litetrade demo`: the first tick is `start`,
+/// then each step moves the price up or down (equally likely) by a uniformly random amount of
+/// up to `step_bps` basis points (capped at 10 000) of the current level. The walk itself is
+/// carried with extra precision so that moves smaller than a tick accumulate; each emitted price
+/// is rounded to `tick_size` (half away from zero) and is at least one tick. Timestamps are
+/// `i * 250` ms from 0. The same arguments always give the same ticks (hand-written splitmix64
+/// generator). A `tick_size` that is not positive is taken as 0.00000001; a `start` below one
+/// tick starts at one tick.
+pub fn synthetic(seed: u64, start: Dec, n: usize, step_bps: u32, tick_size: Dec) -> Vec<FeedTick> {
+    // the walk is carried in units of 10^-14 (raw units * FINE)
+    const FINE: i128 = 1_000_000;
+    const BPS: i128 = 10_000;
+    let tick = if tick_size.is_positive() {
+        tick_size
+    } else {
+        Dec(1)
+    };
+    let span = i128::from(step_bps.min(10_000)) * FINE; // in millionths of a basis point
+    let floor = i128::from(tick.raw()) * FINE;
+    let ceil = (i128::from(i64::MAX / 2) * FINE).max(floor);
+    let mut level = (i128::from(start.raw()) * FINE).max(floor).min(ceil);
+    let mut rng = SplitMix64(seed);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        if i > 0 {
+            let amount = (u128::from(rng.next()) % (span as u128 + 1)) as i128;
+            let delta = level * amount / (BPS * FINE);
+            level = if rng.next() & 1 == 0 {
+                level + delta
+            } else {
+                level - delta
+            };
+            level = level.max(floor).min(ceil);
+        }
+        let raw = i64::try_from(div_round_half_away(level, FINE)).unwrap_or(i64::MAX / 2);
+        out.push(FeedTick {
+            price: round_to_tick(Dec(raw), tick),
+            ts: i64::try_from(i)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(SYNTHETIC_TICK_MS),
+        });
+    }
+    out
+}
+
+/// splitmix64 (Steele, Lea, Flood 2014): small, fast, good enough for a demo price path.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Nearest multiple of `step` (> 0), half away from zero, at least one step, within i64.
+fn round_to_tick(p: Dec, step: Dec) -> Dec {
+    let s = i128::from(step.raw());
+    let q = div_round_half_away(i128::from(p.raw()), s).max(1);
+    let v = q * s;
+    match i64::try_from(v) {
+        Ok(v) => Dec(v),
+        // rounding up overflowed: take the largest multiple that fits
+        Err(_) => Dec(((i128::from(i64::MAX) / s) * s) as i64),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// input decoding and format detection
+
+/// Gunzips when the name ends in `.gz` or the data starts with the gzip magic; returns the name
+/// without `.gz` (lower-cased) and the data.
+fn decompress<'a>(
+    file_name: &str,
+    bytes: &'a [u8],
+) -> Result<(String, std::borrow::Cow<'a, [u8]>), FeedError> {
+    let lower = file_name.to_ascii_lowercase();
+    let named_gz = lower.ends_with(".gz");
+    let name = lower.strip_suffix(".gz").unwrap_or(&lower).to_string();
+    let magic = bytes.starts_with(&[0x1f, 0x8b]);
+    if !named_gz && !magic {
+        return Ok((name, std::borrow::Cow::Borrowed(bytes)));
+    }
+    if bytes.is_empty() {
+        return Err(FeedError::Empty);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(MAX_DECOMPRESSED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(FeedError::Gzip)?;
+    if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
+        return Err(FeedError::TooLarge {
+            limit: MAX_DECOMPRESSED_BYTES,
+        });
+    }
+    Ok((name, std::borrow::Cow::Owned(out)))
+}
+
+fn as_text(data: &[u8]) -> Result<&str, FeedError> {
+    let text = std::str::from_utf8(data).map_err(|_| FeedError::NotText)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.trim().is_empty() {
+        return Err(FeedError::Empty);
+    }
+    Ok(text)
+}
+
+/// Parsed content, ready for row conversion.
+enum Source<'a> {
+    Csv(&'a str),
+    CandleRows(Vec<Value>),
+    CandleRecords(Vec<Value>),
+    CandleColumns(Map<String, Value>),
+    TradeRows(Vec<Value>),
+}
+
+impl Source<'_> {
+    fn format(&self) -> FeedFormat {
+        match self {
+            Source::Csv(_) => FeedFormat::Csv,
+            Source::CandleRows(_) | Source::CandleRecords(_) | Source::CandleColumns(_) => {
+                FeedFormat::Candles
+            }
+            Source::TradeRows(_) => FeedFormat::Trades,
+        }
+    }
+}
+
+const CANDLE_KEYS: [&str; 5] = ["date", "open", "high", "low", "close"];
+const CANDLE_ROW: &str = "[ts, open, high, low, close, volume]";
+const TRADE_ROW: &str = "[ts, id, type, side, price, amount, cost]";
+
+/// `name` is lower-case and without `.gz`; `text` is not blank.
+fn classify<'a>(name: &str, text: &'a str) -> Result<Source<'a>, FeedError> {
+    if name.ends_with(".csv") {
+        return Ok(Source::Csv(text));
+    }
+    let first = text.trim_start().as_bytes().first().copied();
+    let looks_json = matches!(first, Some(b'[' | b'{')) || name.ends_with(".json");
+    if !looks_json {
+        if csv_header_like(text) {
+            return Ok(Source::Csv(text));
+        }
+        return Err(FeedError::UnknownFormat(
+            "neither JSON nor CSV with a Date,Open,High,Low,Close header".into(),
+        ));
+    }
+    match serde_json::from_str::<Value>(text)? {
+        Value::Array(rows) => {
+            let Some(first) = rows.first() else {
+                return Err(FeedError::Empty);
+            };
+            match first {
+                Value::Array(r) if r.len() == 6 => Ok(Source::CandleRows(rows)),
+                Value::Array(r) if r.len() == 7 => Ok(Source::TradeRows(rows)),
+                Value::Array(r) => Err(FeedError::UnknownFormat(format!(
+                    "JSON rows of {} values; expected 6 {CANDLE_ROW} for candles or 7 {TRADE_ROW} for trades",
+                    r.len()
+                ))),
+                Value::Object(o) if CANDLE_KEYS.iter().all(|k| o.contains_key(*k)) => {
+                    Ok(Source::CandleRecords(rows))
+                }
+                _ => Err(FeedError::UnknownFormat(
+                    "JSON array of neither candle nor trade rows".into(),
+                )),
+            }
+        }
+        Value::Object(map) if CANDLE_KEYS.iter().all(|k| map.contains_key(*k)) => {
+            Ok(Source::CandleColumns(map))
+        }
+        Value::Object(_) => Err(FeedError::UnknownFormat(
+            "JSON object without the keys \"date\", \"open\", \"high\", \"low\", \"close\"".into(),
+        )),
+        _ => Err(FeedError::UnknownFormat(
+            "JSON is neither an array of rows nor a pandas column object".into(),
+        )),
+    }
+}
+
+fn csv_header_like(text: &str) -> bool {
+    let Some(line) = text.lines().find(|l| !l.trim().is_empty()) else {
+        return false;
+    };
+    CsvColumns::from_header(line).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// rows
+
+struct Candle {
+    ts: i64,
+    open: Dec,
+    high: Dec,
+    low: Dec,
+    close: Dec,
+}
+
+/// Expands candles (any order) into ticks: open, nearer extreme, other extreme, close.
+fn candles_to_ticks(mut candles: Vec<Candle>) -> Vec<FeedTick> {
+    candles.sort_by_key(|c| c.ts); // stable
+    let mut out = Vec::with_capacity(candles.len() * 4);
+    for (i, c) in candles.iter().enumerate() {
+        let interval = candles
+            .get(i + 1)
+            .map_or(LAST_CANDLE_INTERVAL_MS, |next| next.ts - c.ts);
+        let open = i128::from(c.open.raw());
+        let to_high = (i128::from(c.high.raw()) - open).abs();
+        let to_low = (open - i128::from(c.low.raw())).abs();
+        let (first, second) = if to_high <= to_low {
+            (c.high, c.low)
+        } else {
+            (c.low, c.high)
+        };
+        // ts <= MAX_TS_MS and interval <= MAX_TS_MS + 60_000: no overflow
+        for (k, price) in [c.open, first, second, c.close].into_iter().enumerate() {
+            out.push(FeedTick {
+                price,
+                ts: c.ts + interval * k as i64 / 4,
+            });
+        }
+    }
+    out
+}
+
+fn row_shape<'v>(
+    row: usize,
+    v: &'v Value,
+    len: usize,
+    shape: &str,
+) -> Result<&'v [Value], FeedError> {
+    match v {
+        Value::Array(a) if a.len() == len => Ok(a),
+        Value::Array(a) => Err(FeedError::BadRow {
+            row,
+            reason: format!("expected {len} values {shape}, found {}", a.len()),
+        }),
+        other => Err(FeedError::BadRow {
+            row,
+            reason: format!("expected an array {shape}, found {}", json_kind(other)),
+        }),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn parse_candle_rows(rows: &[Value]) -> Result<Vec<Candle>, FeedError> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let row = i + 1;
+            let a = row_shape(row, v, 6, CANDLE_ROW)?;
+            Ok(Candle {
+                ts: json_ts(row, &a[0])?,
+                open: json_price(row, "open", &a[1])?,
+                high: json_price(row, "high", &a[2])?,
+                low: json_price(row, "low", &a[3])?,
+                close: json_price(row, "close", &a[4])?,
+            })
+        })
+        .collect()
+}
+
+fn parse_candle_records(rows: &[Value]) -> Result<Vec<Candle>, FeedError> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let row = i + 1;
+            let Value::Object(o) = v else {
+                return Err(FeedError::BadRow {
+                    row,
+                    reason: format!(
+                        "expected an object with {CANDLE_KEYS:?}, found {}",
+                        json_kind(v)
+                    ),
+                });
+            };
+            let get = |key: &str| {
+                o.get(key).ok_or_else(|| FeedError::BadRow {
+                    row,
+                    reason: format!("missing key {key:?}"),
+                })
+            };
+            Ok(Candle {
+                ts: json_ts(row, get("date")?)?,
+                open: json_price(row, "open", get("open")?)?,
+                high: json_price(row, "high", get("high")?)?,
+                low: json_price(row, "low", get("low")?)?,
+                close: json_price(row, "close", get("close")?)?,
+            })
+        })
+        .collect()
+}
+
+/// pandas `to_json(orient="columns")`: one object per column, keyed by the row index label.
+fn parse_candle_columns(map: &Map<String, Value>) -> Result<Vec<Candle>, FeedError> {
+    let mut columns = Vec::with_capacity(5);
+    for key in CANDLE_KEYS {
+        match map.get(key) {
+            Some(Value::Object(col)) => columns.push(col),
+            Some(other) => {
+                return Err(FeedError::UnknownFormat(format!(
+                    "pandas column {key:?} is {}, expected an object of index → value",
+                    json_kind(other)
+                )));
+            }
+            None => return Err(FeedError::UnknownFormat(format!("missing column {key:?}"))),
+        }
+    }
+    let dates = columns[0];
+    if dates.is_empty() {
+        return Err(FeedError::Empty);
+    }
+    // index labels in numeric order when they are numbers (pandas' default RangeIndex)
+    let mut labels: Vec<&String> = dates.keys().collect();
+    labels.sort_by(|a, b| match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    });
+    labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let row = i + 1;
+            let cell = |c: usize| {
+                columns[c].get(label).ok_or_else(|| FeedError::BadRow {
+                    row,
+                    reason: format!(
+                        "column {:?} has no value for index {label:?}",
+                        CANDLE_KEYS[c]
+                    ),
+                })
+            };
+            Ok(Candle {
+                ts: json_ts(row, cell(0)?)?,
+                open: json_price(row, "open", cell(1)?)?,
+                high: json_price(row, "high", cell(2)?)?,
+                low: json_price(row, "low", cell(3)?)?,
+                close: json_price(row, "close", cell(4)?)?,
+            })
+        })
+        .collect()
+}
+
+fn parse_trade_rows(rows: &[Value]) -> Result<Vec<FeedTick>, FeedError> {
+    let mut ticks = rows
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let row = i + 1;
+            let a = row_shape(row, v, 7, TRADE_ROW)?;
+            Ok(FeedTick {
+                ts: json_ts(row, &a[0])?,
+                price: json_price(row, "price", &a[4])?,
+            })
+        })
+        .collect::<Result<Vec<_>, FeedError>>()?;
+    ticks.sort_by_key(|t| t.ts); // stable
+    Ok(ticks)
+}
+
+/// A JSON timestamp: an integer number of ms (exact text, `1.6e12` allowed when integral), or a
+/// string holding such an integer or an ISO date.
+fn json_ts(row: usize, v: &Value) -> Result<i64, FeedError> {
+    let bad = |value: String| FeedError::BadTimestamp { row, value };
+    let ms = match v {
+        Value::Number(n) => parse_exact_int(n.as_str()),
+        Value::String(s) => parse_exact_int(s).or_else(|| parse_iso_utc_ms(s)),
+        other => return Err(bad(other.to_string())),
+    };
+    match ms {
+        Some(ms) if (0..=MAX_TS_MS).contains(&ms) => Ok(ms),
+        _ => Err(bad(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })),
+    }
+}
+
+fn json_price(row: usize, field: &'static str, v: &Value) -> Result<Dec, FeedError> {
+    match v {
+        Value::Number(n) => text_price(row, field, n.as_str()),
+        Value::String(s) => text_price(row, field, s),
+        Value::Null => Err(FeedError::MissingPrice { row, field }),
+        other => Err(FeedError::BadRow {
+            row,
+            reason: format!("{field} is {}, expected a number", json_kind(other)),
+        }),
+    }
+}
+
+fn text_price(row: usize, field: &'static str, text: &str) -> Result<Dec, FeedError> {
+    let t = text.trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("nan") {
+        return Err(FeedError::MissingPrice { row, field });
+    }
+    let price = parse_dec_rounded(t).map_err(|source| FeedError::BadPrice {
+        row,
+        field,
+        value: t.to_string(),
+        source,
+    })?;
+    if !price.is_positive() {
+        return Err(FeedError::NonPositivePrice { row, field, price });
+    }
+    Ok(price)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+struct CsvColumns {
+    date: usize,
+    open: usize,
+    high: usize,
+    low: usize,
+    close: usize,
+}
+
+impl CsvColumns {
+    fn from_header(line: &str) -> Result<CsvColumns, FeedError> {
+        let names: Vec<String> = line
+            .split(',')
+            .map(|f| unquote(f).to_ascii_lowercase())
+            .collect();
+        let find = |wanted: &[&str]| names.iter().position(|n| wanted.contains(&n.as_str()));
+        let missing = |col: &str| {
+            FeedError::BadHeader(format!(
+                "no {col:?} column in {:?}; expected Date,Open,High,Low,Close,Volume",
+                line.trim()
+            ))
+        };
+        Ok(CsvColumns {
+            date: find(&["date", "timestamp", "time", "datetime"])
+                .ok_or_else(|| missing("Date"))?,
+            open: find(&["open"]).ok_or_else(|| missing("Open"))?,
+            high: find(&["high"]).ok_or_else(|| missing("High"))?,
+            low: find(&["low"]).ok_or_else(|| missing("Low"))?,
+            close: find(&["close"]).ok_or_else(|| missing("Close"))?,
+        })
+    }
+}
+
+fn unquote(field: &str) -> &str {
+    let f = field.trim();
+    f.strip_prefix('"')
+        .and_then(|f| f.strip_suffix('"'))
+        .unwrap_or(f)
+        .trim()
+}
+
+fn parse_csv(text: &str) -> Result<Vec<Candle>, FeedError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Err(FeedError::Empty);
+    };
+    let cols = CsvColumns::from_header(header)?;
+    let needed = [cols.date, cols.open, cols.high, cols.low, cols.close]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut candles = Vec::new();
+    for (row, line) in lines {
+        let fields: Vec<&str> = line.split(',').map(unquote).collect();
+        if fields.len() < needed {
+            return Err(FeedError::BadRow {
+                row,
+                reason: format!("expected at least {needed} fields, found {}", fields.len()),
+            });
+        }
+        candles.push(Candle {
+            ts: csv_ts(row, fields[cols.date])?,
+            open: text_price(row, "open", fields[cols.open])?,
+            high: text_price(row, "high", fields[cols.high])?,
+            low: text_price(row, "low", fields[cols.low])?,
+            close: text_price(row, "close", fields[cols.close])?,
+        });
+    }
+    if candles.is_empty() {
+        return Err(FeedError::Empty);
+    }
+    Ok(candles)
+}
+
+/// Integer ms, integer seconds (below 10^11), or an ISO date in UTC.
+fn csv_ts(row: usize, field: &str) -> Result<i64, FeedError> {
+    let ms = match parse_exact_int(field) {
+        Some(n) if (0..100_000_000_000).contains(&n) => Some(n * 1000),
+        Some(n) => Some(n),
+        None => parse_iso_utc_ms(field),
+    };
+    match ms {
+        Some(ms) if (0..=MAX_TS_MS).contains(&ms) => Ok(ms),
+        _ => Err(FeedError::BadTimestamp {
+            row,
+            value: field.to_string(),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// numbers and dates
+
+/// Splits decimal text into (negative, significant digits without leading zeros, count of
+/// fractional digits after applying the exponent). `None` when not a plain decimal.
+fn decimal_parts(s: &str) -> Option<(bool, String, i64)> {
+    let t = s.trim();
+    let (neg, body) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], body[i + 1..].parse::<i32>().ok()?),
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = format!("{int_part}{frac_part}");
+    let mut digits = digits.trim_start_matches('0').to_string();
+    let mut point = frac_part.len() as i64 - i64::from(exp);
+    while point > 0 && digits.ends_with('0') {
+        digits.pop();
+        point -= 1;
+    }
+    Some((neg, digits, point))
+}
+
+/// An integer written as decimal text (`1672677900000`, `1.6726779e12`, `5.0`); `None` when not
+/// integral or out of i64 range.
+fn parse_exact_int(s: &str) -> Option<i64> {
+    let (neg, digits, point) = decimal_parts(s)?;
+    if digits.is_empty() {
+        return Some(0);
+    }
+    if point > 0 {
+        return None;
+    }
+    let shift = -point;
+    if digits.len() as i64 + shift > 19 {
+        return None;
+    }
+    let mut v: i128 = digits.parse().ok()?;
+    for _ in 0..shift {
+        v *= 10;
+    }
+    i64::try_from(if neg { -v } else { v }).ok()
+}
+
+/// [`Dec::parse`], except that more than 8 fractional digits are rounded half away from zero.
+fn parse_dec_rounded(s: &str) -> Result<Dec, ParseDecError> {
+    match Dec::parse(s) {
+        Err(ParseDecError::TooPrecise(_)) => {}
+        other => return other,
+    }
+    let (neg, digits, point) =
+        decimal_parts(s).ok_or_else(|| ParseDecError::Invalid(s.to_string()))?;
+    let drop = point - 8; // > 0 here: digits to remove from the right
+    let len = digits.len() as i64;
+    let (kept, next) = if drop > len {
+        ("", b'0')
+    } else {
+        let cut = (len - drop) as usize;
+        (&digits[..cut], digits.as_bytes()[cut])
+    };
+    if kept.len() > 19 {
+        return Err(ParseDecError::Overflow(s.to_string()));
+    }
+    let mut v: i128 = if kept.is_empty() {
+        0
+    } else {
+        kept.parse()
+            .map_err(|_| ParseDecError::Invalid(s.to_string()))?
+    };
+    if next >= b'5' {
+        v += 1;
+    }
+    i64::try_from(if neg { -v } else { v })
+        .map(Dec)
+        .map_err(|_| ParseDecError::Overflow(s.to_string()))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400; // [0, 399]
+    let mp = i64::from((m + 9) % 12); // March = 0
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn digits(&mut self, n: usize) -> Option<u32> {
+        let s = self.b.get(self.i..self.i + n)?;
+        if !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        self.i += n;
+        Some(s.iter().fold(0, |acc, b| acc * 10 + u32::from(b - b'0')))
+    }
+    fn eat(&mut self, c: u8) -> bool {
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    fn done(&self) -> bool {
+        self.i == self.b.len()
+    }
+}
+
+/// `YYYY-MM-DD[(T| )HH:MM[:SS[.fff…]]][Z|±HH[:MM]]` → ms since the epoch (UTC unless an offset
+/// is given).
+fn parse_iso_utc_ms(s: &str) -> Option<i64> {
+    let mut c = Cursor {
+        b: s.trim().as_bytes(),
+        i: 0,
+    };
+    let y = i64::from(c.digits(4)?);
+    if !c.eat(b'-') {
+        return None;
+    }
+    let mo = c.digits(2)?;
+    if !c.eat(b'-') {
+        return None;
+    }
+    let d = c.digits(2)?;
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
+        return None;
+    }
+    let (mut hh, mut mm, mut ss, mut ms) = (0, 0, 0, 0);
+    let mut offset_min: i64 = 0;
+    if !c.done() {
+        if !(c.eat(b'T') || c.eat(b't') || c.eat(b' ')) {
+            return None;
+        }
+        hh = c.digits(2)?;
+        if !c.eat(b':') {
+            return None;
+        }
+        mm = c.digits(2)?;
+        if c.eat(b':') {
+            ss = c.digits(2)?;
+            if c.eat(b'.') {
+                let start = c.i;
+                while c.peek().is_some_and(|b| b.is_ascii_digit()) {
+                    c.i += 1;
+                }
+                let frac = &c.b[start..c.i];
+                if frac.is_empty() {
+                    return None;
+                }
+                // milliseconds: the first three fractional digits (truncated)
+                for k in 0..3 {
+                    ms = ms * 10 + frac.get(k).map_or(0, |b| u32::from(b - b'0'));
+                }
+            }
+        }
+        if hh > 23 || mm > 59 || ss > 59 {
+            return None;
+        }
+        match c.peek() {
+            None => {}
+            Some(b'Z' | b'z') => c.i += 1,
+            Some(sign @ (b'+' | b'-')) => {
+                c.i += 1;
+                let oh = c.digits(2)?;
+                c.eat(b':');
+                let om = if c.done() { 0 } else { c.digits(2)? };
+                if oh > 23 || om > 59 {
+                    return None;
+                }
+                let off = i64::from(oh * 60 + om);
+                offset_min = if sign == b'+' { off } else { -off };
+            }
+            Some(_) => return None,
+        }
+        if !c.done() {
+            return None;
+        }
+    }
+    let secs =
+        days_from_civil(y, mo, d) * 86_400 + i64::from(hh * 3600 + mm * 60 + ss) - offset_min * 60;
+    Some(secs * 1000 + i64::from(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn dec(s: &str) -> Dec {
+        Dec::parse(s).expect("test decimal")
+    }
+
+    fn ticks(pairs: &[(&str, i64)]) -> Vec<FeedTick> {
+        pairs
+            .iter()
+            .map(|&(p, ts)| FeedTick { price: dec(p), ts })
+            .collect()
+    }
+
+    fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, content).expect("write fixture");
+        path
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).expect("gzip");
+        enc.finish().expect("gzip")
+    }
+
+    fn read_str(name: &str, content: &str) -> Result<(FeedFormat, Vec<FeedTick>), FeedError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(dir.path(), name, content.as_bytes());
+        read_feed_with_format(&path)
+    }
+
+    #[test]
+    fn array_candles_expand_to_four_ticks_nearer_extreme_first() {
+        // candle 1: low nearer (1 vs 2); candle 2: high nearer (0.5 vs 3); candle 3: tie → high
+        let json =
+            "[[1000, 10, 12, 9, 11, 5],\n [1600, 11, 11.5, 8, 9, 1],\n [2000, 10, 11, 9, 10.5, 0]]";
+        let (format, got) = read_str("c.json", json).expect("reads");
+        assert_eq!(format, FeedFormat::Candles);
+        assert_eq!(
+            got,
+            ticks(&[
+                ("10", 1000),
+                ("9", 1150),
+                ("12", 1300),
+                ("11", 1450),
+                ("11", 1600),
+                ("11.5", 1700),
+                ("8", 1800),
+                ("9", 1900),
+                ("10", 2000),
+                ("11", 17_000),
+                ("9", 32_000),
+                ("10.5", 47_000),
+            ])
+        );
+    }
+
+    #[test]
+    fn candles_are_sorted_and_exact() {
+        // out of order; exponent, string and high-precision prices; ts in exponent form
+        let json = r#"[[120000, "0.00162008", 2e-3, 0.0016, 1.6E-3, 1],
+                       [6e4, 0.000000015, 0.00000002, 0.000000014999, 0.00000001, 0]]"#;
+        let got = parse_feed("x.json", json.as_bytes()).expect("reads").1;
+        assert_eq!(
+            got,
+            ticks(&[
+                ("0.00000002", 60_000), // 0.000000015 rounded half away
+                ("0.00000002", 75_000), // high: distance 0 → high first
+                ("0.00000001", 90_000), // 0.000000014999 rounded
+                ("0.00000001", 105_000),
+                ("0.00162008", 120_000),
+                ("0.0016", 135_000),
+                ("0.002", 150_000),
+                ("0.0016", 165_000),
+            ])
+        );
+    }
+
+    #[test]
+    fn pandas_column_candles() {
+        // index labels out of order and past 9 (string order would put "10" before "2")
+        let json = r#"{
+            "date":  {"1": 300000, "0": 0,     "10": 900000, "2": 600000},
+            "open":  {"1": 101,    "0": 100,   "10": 103,    "2": 102},
+            "high":  {"1": 103,    "0": 100.2, "10": 104,    "2": 102.1},
+            "low":   {"1": 100.5,  "0": 99,    "10": 102,    "2": 101},
+            "close": {"1": 102,    "0": 101,   "10": 103.5,  "2": 101.5},
+            "volume": {}
+        }"#;
+        let (format, got) = read_str("btc.json", json).expect("reads");
+        assert_eq!(format, FeedFormat::Candles);
+        assert_eq!(
+            got,
+            ticks(&[
+                ("100", 0),
+                ("100.2", 75_000),
+                ("99", 150_000),
+                ("101", 225_000),
+                ("101", 300_000),
+                ("100.5", 375_000),
+                ("103", 450_000),
+                ("102", 525_000),
+                ("102", 600_000),
+                ("102.1", 675_000),
+                ("101", 750_000),
+                ("101.5", 825_000),
+                ("103", 900_000),
+                ("104", 915_000),
+                ("102", 930_000),
+                ("103.5", 945_000),
+            ])
+        );
+    }
+
+    #[test]
+    fn pandas_record_candles() {
+        let json = r#"[{"date":"2023-01-02T16:45:00.000Z","open":2,"high":3,"low":1.5,"close":2.5,"volume":1}]"#;
+        let (format, got) = read_str("r.json", json).expect("reads");
+        assert_eq!(format, FeedFormat::Candles);
+        let t0 = 1_672_677_900_000;
+        assert_eq!(
+            got,
+            ticks(&[
+                ("2", t0),
+                ("1.5", t0 + 15_000),
+                ("3", t0 + 30_000),
+                ("2.5", t0 + 45_000)
+            ])
+        );
+    }
+
+    const TRADES: &str = r#"[[1570752011620,"13519807",null,"sell",0.00141342,23.0,0.03250866],
+        [1570752011620,"13519808",null,"sell",0.00141266,54.0,0.07628364],
+        [1570752000000,"13519806",null,"buy",0.001413,1.0,0.001413]]"#;
+
+    fn trade_ticks() -> Vec<FeedTick> {
+        ticks(&[
+            ("0.001413", 1_570_752_000_000),
+            ("0.00141342", 1_570_752_011_620),
+            ("0.00141266", 1_570_752_011_620),
+        ])
+    }
+
+    #[test]
+    fn trades_json_one_tick_each_sorted_stably() {
+        let (format, got) = read_str("t.json", TRADES).expect("reads");
+        assert_eq!(format, FeedFormat::Trades);
+        assert_eq!(got, trade_ticks());
+    }
+
+    #[test]
+    fn trades_json_gz() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(
+            dir.path(),
+            "XRP_ETH-trades.json.gz",
+            &gzip(TRADES.as_bytes()),
+        );
+        assert_eq!(read_feed(&path).expect("reads"), trade_ticks());
+        // gzip is also recognised by its magic bytes, whatever the name
+        let path = write(dir.path(), "trades.dat", &gzip(TRADES.as_bytes()));
+        assert_eq!(read_feed(&path).expect("reads"), trade_ticks());
+        assert_eq!(
+            FeedFormat::detect("a.json.gz", &gzip(TRADES.as_bytes())).expect("detects"),
+            FeedFormat::Trades
+        );
+    }
+
+    #[test]
+    fn csv_with_each_date_form() {
+        let t0 = 1_672_677_900_000; // 2023-01-02 16:45:00 UTC
+        let forms = [
+            ("1672677900000", "1672678200000"),
+            ("1672677900", "1672678200"),
+            ("2023-01-02 16:45:00", "2023-01-02 16:50:00"),
+            ("2023-01-02T16:45:00Z", "2023-01-02T16:50:00Z"),
+            ("\"2023-01-02T17:45:00+01:00\"", "2023-01-02T16:50:00.000Z"),
+        ];
+        for (a, b) in forms {
+            let csv = format!(
+                "Date,Open,High,Low,Close,Volume\n{a},100,101,99.5,100.5,10\n\n{b},100.5,101,100,101,3\n"
+            );
+            let (format, got) = read_str("feed.csv", &csv).expect("reads");
+            assert_eq!(format, FeedFormat::Csv);
+            assert_eq!(
+                got,
+                ticks(&[
+                    ("100", t0),
+                    ("99.5", t0 + 75_000),
+                    ("101", t0 + 150_000),
+                    ("100.5", t0 + 225_000),
+                    ("100.5", t0 + 300_000),
+                    ("101", t0 + 315_000),
+                    ("100", t0 + 330_000),
+                    ("101", t0 + 345_000),
+                ]),
+                "date form {a}"
+            );
+        }
+        // date only; lower-case header in another order; no volume; gzipped
+        let csv = "close,low,high,open,DATE\n2,1,3,2,2024-02-29\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(dir.path(), "daily.csv.gz", &gzip(csv.as_bytes()));
+        let day = 1_709_164_800_000;
+        assert_eq!(
+            read_feed_with_format(&path).expect("reads"),
+            (
+                FeedFormat::Csv,
+                ticks(&[
+                    ("2", day),
+                    ("3", day + 15_000),
+                    ("1", day + 30_000),
+                    ("2", day + 45_000)
+                ])
+            )
+        );
+        // CSV recognised by its header without a .csv name
+        let (format, _) =
+            read_str("feed.txt", "Date,Open,High,Low,Close,Volume\n0,1,1,1,1,1\n").expect("reads");
+        assert_eq!(format, FeedFormat::Csv);
+    }
+
+    #[test]
+    fn iso_dates_and_civil_conversion() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        assert_eq!(parse_iso_utc_ms("2000-02-29"), Some(951_782_400_000));
+        assert_eq!(
+            parse_iso_utc_ms("2024-12-31 23:59:59"),
+            Some(1_735_689_599_000)
+        );
+        assert_eq!(
+            parse_iso_utc_ms("2021-11-17T01:00:00Z"),
+            Some(1_637_110_800_000)
+        );
+        assert_eq!(
+            parse_iso_utc_ms("2021-11-17T01:00:00.25Z"),
+            Some(1_637_110_800_250)
+        );
+        assert_eq!(
+            parse_iso_utc_ms("2021-11-17 03:30:00+02:30"),
+            Some(1_637_110_800_000)
+        );
+        assert_eq!(
+            parse_iso_utc_ms("9999-12-31T23:59:59.999Z"),
+            Some(MAX_TS_MS)
+        );
+        for bad in [
+            "2023-02-29",
+            "2023-13-01",
+            "2023-00-10",
+            "2023-01-32",
+            "2023-01-01 24:00:00",
+            "2023-01-01 12:60:00",
+            "2023-01-01T12:00:00Q",
+            "2023-1-01",
+            "23-01-01",
+            "2023-01-01 12",
+            "2023-01-01T12:00:00.Z",
+            "",
+        ] {
+            assert_eq!(parse_iso_utc_ms(bad), None, "{bad}");
+        }
+        assert!(matches!(
+            csv_ts(4, "1969-12-31"),
+            Err(FeedError::BadTimestamp { row: 4, .. })
+        ));
+        assert!(csv_ts(1, "yesterday").is_err());
+        assert_eq!(csv_ts(1, "0").ok(), Some(0));
+        assert_eq!(csv_ts(1, "99999999999").ok(), Some(99_999_999_999_000));
+        assert_eq!(csv_ts(1, "100000000000").ok(), Some(100_000_000_000));
+    }
+
+    #[test]
+    fn number_helpers() {
+        assert_eq!(parse_exact_int("1672677900000"), Some(1_672_677_900_000));
+        assert_eq!(parse_exact_int("1.6726779E12"), Some(1_672_677_900_000));
+        assert_eq!(parse_exact_int("5.000"), Some(5));
+        assert_eq!(parse_exact_int("-0"), Some(0));
+        assert_eq!(parse_exact_int("5.5"), None);
+        assert_eq!(parse_exact_int("1e19"), None);
+        assert_eq!(parse_exact_int("x"), None);
+        let r = |s: &str| parse_dec_rounded(s).map(|d| d.to_string());
+        assert_eq!(r("1.123456785").as_deref(), Ok("1.12345679"));
+        assert_eq!(r("1.123456784999").as_deref(), Ok("1.12345678"));
+        assert_eq!(r("-1.123456785").as_deref(), Ok("-1.12345679"));
+        assert_eq!(r("0.000000005").as_deref(), Ok("0.00000001"));
+        assert_eq!(r("0.000000004999").as_deref(), Ok("0"));
+        assert_eq!(r("5e-9").as_deref(), Ok("0.00000001"));
+        assert_eq!(r("1e-99999").as_deref(), Ok("0"));
+        assert_eq!(r("0.999999999").as_deref(), Ok("1"));
+        assert_eq!(r("2.5").as_deref(), Ok("2.5"));
+        assert!(matches!(r("1e300"), Err(ParseDecError::Overflow(_))));
+        assert!(matches!(
+            r("92233720368.547758079"),
+            Err(ParseDecError::Overflow(_))
+        ));
+        assert!(matches!(r("abc"), Err(ParseDecError::Invalid(_))));
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let err = |name: &str, content: &str| match read_str(name, content) {
+            Ok(t) => panic!("{name} {content:?} accepted: {t:?}"),
+            Err(e) => e,
+        };
+        assert!(matches!(err("a.json", ""), FeedError::Empty));
+        assert!(matches!(err("a", "  \n"), FeedError::Empty));
+        assert!(matches!(err("a.json", "[]"), FeedError::Empty));
+        assert!(matches!(
+            err("a.csv", "Date,Open,High,Low,Close,Volume\n"),
+            FeedError::Empty
+        ));
+        assert!(matches!(
+            err(
+                "a.json",
+                r#"{"date":{},"open":{},"high":{},"low":{},"close":{}}"#
+            ),
+            FeedError::Empty
+        ));
+        assert!(matches!(err("a.json", "hello"), FeedError::Json(_)));
+        assert!(matches!(
+            err("a.json", "[[1,2,3,4,5,6]"),
+            FeedError::Json(_)
+        ));
+        assert!(matches!(err("a.txt", "hello"), FeedError::UnknownFormat(_)));
+        assert!(matches!(
+            err("a.json", "[[1,2,3]]"),
+            FeedError::UnknownFormat(_)
+        ));
+        assert!(matches!(
+            err("a.json", "[1,2]"),
+            FeedError::UnknownFormat(_)
+        ));
+        assert!(matches!(
+            err("a.json", r#"{"a":1}"#),
+            FeedError::UnknownFormat(_)
+        ));
+        assert!(matches!(err("a.json", "42"), FeedError::UnknownFormat(_)));
+        assert!(matches!(
+            err("a.json", "[[0,1,1,1,1,1],[60000,1,1,1,1]]"),
+            FeedError::BadRow { row: 2, .. }
+        ));
+        assert!(matches!(
+            err("a.json", "[[0,1,1,1,1,1],7]"),
+            FeedError::BadRow { row: 2, .. }
+        ));
+        let e = err("a.json", "[[0,1,1,1,1,1],[60000,1,1,-1,1,1]]");
+        assert!(
+            matches!(
+                e,
+                FeedError::NonPositivePrice {
+                    row: 2,
+                    field: "low",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "row 2: low -1 is not positive");
+        assert!(matches!(
+            err("a.json", r#"[[0,"1",null,"buy",0,1,0]]"#),
+            FeedError::NonPositivePrice {
+                row: 1,
+                field: "price",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err("a.json", "[[0,1,1,null,1,1]]"),
+            FeedError::MissingPrice {
+                row: 1,
+                field: "low"
+            }
+        ));
+        assert!(matches!(
+            err("a.json", r#"[[0,"NaN",1,1,1,1]]"#),
+            FeedError::MissingPrice {
+                row: 1,
+                field: "open"
+            }
+        ));
+        assert!(matches!(
+            err("a.json", r#"[[0,"1,5",1,1,1,1]]"#),
+            FeedError::BadPrice {
+                row: 1,
+                field: "open",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err("a.json", "[[0,true,1,1,1,1]]"),
+            FeedError::BadRow { row: 1, .. }
+        ));
+        assert!(matches!(
+            err("a.json", "[[-5,1,1,1,1,1]]"),
+            FeedError::BadTimestamp { row: 1, .. }
+        ));
+        assert!(matches!(
+            err("a.json", "[[1.5,1,1,1,1,1]]"),
+            FeedError::BadTimestamp { row: 1, .. }
+        ));
+        assert!(matches!(
+            err(
+                "a.json",
+                r#"{"date":{"0":0},"open":{"0":1},"high":{"0":1},"low":{},"close":{"0":1}}"#
+            ),
+            FeedError::BadRow { row: 1, .. }
+        ));
+        assert!(matches!(
+            err(
+                "a.json",
+                r#"[{"date":0,"open":1,"high":1,"low":1,"close":1},{"date":0}]"#
+            ),
+            FeedError::BadRow { row: 2, .. }
+        ));
+        // CSV: row number = line number (header is line 1, blank lines count)
+        let csv = "Date,Open,High,Low,Close,Volume\n0,1,1,1,1,1\n\n60,1,NaN,1,1,1\n";
+        let e = err("a.csv", csv);
+        assert!(
+            matches!(
+                e,
+                FeedError::MissingPrice {
+                    row: 4,
+                    field: "high"
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("row 4: "));
+        assert!(matches!(
+            err("a.csv", "Date,Open,High,Low,Close,Volume\n0,1,1,-2,1,1\n"),
+            FeedError::NonPositivePrice { row: 2, .. }
+        ));
+        assert!(matches!(
+            err("a.csv", "Date,Open,High,Low,Close,Volume\n0,1,1\n"),
+            FeedError::BadRow { row: 2, .. }
+        ));
+        assert!(matches!(
+            err("a.csv", "Date,Open,High,Low,Close,Volume\nsoon,1,1,1,1,1\n"),
+            FeedError::BadTimestamp { row: 2, .. }
+        ));
+        assert!(matches!(
+            err("a.csv", "Time,Price\n0,1\n"),
+            FeedError::BadHeader(_)
+        ));
+        assert!(matches!(err("a.json.gz", "not gzip"), FeedError::Gzip(_)));
+        assert!(matches!(
+            read_feed(Path::new("/nonexistent/feed.json")),
+            Err(FeedError::Io { .. })
+        ));
+        assert!(matches!(
+            parse_feed("a.json", &[b'[', 0xff, b']']),
+            Err(FeedError::NotText)
+        ));
+    }
+
+    #[test]
+    fn scale_to_rounds_half_away_never_to_zero() {
+        let mut t = ticks(&[
+            ("0.0000273", 0),
+            ("1.005", 1),
+            ("1.00499999", 2),
+            ("2.5", 3),
+            ("100", 4),
+        ]);
+        scale_to(&mut t, dec("0.01"));
+        assert_eq!(
+            t,
+            ticks(&[("0.01", 0), ("1.01", 1), ("1", 2), ("2.5", 3), ("100", 4)])
+        );
+        scale_to(&mut t, Dec::ONE);
+        assert_eq!(
+            t,
+            ticks(&[("1", 0), ("1", 1), ("1", 2), ("3", 3), ("100", 4)])
+        );
+        let before = t.clone();
+        scale_to(&mut t, Dec::ZERO);
+        assert_eq!(t, before);
+        let mut big = vec![FeedTick {
+            price: Dec(i64::MAX),
+            ts: 0,
+        }];
+        scale_to(&mut big, dec("1000"));
+        assert!(big[0].price.is_positive() && big[0].price.is_multiple_of(dec("1000")));
+    }
+
+    #[test]
+    fn synthetic_is_deterministic_and_well_formed() {
+        let tick = dec("0.01");
+        let a = synthetic(42, dec("100"), 5000, 5, tick);
+        assert_eq!(a, synthetic(42, dec("100"), 5000, 5, tick));
+        assert_ne!(a, synthetic(43, dec("100"), 5000, 5, tick));
+        assert_eq!(a.len(), 5000);
+        assert_eq!(a[0].price, dec("100"));
+        for (i, t) in a.iter().enumerate() {
+            assert_eq!(t.ts, i as i64 * 250);
+            assert!(t.price.is_positive() && t.price.is_multiple_of(tick));
+        }
+        for w in a.windows(2) {
+            // at most 5 bps of the level per step, plus rounding
+            let diff = (w[1].price.raw() - w[0].price.raw()).abs();
+            assert!(diff <= w[0].price.raw() * 5 / 10_000 + tick.raw(), "{w:?}");
+        }
+        let distinct: std::collections::BTreeSet<_> = a.iter().map(|t| t.price).collect();
+        assert!(distinct.len() > 10, "walk hardly moves: {}", distinct.len());
+        assert!(synthetic(1, dec("100"), 0, 5, tick).is_empty());
+        // a violent walk near zero stays at or above one tick
+        let low = synthetic(7, dec("0.01"), 2000, 10_000, tick);
+        assert!(low.iter().all(|t| t.price >= tick));
+        let odd = synthetic(7, Dec::ZERO, 100, u32::MAX, Dec::ZERO);
+        assert!(odd.iter().all(|t| t.price.is_positive()));
+    }
+
+    #[test]
+    fn shared_real_data_when_present() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            eprintln!("skipping: {} not found", dir.display());
+            return;
+        };
+        let expected = [
+            ("btcusdt-5m-2023.json", 4 * 10_999),
+            ("xrpusdt-1h-2021.json.gz", 400),
+            ("unittest-btc-1m-2017.json", 4 * 13_681),
+            ("xrpeth-trades-2019.json.gz", 12_477),
+        ];
+        let mut checked = 0;
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let is_feed = [".json", ".json.gz", ".csv", ".csv.gz"]
+                .iter()
+                .any(|ext| name.ends_with(ext));
+            if !is_feed {
+                continue;
+            }
+            let got = read_feed(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!got.is_empty(), "{name}");
+            assert!(
+                got.windows(2).all(|w| w[0].ts <= w[1].ts),
+                "{name}: ts order"
+            );
+            assert!(got.iter().all(|t| t.price.is_positive()), "{name}: prices");
+            if let Some((_, n)) = expected.iter().find(|(f, _)| *f == name) {
+                assert_eq!(got.len(), *n, "{name}");
+                checked += 1;
+            }
+            match name.as_str() {
+                "btcusdt-5m-2023.json" => {
+                    let t0 = 1_672_677_900_000;
+                    assert_eq!(
+                        got[..4],
+                        ticks(&[
+                            ("16727.3", t0),
+                            ("16726", t0 + 75_000),
+                            ("16728.8", t0 + 150_000),
+                            ("16726.1", t0 + 225_000),
+                        ])
+                    );
+                }
+                "xrpeth-trades-2019.json.gz" => {
+                    assert_eq!(got[0], ticks(&[("0.00141342", 1_570_752_011_620)])[0]);
+                }
+                _ => {}
+            }
+        }
+        eprintln!("checked {checked} known data files in {}", dir.display());
+    }
+}

@@ -1,0 +1,756 @@
+//! The store on real SQLite files in temporary directories: pragmas, migrations, `optimize`
+//! (index migration, idempotence, page-size conversion, damaged files, concurrent writers), the
+//! EXPLAIN QUERY PLAN test, the group-committing writer, and `seed`'s ledger invariants.
+
+use litetrade::domain::model::{AccountType, PositionSide};
+use litetrade::domain::money::Dec;
+use litetrade::domain::symbol::DEFAULT_SYMBOLS;
+use litetrade::store::ops::Op;
+use litetrade::store::optimize::{OptimizeOptions, OptimizeReport, optimize};
+use litetrade::store::seed::{SeedOptions, SeedReport, seed};
+use litetrade::store::writer::Job;
+use litetrade::store::{Store, StoreConfig, StoreError, hot, schema};
+use rusqlite::{Connection, OpenFlags, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn no_progress(_: &str, _: u64, _: u64) {}
+
+/// Fast measurement settings: the tests check shapes and plans, not latencies.
+fn quick() -> OptimizeOptions {
+    OptimizeOptions { runs: 5, query_budget_ms: 5, ..OptimizeOptions::default() }
+}
+
+fn db_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+fn plain(path: &Path) -> Connection {
+    let c = Connection::open(path).expect("open");
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
+}
+
+fn read_only(path: &Path) -> Connection {
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open read-only");
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
+}
+
+fn pragma_text(c: &Connection, p: &str) -> String {
+    c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, rusqlite::types::Value>(0))
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t.to_ascii_lowercase(),
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+}
+
+fn count(c: &Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// A file as an earlier deployment made it: the tables, no index, user_version 0.
+fn legacy_file(path: &Path, page_size: u32, wal: bool) {
+    let c = plain(path);
+    c.execute_batch(&format!("PRAGMA page_size={page_size};")).unwrap();
+    if wal {
+        c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)).unwrap();
+    }
+    c.execute_batch(schema::tables_sql()).unwrap();
+    c.execute_batch(
+        "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'old', x'00', 1), (2, 'older', x'01', 2);
+         INSERT INTO payments (user_id, kind, amount, account_type, created_at) VALUES (1, 'deposit', 100, 'demo', 3);",
+    )
+    .unwrap();
+    assert_eq!(pragma_text(&c, "user_version"), "0");
+    assert_eq!(schema::missing_indexes(&c).unwrap().len(), schema::index_statements().len());
+}
+
+fn small_seed(path: &Path) -> SeedReport {
+    let opts = SeedOptions {
+        users: 200,
+        trades_per_user: 5,
+        open_positions: 50,
+        pending_orders: 50,
+        batch_rows: 500,
+        ..SeedOptions::default()
+    };
+    seed(path, &opts, &no_progress).expect("seed")
+}
+
+// ---------------------------------------------------------------------------------------------
+// pragmas and migrations
+
+#[test]
+fn fresh_file_has_the_designed_pragmas() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "fresh.db");
+    let store = Store::open(&path, StoreConfig::default()).expect("open");
+    // file-level settings, seen by any new connection
+    let c = plain(&path);
+    assert_eq!(pragma_text(&c, "journal_mode"), "wal");
+    assert_eq!(pragma_text(&c, "page_size"), "8192");
+    assert_eq!(pragma_text(&c, "user_version"), schema::SCHEMA_VERSION.to_string());
+    assert!(schema::missing_indexes(&c).unwrap().is_empty());
+    drop(c);
+    // connection-level settings of the pool's read connections
+    let (fk, query_only, sync, busy, cache, temp, mmap) = store
+        .read("pragmas", |c| {
+            let g = |p: &str| c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0));
+            Ok((g("foreign_keys")?, g("query_only")?, g("synchronous")?, g("busy_timeout")?, g("cache_size")?, g("temp_store")?, g("mmap_size")?))
+        })
+        .unwrap();
+    assert_eq!(fk, 1, "foreign_keys on");
+    assert_eq!(query_only, 1, "read connections are query_only");
+    assert_eq!(sync, 1, "synchronous=NORMAL");
+    assert_eq!(busy, 10_000);
+    assert_eq!(cache, -131_072, "128 MiB page cache");
+    assert_eq!(temp, 2, "temp_store=MEMORY");
+    assert_eq!(mmap, 536_870_912);
+    assert!(store.read("write", |c| c.execute("DELETE FROM users", [])).is_err(), "read connections refuse writes");
+    // foreign keys are enforced on the writer's connection: a deposit for a missing user fails
+    let (tx, rx) = mpsc::channel();
+    store.writer().submit(Job {
+        ops: vec![Op::InsertDeposit(424242, AccountType::Demo, Dec::from_int(1), 1)],
+        epoch: 0,
+        done: Box::new(move |r| tx.send(r).unwrap()),
+    });
+    let res = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(res.is_err(), "a payment of a missing user must violate its foreign key");
+    store.shutdown();
+}
+
+#[test]
+fn an_old_version_file_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "old.db");
+    legacy_file(&path, 4096, false);
+    let store = Store::open(&path, StoreConfig::default()).expect("open migrates");
+    store.shutdown();
+    drop(store);
+    let c = plain(&path);
+    assert_eq!(pragma_text(&c, "user_version"), schema::SCHEMA_VERSION.to_string());
+    assert_eq!(pragma_text(&c, "journal_mode"), "wal");
+    let missing = schema::missing_indexes(&c).unwrap();
+    assert!(missing.is_empty(), "indexes still missing after migration: {missing:?}");
+    for s in DEFAULT_SYMBOLS {
+        assert_eq!(count(&c, &format!("SELECT COUNT(*) FROM symbols WHERE symbol = '{s}'")), 1, "{s}");
+    }
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM users"), 2, "existing rows survive");
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM payments"), 1);
+    // opening again is a no-op
+    drop(c);
+    Store::open(&path, StoreConfig::default()).expect("reopen").shutdown();
+}
+
+#[test]
+fn a_file_from_a_newer_litetrade_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "newer.db");
+    legacy_file(&path, 8192, true);
+    plain(&path).execute_batch(&format!("PRAGMA user_version = {}", schema::SCHEMA_VERSION + 1)).unwrap();
+    assert!(Store::open(&path, StoreConfig::default()).is_err());
+    assert!(matches!(optimize(&path, &quick(), &no_progress), Err(StoreError::Open { .. })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// optimize
+
+fn assert_healthy(rep: &OptimizeReport) {
+    assert!(rep.is_ok(), "optimize found problems:\n{}", rep.render_table());
+    assert_eq!(rep.integrity, "ok");
+    assert_eq!(rep.journal_mode, "wal");
+    assert_eq!(rep.queries.len(), hot::hot_queries().len());
+    for q in &rep.queries {
+        assert!(q.uses_index, "{} scans a table after optimize: {}", q.name, q.plan);
+        assert!(q.before_us > 0.0 && q.after_us > 0.0, "{} not timed", q.name);
+    }
+}
+
+#[test]
+fn optimize_migrates_a_legacy_file_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "legacy.db");
+    legacy_file(&path, 8192, false);
+    let steps = std::sync::Mutex::new(Vec::<String>::new());
+    let progress = |s: &str, done: u64, total: u64| {
+        assert!(done <= total, "{s}: {done}/{total}");
+        steps.lock().unwrap().push(s.to_string());
+    };
+    let rep = optimize(&path, &quick(), &progress).expect("optimize");
+    assert_healthy(&rep);
+    let total = schema::index_statements().len();
+    assert_eq!(rep.indexes_total, total);
+    assert_eq!(rep.indexes_created, total, "every index of the schema is created");
+    assert_eq!(rep.page_size, 8192);
+    // the legacy file scanned tables before
+    assert!(rep.queries.iter().any(|q| !q.uses_index_before), "{}", rep.render_table());
+    let steps = steps.into_inner().unwrap();
+    for s in ["indexes", "analyze", "integrity check", "foreign key check", "checkpoint", "measure after"] {
+        assert!(steps.iter().any(|x| x == s), "no progress for {s}: {steps:?}");
+    }
+    let c = plain(&path);
+    assert!(schema::missing_indexes(&c).unwrap().is_empty());
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM users"), 2, "rows survive");
+    let stat4 = count(&c, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'sqlite_stat4'");
+    if stat4 == 1 {
+        assert_eq!(count(&c, "SELECT COUNT(*) FROM sqlite_stat4"), 0, "stat4 samples are cleared by default");
+    }
+    assert!(count(&c, "SELECT COUNT(*) FROM sqlite_stat1") > 0, "ANALYZE ran");
+    drop(c);
+
+    // the JSON object has the contract's fields first, in order
+    let json = serde_json::to_string(&rep).unwrap();
+    let keys = [
+        "\"integrity\":\"ok\"",
+        "\"indexes_created\":",
+        "\"indexes_total\":",
+        "\"size_before\":",
+        "\"size_after\":",
+        "\"page_size\":8192",
+        "\"journal_mode\":\"wal\"",
+        "\"queries\":[{\"name\":",
+        "\"plan\":",
+        "\"uses_index\":true",
+        "\"before_us\":",
+        "\"after_us\":",
+    ];
+    let mut at = 0;
+    for k in keys {
+        let pos = json[at..].find(k).unwrap_or_else(|| panic!("{k} missing or out of order in {json}"));
+        at += pos + k.len();
+    }
+    let text = rep.render_table();
+    for q in &rep.queries {
+        assert!(text.contains(&q.name), "table lacks {}", q.name);
+    }
+    assert!(text.contains("free pages") && text.contains("integrity"));
+
+    // a second run creates nothing
+    let again = optimize(&path, &quick(), &no_progress).expect("optimize again");
+    assert_healthy(&again);
+    assert_eq!(again.indexes_created, 0);
+    assert_eq!(again.indexes_total, total);
+    // the migrated file opens as usual (and gains its version and symbols)
+    Store::open(&path, StoreConfig::default()).expect("open").shutdown();
+}
+
+#[test]
+fn optimize_vacuum_converts_the_page_size_and_returns_to_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "small_pages.db");
+    legacy_file(&path, 4096, true);
+    {
+        let c = plain(&path);
+        assert_eq!(pragma_text(&c, "page_size"), "4096");
+        assert_eq!(pragma_text(&c, "journal_mode"), "wal");
+        // some garbage to reclaim
+        c.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO signals (strategy, symbol, side, orders_placed, skipped, created_at)
+             SELECT 'trend', 'BTCUSDT', 'buy', 0, 0, i FROM n;
+             DELETE FROM signals WHERE id % 2 = 0;",
+        )
+        .unwrap();
+    }
+    let opts = OptimizeOptions { vacuum: true, ..quick() };
+    let rep = optimize(&path, &opts, &no_progress).expect("optimize --vacuum");
+    assert_healthy(&rep);
+    assert!(rep.vacuumed);
+    assert_eq!(rep.page_size_before, 4096);
+    assert_eq!(rep.page_size, 8192, "{}", rep.render_table());
+    assert_eq!(rep.free_pages_after, 0, "VACUUM leaves no free page");
+    assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
+    let c = plain(&path);
+    assert_eq!(pragma_text(&c, "page_size"), "8192");
+    assert_eq!(pragma_text(&c, "journal_mode"), "wal");
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM signals"), 1500);
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM users"), 2);
+    assert_eq!(pragma_text(&c, "integrity_check"), "ok");
+}
+
+#[test]
+fn optimize_on_a_missing_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "nope.db");
+    assert!(matches!(optimize(&path, &quick(), &no_progress), Err(StoreError::Open { .. })));
+    assert!(!path.exists(), "optimize must not create a file");
+}
+
+/// Either an error or a report that says "not ok"; never a panic, never a clean bill of health.
+fn assert_detected(res: Result<OptimizeReport, StoreError>, what: &str) -> String {
+    match res {
+        Ok(rep) => {
+            assert!(!rep.is_ok(), "{what} passed as healthy:\n{}", rep.render_table());
+            assert_ne!(rep.integrity, "ok");
+            assert!(!rep.problems.is_empty());
+            let json = serde_json::to_string(&rep).unwrap();
+            assert!(json.contains("\"integrity\":"));
+            rep.render_table()
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_file_of_random_bytes_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "random.db");
+    let mut x: u64 = 0x1234_5678_9abc_def0;
+    let bytes: Vec<u8> = (0..64 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let msg = assert_detected(optimize(&path, &quick(), &no_progress), "random bytes");
+    assert!(msg.contains("not a database"), "unclear message: {msg}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "a damaged file is left as it was");
+    assert!(Store::open(&path, StoreConfig::default()).is_err());
+}
+
+#[test]
+fn a_damaged_copy_of_a_seeded_file_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "good.db");
+    small_seed(&path);
+    let healthy = optimize(&path, &quick(), &no_progress).expect("optimize");
+    assert_healthy(&healthy);
+    // copy the checkpointed file and overwrite bytes in the middle pages
+    let bad = db_in(&dir, "bad.db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 8192;
+    let pages = bytes.len() / page;
+    assert!(pages > 10, "seeded file too small: {pages} pages");
+    for p in pages / 3..pages / 3 + 4 {
+        for (i, b) in bytes[p * page + 8..p * page + 8 + 600].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37) ^ 0x5a;
+        }
+    }
+    std::fs::write(&bad, &bytes).unwrap();
+    let text = assert_detected(optimize(&bad, &quick(), &no_progress), "a damaged copy");
+    assert!(
+        text.contains("corrupt") || text.contains("malformed") || text.contains("integrity"),
+        "unclear report: {text}"
+    );
+}
+
+#[test]
+fn optimize_is_safe_while_another_connection_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "busy.db");
+    small_seed(&path);
+    let store = Store::open(&path, StoreConfig::default()).expect("open");
+    let stop = AtomicBool::new(false);
+    let acked = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut acked = Vec::new();
+            let mut n = 0i64;
+            while !stop.load(Ordering::Relaxed) || n < 50 {
+                n += 1;
+                let (tx, rx) = mpsc::channel();
+                store.writer().submit(Job {
+                    ops: vec![Op::InsertDeposit(1, AccountType::Real, Dec(n), n)],
+                    epoch: 0,
+                    done: Box::new(move |r| tx.send(r).unwrap()),
+                });
+                if rx.recv_timeout(Duration::from_secs(60)).expect("completion").is_ok() {
+                    acked.push(n);
+                }
+            }
+            acked
+        });
+        let opts = OptimizeOptions { vacuum: true, ..quick() };
+        let rep = optimize(&path, &opts, &no_progress).expect("optimize under load");
+        assert!(rep.is_ok(), "{}", rep.render_table());
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap()
+    });
+    store.shutdown();
+    drop(store);
+    assert!(acked.len() >= 50);
+    let c = read_only(&path);
+    let got: Vec<i64> = c
+        .prepare("SELECT amount FROM payments WHERE account_type = 'real' ORDER BY amount")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for n in &acked {
+        assert!(got.binary_search(n).is_ok(), "acknowledged deposit {n} lost");
+    }
+    assert_eq!(pragma_text(&c, "integrity_check"), "ok");
+}
+
+// ---------------------------------------------------------------------------------------------
+// the EXPLAIN QUERY PLAN test
+
+#[test]
+fn every_hot_query_uses_an_index_on_an_analyzed_seeded_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "plans.db");
+    small_seed(&path);
+    let rep = optimize(&path, &quick(), &no_progress).expect("optimize (ANALYZE)");
+    assert!(rep.is_ok(), "{}", rep.render_table());
+    let c = read_only(&path);
+    assert!(count(&c, "SELECT COUNT(*) FROM sqlite_stat1") > 0, "the file is analyzed");
+    let mut bad = Vec::new();
+    let mut all = String::new();
+    for h in hot::hot_queries() {
+        let plan = hot::plan(&c, &h).unwrap();
+        all.push_str(&format!("{:<32} {plan}\n", h.name));
+        if hot::plan_scans_table(&plan) {
+            bad.push(h.name);
+        }
+    }
+    assert!(bad.is_empty(), "full table scans in {bad:?}; plans:\n{all}");
+    // and the same on a fresh, never analyzed file
+    let fresh = db_in(&dir, "fresh.db");
+    Store::open(&fresh, StoreConfig::default()).unwrap().shutdown();
+    let c = read_only(&fresh);
+    for h in hot::hot_queries() {
+        let plan = hot::plan(&c, &h).unwrap();
+        assert!(!hot::plan_scans_table(&plan), "{} scans on a fresh file: {plan}", h.name);
+    }
+}
+
+/// `(table, index name, key columns without ASC/DESC, WHERE clause)` of each schema index.
+fn parse_indexes() -> Vec<(String, String, Vec<String>, Option<String>)> {
+    schema::index_statements()
+        .into_iter()
+        .map(|(name, sql)| {
+            let on = sql.split(" ON ").nth(1).unwrap_or_else(|| panic!("no ON in {sql}"));
+            let table = on.split('(').next().unwrap().trim().to_string();
+            let open = on.find('(').unwrap();
+            let close = on.find(')').unwrap();
+            let cols = on[open + 1..close]
+                .split(',')
+                .map(|c| c.split_whitespace().next().unwrap().to_ascii_lowercase())
+                .collect();
+            let filter = on[close + 1..]
+                .split_once("WHERE")
+                .map(|(_, w)| w.trim().trim_end_matches(';').trim().to_string());
+            (table, name.to_string(), cols, filter)
+        })
+        .collect()
+}
+
+fn is_prefix(a: &[String], b: &[String]) -> bool {
+    a.len() <= b.len() && b[..a.len()] == *a
+}
+
+#[test]
+fn no_index_is_a_left_prefix_of_another() {
+    // Partial indexes get no exemption: two indexes whose key columns start alike serve the
+    // same lookups even with different WHERE clauses, so one of them would be redundant.
+    let idx = parse_indexes();
+    assert_eq!(idx.len(), schema::index_statements().len());
+    for (t1, n1, c1, w1) in &idx {
+        assert!(!c1.is_empty(), "{n1}: no columns parsed");
+        for (t2, n2, c2, w2) in &idx {
+            if n1 != n2 && t1 == t2 {
+                assert!(
+                    !is_prefix(c1, c2),
+                    "{n1} {c1:?} (where {w1:?}) is a left prefix of {n2} {c2:?} (where {w2:?})"
+                );
+            }
+        }
+    }
+    // The same on a migrated file, primary keys and UNIQUE constraints included.
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "prefix.db");
+    Store::open(&path, StoreConfig::default()).unwrap().shutdown();
+    let c = read_only(&path);
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for t in tables {
+        let names: Vec<String> = c
+            .prepare("SELECT name FROM pragma_index_list(?1)")
+            .unwrap()
+            .query_map([&t], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut keys: HashMap<String, Vec<String>> = HashMap::new();
+        for n in &names {
+            let cols: Vec<String> = c
+                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
+                .unwrap()
+                .query_map([n], |r| r.get::<_, Option<String>>(0).map(|s| s.unwrap_or_default()))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            keys.insert(n.clone(), cols);
+        }
+        for (a, ka) in &keys {
+            for (b, kb) in &keys {
+                if a != b {
+                    assert!(!is_prefix(ka, kb), "on {t}: {a} {ka:?} is a left prefix of {b} {kb:?}");
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the writer
+
+#[test]
+fn the_writer_acknowledges_concurrent_submitters_only_after_commit() {
+    const THREADS: i64 = 8;
+    const JOBS: i64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "writer.db");
+    let store = Store::open(&path, StoreConfig::default()).expect("open");
+    let (tx, rx) = mpsc::channel();
+    store.writer().submit(Job {
+        ops: (1..=THREADS)
+            .map(|id| Op::InsertUser {
+                id,
+                name: format!("u{id}"),
+                telegram_id: None,
+                token_hash: vec![id as u8; 32],
+                created_at: 1,
+            })
+            .collect(),
+        epoch: 0,
+        done: Box::new(move |r| tx.send(r).unwrap()),
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap().expect("users committed");
+
+    std::thread::scope(|s| {
+        for t in 1..=THREADS {
+            let store = &store;
+            let path = &path;
+            s.spawn(move || {
+                for i in 0..JOBS {
+                    let amount = t * 1_000_000 + i + 1;
+                    let (tx, rx) = mpsc::channel();
+                    store.writer().submit(Job {
+                        ops: vec![
+                            Op::InsertDeposit(t, AccountType::Demo, Dec(amount), i),
+                            Op::SetLastPrice("BTCUSDT".into(), Dec(amount), i),
+                        ],
+                        epoch: 0,
+                        done: Box::new(move |r| tx.send(r).unwrap()),
+                    });
+                    rx.recv_timeout(Duration::from_secs(30)).expect("completion").expect("committed");
+                    // acknowledged ⇒ committed: a brand-new connection sees the row
+                    let c = read_only(path);
+                    let n: i64 = c
+                        .query_row(
+                            "SELECT COUNT(*) FROM payments WHERE user_id = ?1 AND amount = ?2 AND kind = 'deposit'",
+                            params![t, amount],
+                            |r| r.get(0),
+                        )
+                        .unwrap();
+                    assert_eq!(n, 1, "thread {t} job {i}: acknowledged but not visible");
+                }
+            });
+        }
+    });
+    let snap = store.stats().snapshot();
+    let total = (THREADS * JOBS + 1) as u64;
+    assert_eq!(snap.writer_jobs, total);
+    assert!(snap.writer_batches < total, "no group commit: {} batches for {total} jobs", snap.writer_batches);
+    assert_eq!(snap.failures, 0);
+    store.shutdown();
+    drop(store);
+
+    // everything is there after a reopen
+    let store = Store::open(&path, StoreConfig::default()).expect("reopen");
+    let (n, distinct) = store
+        .read("count", |c| {
+            c.query_row("SELECT COUNT(*), COUNT(DISTINCT amount) FROM payments", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+        })
+        .unwrap();
+    assert_eq!(n, THREADS * JOBS);
+    assert_eq!(distinct, THREADS * JOBS);
+    store.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// seed
+
+/// Checks every ledger identity and the shape of every seeded row with SQL.
+fn check_seeded(path: &Path) {
+    let c = read_only(path);
+    // one demo balance per user, and nothing else
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM users"), count(&c, "SELECT COUNT(*) FROM balances"));
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM balances WHERE account_type <> 'demo'"), 0);
+    let mut st = c
+        .prepare(
+            "SELECT b.user_id, b.wallet, b.margin_used, b.order_reserved, b.deposited,
+                (SELECT COALESCE(SUM(pnl), 0) FROM trade_logs t WHERE t.user_id = b.user_id AND t.account_type = 'demo'),
+                (SELECT COALESCE(SUM(open_fee), 0) FROM active_positions p WHERE p.user_id = b.user_id AND p.account_type = 'demo'),
+                (SELECT COALESCE(SUM(margin), 0) FROM active_positions p WHERE p.user_id = b.user_id AND p.account_type = 'demo'),
+                (SELECT COALESCE(SUM(reserve), 0) FROM orders o WHERE o.user_id = b.user_id AND o.account_type = 'demo' AND o.status = 'pending'),
+                (SELECT COALESCE(SUM(amount), 0) FROM payments y WHERE y.user_id = b.user_id AND y.kind = 'deposit' AND y.account_type = 'demo')
+             FROM balances b",
+        )
+        .unwrap();
+    let mut rows = st.query([]).unwrap();
+    let mut n = 0;
+    while let Some(r) = rows.next().unwrap() {
+        n += 1;
+        let g = |i: usize| r.get::<_, i64>(i).unwrap();
+        let (user, wallet, margin, reserved, deposited) = (g(0), g(1), g(2), g(3), g(4));
+        let (pnl, open_fees, margins, reserves, payments) = (g(5), g(6), g(7), g(8), g(9));
+        assert_eq!(wallet, deposited + pnl - open_fees, "user {user}: wallet");
+        assert_eq!(margin, margins, "user {user}: margin_used");
+        assert_eq!(reserved, reserves, "user {user}: order_reserved");
+        assert_eq!(deposited, payments, "user {user}: deposits");
+        assert!(wallet - margin - reserved >= 0, "user {user}: negative available");
+    }
+    assert!(n > 0);
+    // every amount on its step, every trigger on the safe side of the last price
+    let specs: HashMap<String, (i64, i64, i64, i64)> = c
+        .prepare("SELECT symbol, tick_size, lot_size, min_qty, last_price FROM symbols")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Option<i64>>(4)?.unwrap_or(0)))))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for s in DEFAULT_SYMBOLS {
+        assert!(specs[s].3 > 0, "{s}: no last price");
+    }
+    let on_step = |v: i64, step: i64| v > 0 && v % step == 0;
+    let mut st = c
+        .prepare("SELECT symbol, side, qty, entry_price, liquidation_price, sl, tp, margin, open_fee, leverage FROM active_positions")
+        .unwrap();
+    let mut rows = st.query([]).unwrap();
+    while let Some(r) = rows.next().unwrap() {
+        let sym: String = r.get(0).unwrap();
+        let side = PositionSide::parse(&r.get::<_, String>(1).unwrap()).unwrap();
+        let (qty, entry, liq): (i64, i64, i64) = (r.get(2).unwrap(), r.get(3).unwrap(), r.get(4).unwrap());
+        let (sl, tp): (Option<i64>, Option<i64>) = (r.get(5).unwrap(), r.get(6).unwrap());
+        let (tick, lot, min_qty, last) = specs[&sym];
+        assert!(on_step(qty, lot) && qty >= min_qty, "position qty {qty}");
+        assert!(on_step(entry, tick) && on_step(liq, tick));
+        let lev: u32 = r.get(9).unwrap();
+        let m = litetrade::domain::math::margin(Dec(entry), Dec(qty), lev).unwrap();
+        assert_eq!(r.get::<_, i64>(7).unwrap(), m.raw(), "margin formula");
+        match side {
+            PositionSide::Long => {
+                assert!(liq < last, "long liquidated at once");
+                assert!(sl.is_none_or(|s| s < last && s > liq), "long sl {sl:?} last {last}");
+                assert!(tp.is_none_or(|t| t > last), "long tp");
+            }
+            PositionSide::Short => {
+                assert!(liq > last, "short liquidated at once");
+                assert!(sl.is_none_or(|s| s > last && s < liq), "short sl {sl:?} last {last}");
+                assert!(tp.is_none_or(|t| t < last), "short tp");
+            }
+        }
+    }
+    let mut st = c
+        .prepare("SELECT symbol, side, type, qty, price, reserve, leverage FROM orders WHERE status = 'pending'")
+        .unwrap();
+    let mut rows = st.query([]).unwrap();
+    while let Some(r) = rows.next().unwrap() {
+        let sym: String = r.get(0).unwrap();
+        let side: String = r.get(1).unwrap();
+        assert_eq!(r.get::<_, String>(2).unwrap(), "limit");
+        let (qty, price, reserve): (i64, i64, i64) = (r.get(3).unwrap(), r.get(4).unwrap(), r.get(5).unwrap());
+        let (tick, lot, min_qty, last) = specs[&sym];
+        assert!(on_step(qty, lot) && qty >= min_qty && on_step(price, tick));
+        if side == "buy" {
+            assert!(price < last, "a buy limit at {price} would fill at {last}");
+        } else {
+            assert!(price > last, "a sell limit at {price} would fill at {last}");
+        }
+        let lev: u32 = r.get(6).unwrap();
+        let want = litetrade::domain::math::reserve(Dec(price), Dec(qty), lev, litetrade::domain::symbol::Bps(550)).unwrap();
+        assert_eq!(reserve, want.raw(), "reserve formula");
+    }
+    // every open position has the filled order that opened it
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM active_positions p JOIN orders o ON o.position_id = p.id AND o.status = 'filled'"),
+        count(&c, "SELECT COUNT(*) FROM active_positions")
+    );
+    // trades: pnl = gross − fees, exactly
+    let mut st = c
+        .prepare("SELECT side, qty, entry_price, exit_price, open_fee, close_fee, pnl FROM trade_logs")
+        .unwrap();
+    let mut rows = st.query([]).unwrap();
+    while let Some(r) = rows.next().unwrap() {
+        let side = PositionSide::parse(&r.get::<_, String>(0).unwrap()).unwrap();
+        let g = |i: usize| r.get::<_, i64>(i).unwrap();
+        let gross = litetrade::domain::math::gross_pnl(side, Dec(g(2)), Dec(g(3)), Dec(g(1)));
+        assert_eq!(g(6), gross.raw() - g(4) - g(5), "trade pnl");
+    }
+    // position ids never collide between open positions and closed ones
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM active_positions WHERE id IN (SELECT position_id FROM trade_logs)"),
+        0
+    );
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM pragma_foreign_key_check"), 0);
+}
+
+#[test]
+fn seeded_data_keeps_the_ledger_invariants() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "seed.db");
+    let steps = std::sync::Mutex::new(0u64);
+    let opts = SeedOptions {
+        users: 200,
+        trades_per_user: 5,
+        open_positions: 50,
+        pending_orders: 50,
+        batch_rows: 500,
+        ..SeedOptions::default()
+    };
+    let rep = seed(&path, &opts, &|_, _, _| *steps.lock().unwrap() += 1).expect("seed");
+    assert_eq!(rep.users, 200);
+    assert_eq!((rep.first_user_id, rep.last_user_id), (1, 200));
+    assert_eq!(rep.trades, 1000);
+    assert_eq!(rep.open_positions, 50);
+    assert_eq!(rep.filled_orders, 50);
+    assert_eq!(rep.pending_orders, 50);
+    assert_eq!(rep.balances, 200);
+    assert!(rep.payments >= 200);
+    assert!(rep.trades_24h > 0, "the dashboard needs trades in the last 24 h");
+    assert!(rep.transactions > 1, "batched: {} transactions", rep.transactions);
+    assert!(*steps.lock().unwrap() > 2);
+    check_seeded(&path);
+    {
+        let c = read_only(&path);
+        assert_eq!(count(&c, "SELECT MAX(id) FROM trade_logs"), 1000, "ids are sequential");
+        assert_eq!(count(&c, "SELECT MAX(id) FROM orders"), 100);
+        assert_eq!(count(&c, "SELECT COUNT(DISTINCT token_hash) FROM users"), 200);
+        assert_eq!(count(&c, "SELECT COUNT(*) FROM users WHERE length(token_hash) = 32"), 200);
+        let day_ago = litetrade::domain::model::now_ms() - 86_400_000;
+        let recent: i64 =
+            c.query_row("SELECT COUNT(*) FROM trade_logs WHERE closed_at >= ?1", [day_ago], |r| r.get(0)).unwrap();
+        assert!(recent > 0);
+        let month_ago = litetrade::domain::model::now_ms() - 31 * 86_400_000;
+        let old: i64 =
+            c.query_row("SELECT COUNT(*) FROM trade_logs WHERE closed_at < ?1", [month_ago], |r| r.get(0)).unwrap();
+        assert_eq!(old, 0, "closed_at within the last 30 days");
+    }
+    // seeding again appends after the existing ids and stays consistent
+    let more = seed(&path, &SeedOptions { users: 20, ..opts.clone() }, &no_progress).expect("seed again");
+    assert_eq!((more.first_user_id, more.last_user_id), (201, 220));
+    check_seeded(&path);
+    // and the store opens it
+    let store = Store::open(&path, StoreConfig::default()).expect("open seeded file");
+    let users = store.read("n", |c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))).unwrap();
+    assert_eq!(users, 220);
+    store.shutdown();
+}
