@@ -113,7 +113,7 @@ pub fn price_paths(file: Option<&std::path::Path>) -> std::result::Result<Vec<(S
     Ok(START_PRICES
         .iter()
         .enumerate()
-        .map(|(i, (s, p))| (s.to_string(), feed::synthetic(42 + i as u64, Dec::from_int(*p), 20_000, 8, tick)))
+        .map(|(i, (s, p))| (s.to_string(), feed::synthetic(42 + i as u64, Dec::from_int(*p), 20_000, 15, tick)))
         .collect())
 }
 

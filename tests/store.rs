@@ -13,7 +13,7 @@ use litetrade::store::{Store, StoreConfig, StoreError, hot, schema};
 use rusqlite::{Connection, OpenFlags, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -343,14 +343,13 @@ fn a_damaged_copy_of_a_seeded_file_is_detected() {
     );
 }
 
-#[test]
-fn optimize_is_safe_while_another_connection_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir, "busy.db");
-    small_seed(&path);
-    let store = Store::open(&path, StoreConfig::default()).expect("open");
+/// Runs `optimize` while the store's writer commits deposits one by one; returns the report, the
+/// acknowledged amounts and how many were acknowledged while `optimize` ran.
+fn optimize_under_load(path: &Path, opts: &OptimizeOptions) -> (OptimizeReport, Vec<i64>, usize) {
+    let store = Store::open(path, StoreConfig::default()).expect("open");
     let stop = AtomicBool::new(false);
-    let acked = std::thread::scope(|s| {
+    let acks = AtomicUsize::new(0);
+    let (rep, acked, during) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
             let mut acked = Vec::new();
             let mut n = 0i64;
@@ -364,20 +363,24 @@ fn optimize_is_safe_while_another_connection_writes() {
                 });
                 if rx.recv_timeout(Duration::from_secs(60)).expect("completion").is_ok() {
                     acked.push(n);
+                    acks.fetch_add(1, Ordering::Relaxed);
                 }
             }
             acked
         });
-        let opts = OptimizeOptions { vacuum: true, ..quick() };
-        let rep = optimize(&path, &opts, &no_progress).expect("optimize under load");
-        assert!(rep.is_ok(), "{}", rep.render_table());
+        // let the writer get going first
+        while acks.load(Ordering::Relaxed) < 5 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before = acks.load(Ordering::Relaxed);
+        let rep = optimize(path, opts, &no_progress).expect("optimize under load");
+        let during = acks.load(Ordering::Relaxed) - before;
         stop.store(true, Ordering::Relaxed);
-        writer.join().unwrap()
+        (rep, writer.join().unwrap(), during)
     });
     store.shutdown();
     drop(store);
-    assert!(acked.len() >= 50);
-    let c = read_only(&path);
+    let c = read_only(path);
     let got: Vec<i64> = c
         .prepare("SELECT amount FROM payments WHERE account_type = 'real' ORDER BY amount")
         .unwrap()
@@ -388,7 +391,43 @@ fn optimize_is_safe_while_another_connection_writes() {
     for n in &acked {
         assert!(got.binary_search(n).is_ok(), "acknowledged deposit {n} lost");
     }
+    assert_eq!(got.len(), acked.len(), "only acknowledged deposits are there");
     assert_eq!(pragma_text(&c, "integrity_check"), "ok");
+    assert_eq!(pragma_text(&c, "journal_mode"), "wal");
+    (rep, acked, during)
+}
+
+#[test]
+fn optimize_is_safe_while_another_connection_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "busy.db");
+    small_seed(&path);
+    let opts = OptimizeOptions { vacuum: true, ..quick() };
+    let (rep, acked, during) = optimize_under_load(&path, &opts);
+    assert!(rep.is_ok(), "{}", rep.render_table());
+    assert!(rep.vacuumed);
+    assert!(acked.len() >= 50);
+    assert!(during > 0, "the writer made no progress while optimize ran");
+}
+
+#[test]
+fn page_size_conversion_waits_for_exclusive_access() {
+    // Leaving WAL needs the file to itself: with the server's connections open, optimize keeps
+    // the page size, says so, vacuums in WAL and loses nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "busy4k.db");
+    legacy_file(&path, 4096, true);
+    let opts = OptimizeOptions { vacuum: true, ..quick() };
+    let (rep, _, during) = optimize_under_load(&path, &opts);
+    assert!(rep.is_ok(), "{}", rep.render_table());
+    assert!(during > 0);
+    if rep.page_size == 4096 {
+        assert!(!rep.warnings.is_empty(), "a skipped conversion must be reported");
+    }
+    // once alone, the conversion happens
+    let rep = optimize(&path, &opts, &no_progress).expect("optimize alone");
+    assert_eq!(rep.page_size, 8192, "{}", rep.render_table());
+    assert_eq!(rep.journal_mode, "wal");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,4 +792,47 @@ fn seeded_data_keeps_the_ledger_invariants() {
     let users = store.read("n", |c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))).unwrap();
     assert_eq!(users, 220);
     store.shutdown();
+}
+
+/// Prints `seed` and `optimize` reports on a larger file (`LITETRADE_SEED_USERS`, default 5000
+/// users × 10 trades). Run with `cargo test --test store -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn report_on_a_larger_seeded_file() {
+    let users = std::env::var("LITETRADE_SEED_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
+    let trades = std::env::var("LITETRADE_SEED_TRADES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "large.db");
+    let opts = SeedOptions {
+        users,
+        trades_per_user: trades,
+        open_positions: users / 2,
+        pending_orders: users / 2,
+        ..SeedOptions::default()
+    };
+    let rep = seed(&path, &opts, &no_progress).expect("seed");
+    println!("{}", serde_json::to_string_pretty(&rep).unwrap());
+    // Drop the indexes and the version to make it a legacy file, then optimize it.
+    {
+        let c = plain(&path);
+        for (name, _) in schema::index_statements() {
+            c.execute_batch(&format!("DROP INDEX {name}")).unwrap();
+        }
+        c.execute_batch("ANALYZE;").unwrap(); // leaves STAT4 samples, as an older optimize did
+    }
+    let rep = optimize(&path, &OptimizeOptions::default(), &no_progress).expect("optimize");
+    println!("{}", rep.render_table());
+    let rep = optimize(&path, &OptimizeOptions { vacuum: true, ..OptimizeOptions::default() }, &no_progress).unwrap();
+    println!("{}", rep.render_table());
+    let bad = db_in(&dir, "bad.db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n / 2..n / 2 + 20_000] {
+        *b = 0x5a;
+    }
+    std::fs::write(&bad, &bytes).unwrap();
+    match optimize(&bad, &OptimizeOptions::default(), &no_progress) {
+        Ok(r) => println!("{}\n{}", r.render_table(), serde_json::to_string(&r).unwrap()),
+        Err(e) => println!("error: {e}"),
+    }
 }

@@ -592,17 +592,15 @@ fn vacuum(c: &Connection, rep: &mut OptimizeReport) -> rusqlite::Result<()> {
         rep.vacuumed = true;
         return Ok(());
     }
-    eprintln!("DBG mode {mode}");
-    let res = c.execute_batch(&format!("PRAGMA page_size={TARGET_PAGE_SIZE};"));
-    eprintln!("DBG ps {res:?}");
-    let res = c.execute_batch("VACUUM;");
-    eprintln!("DBG vac {res:?}");
+    let res = c.execute_batch(&format!("PRAGMA page_size={TARGET_PAGE_SIZE}; VACUUM;"));
     // Back to WAL whatever happened.
     let back: rusqlite::Result<String> = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0));
-    eprintln!("DBG back {back:?}");
     res?;
     rep.vacuumed = true;
     let back = back?;
+    // Open the new WAL with a read: a checkpoint right after the switch would otherwise open it
+    // from inside its own statement and fail with SQLITE_LOCKED ("database table is locked").
+    c.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))?;
     if !back.eq_ignore_ascii_case("wal") {
         rep.warnings.push(format!(
             "the file is left in journal_mode {back}; the server switches it back to WAL when it opens it"
