@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod cache;
 pub mod chat;
 pub mod config;

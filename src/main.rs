@@ -95,6 +95,21 @@ enum Cmd {
         #[arg(long)]
         user: i64,
     },
+    /// Measure the workload scenarios (reads, orders, ticks, fanout, startup, http)
+    Bench {
+        /// One scenario (default: all)
+        #[arg(long)]
+        scenario: Option<String>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Small sizes that finish in seconds
+        #[arg(long)]
+        quick: bool,
+        /// Work directory for the benchmark databases [default: a temp dir]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Write a consistent copy of the database (safe while serving)
     Backup {
         /// Destination file (must not exist)
@@ -357,6 +372,28 @@ fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+async fn bench(scenario: Option<String>, json: bool, quick: bool, dir: Option<PathBuf>) -> Result<()> {
+    let tmp = tempfile_dir()?;
+    let dir = dir.unwrap_or_else(|| tmp.clone());
+    let mut opts = if quick { litetrade::bench::BenchOptions::quick(dir) } else { litetrade::bench::BenchOptions::full(dir) };
+    opts.scenario = scenario;
+    let report = litetrade::bench::run(&opts, &|line| eprintln!("bench: {line}")).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.render_table());
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("litetrade-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    Ok(d)
+}
+
 fn run(cli: Cli) -> Result<i32> {
     let cfg = build_config(&cli.common)?;
     let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime");
@@ -372,6 +409,7 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Seed { users, trades_per_user, open_positions, pending_orders } => seed(&cfg, users, trades_per_user, open_positions, pending_orders)?,
         Cmd::Chat { user } => rt()?.block_on(chat(cfg, user))?,
         Cmd::Backup { to } => backup(&cfg, &to)?,
+        Cmd::Bench { scenario, json, quick, dir } => rt()?.block_on(bench(scenario, json, quick, dir))?,
     }
     Ok(0)
 }

@@ -5,8 +5,8 @@
 
 use super::events::Event;
 use super::state::State;
-use crate::cache::{Caches, CredKey, LastPrice, Secret, SymbolKey, UserKey};
-use crate::domain::model::{AccountType, Id, Millis};
+use crate::cache::{AccountKey, Caches, CredKey, LastPrice, Secret, SymbolKey, UserKey};
+use crate::domain::model::{AccountType, Id, Ledger, Millis};
 use crate::domain::money::Dec;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -27,8 +27,8 @@ pub type Command = Box<dyn FnOnce(&mut Sequencer) + Send>;
 pub enum Inval {
     /// The user's profile (user, config, bot, license).
     Profile(Id),
-    /// The user's balances.
-    Balance(Id),
+    /// A ledger's new value (write-through; the user's other balance entries go stale).
+    Ledger(Id, AccountType, Ledger),
     /// The user's open positions.
     Positions(Id),
     /// The user's pending orders.
@@ -126,9 +126,10 @@ impl Sequencer {
     pub fn commit<T: Send + 'static>(&mut self, mut tx: Tx, value: T, reply: Reply<T>) {
         for &(user, acct) in &tx.dirty {
             if let Some(u) = self.st.users.get_mut(&user) {
-                tx.ops.push(Op::SaveBalance(user, acct, *u.ledger(acct), tx.now));
+                let ledger = *u.ledger(acct);
+                tx.ops.push(Op::SaveBalance(user, acct, ledger, tx.now));
+                tx.inval.push(Inval::Ledger(user, acct, ledger));
             }
-            tx.inval.push(Inval::Balance(user));
             tx.events.push(Event::BalanceChanged { user_id: user, account_type: acct });
         }
         let caches = self.caches.clone();
@@ -162,7 +163,7 @@ fn apply_invalidations(c: &Caches, inval: &[Inval]) {
     for i in inval {
         match i {
             Inval::Profile(u) => c.user_config.invalidate(&UserKey(*u)),
-            Inval::Balance(u) => c.balance.invalidate_stripe(*u as u64),
+            Inval::Ledger(u, a, l) => c.balance.put(AccountKey(*u, *a), *l),
             Inval::Positions(u) => c.position.invalidate_stripe(*u as u64),
             Inval::Orders(u) => c.order.invalidate_stripe(*u as u64),
             Inval::Creds(u, ex, secret) => c.credentials.put(CredKey(*u, ex.clone()), Some(secret.clone())),
