@@ -24,8 +24,8 @@ use litetrade::{
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
-use reference::{Counts, MOrder, MPos, MTrade, Model, Q, Req, Spec};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use reference::{Counts, MOrder, MPos, MTrade, Model, Req, Spec};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tempfile::TempDir;
@@ -49,6 +49,15 @@ fn cfg_for(dir: &TempDir, require_license: bool) -> Config {
 
 fn open(dir: &TempDir) -> Engine {
     Engine::open(&cfg_for(dir, false)).expect("open engine")
+}
+
+/// Shuts an engine down and opens its database again. The handle must go first: the database
+/// lock is held until the last handle is dropped, not released by `shutdown()`.
+fn reopen(e: Engine, dir: &TempDir) -> Engine {
+    let require_license = e.config().require_license;
+    e.shutdown();
+    drop(e);
+    Engine::open(&cfg_for(dir, require_license)).expect("reopen engine")
 }
 
 fn open_licensed(dir: &TempDir) -> Engine {
@@ -688,7 +697,7 @@ mod reference {
                         }
                         _ => {
                             c.take_profits += 1;
-                            (pos.tp.unwrap(), CloseReason::TakeProfit)
+                            (p, CloseReason::TakeProfit)
                         }
                     };
                     self.close(pid, exit, reason);
@@ -1484,4 +1493,1177 @@ fn differential_harness_reaches_the_venue_floor() {
     ];
     let capped = run_differential(2, &ops);
     assert_eq!(capped, 2, "both liquidations lose more than the account holds");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The venue floor, with the numbers written out.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn venue_floor_caps_a_loss_beyond_what_the_account_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    e.upsert_symbol(eth_spec()).await.unwrap();
+    // 1 @ 100 x10: margin 10, taker fee 7.5 bps = 0.075 → nothing left available
+    let u = user_with(&e, "floor", "10.075").await;
+    tick(&e, ETH, "100").await;
+    let o = e
+        .place_order(u, order(ETH, Side::Buy, "1", None, 10, None, None))
+        .await
+        .unwrap();
+    assert_eq!(o.fee, Some(d("0.075")));
+    let p = &e.positions(u, Some(DEMO)).unwrap()[0];
+    assert_eq!(p.liquidation_price, d("90"), "no maintenance margin: 100 × (1 − 1/10)");
+    assert_eq!(e.balance(u, DEMO).unwrap().available, Dec::ZERO);
+    let out = tick(&e, ETH, "89").await;
+    assert_eq!(out.liquidations, 1);
+    let t = &e.trades(u, 1, 10).unwrap().trades[0];
+    assert_eq!(t.reason, CloseReason::Liquidation);
+    assert_eq!(t.exit_price, d("90"));
+    assert_eq!(t.close_fee, d("0.0675"));
+    // gross −10 − close fee 0.0675 would take the wallet to −0.0675: capped at −10.075 in all
+    assert_eq!(t.pnl, d("-10.075"));
+    let b = e.balance(u, DEMO).unwrap();
+    assert_eq!(
+        (b.wallet, b.margin_used, b.order_reserved, b.available),
+        (Dec::ZERO, Dec::ZERO, Dec::ZERO, Dec::ZERO)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Recovery.
+
+/// Two open positions with sl/tp and three resting limits, for one user.
+async fn recovery_setup(e: &Engine) -> i64 {
+    let u = user_with(e, "rec", "10000").await;
+    tick(e, BTC, "100").await;
+    let place = |o| e.place_order(u, o);
+    let o1 = place(order(BTC, Side::Buy, "1", None, 10, Some("97"), Some("104"))).await.unwrap();
+    let o2 = place(order(BTC, Side::Sell, "1", None, 5, Some("103"), Some("96"))).await.unwrap();
+    let o3 = place(order(BTC, Side::Buy, "2", Some("95"), 5, Some("93"), Some("99"))).await.unwrap();
+    let o4 = place(order(BTC, Side::Sell, "1", Some("105"), 2, Some("110"), Some("101"))).await.unwrap();
+    let o5 = place(order(BTC, Side::Buy, "1", Some("90"), 1, None, None)).await.unwrap();
+    let st = |o: &Order| (o.id, o.status);
+    assert_eq!(
+        [st(&o1), st(&o2), st(&o3), st(&o4), st(&o5)],
+        [
+            (1, OrderStatus::Filled),
+            (2, OrderStatus::Filled),
+            (3, OrderStatus::Pending),
+            (4, OrderStatus::Pending),
+            (5, OrderStatus::Pending),
+        ]
+    );
+    assert_eq!(o3.reserve, d("38.1045"), "95 × 2 / 5 + 95 × 2 × 5.5 bps");
+    u
+}
+
+/// 96.5: long SL · 95: buy limit fills, short TP · 92.9: the new long's SL · 105: sell limit
+/// fills · 100.5: its TP.
+const RECOVERY_TICKS: [&str; 5] = ["96.5", "95", "92.9", "105", "100.5"];
+
+fn full_state(e: &Engine, u: i64) -> (Snapshot, Vec<OrderV>, Option<Dec>) {
+    let all_orders = (1..=5)
+        .map(|id| order_v(&e.order(u, id).expect("order")))
+        .collect();
+    (snapshot(e, u), all_orders, e.ticker(BTC).unwrap().last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_changes_nothing_and_ticks_then_fill_and_trigger_as_before() {
+    // A: never restarted
+    let dir_a = tempfile::tempdir().unwrap();
+    let a = open(&dir_a);
+    let ua = recovery_setup(&a).await;
+    let mut outcomes_a = Vec::new();
+    for p in RECOVERY_TICKS {
+        outcomes_a.push(tick(&a, BTC, p).await);
+    }
+    // B: restarted after the setup and again in the middle of the ticks
+    let dir_b = tempfile::tempdir().unwrap();
+    let mut b = open(&dir_b);
+    let ub = recovery_setup(&b).await;
+    assert_eq!(ua, ub);
+    let mut outcomes_b = Vec::new();
+    for (i, p) in RECOVERY_TICKS.iter().enumerate() {
+        if i == 0 || i == 2 {
+            let before = full_state(&b, ub);
+            b = reopen(b, &dir_b);
+            assert_eq!(full_state(&b, ub), before, "reopen before tick #{i} changed state");
+        }
+        outcomes_b.push(tick(&b, BTC, p).await);
+    }
+    assert_eq!(outcomes_b, outcomes_a);
+    let (snap_a, orders_a, last_a) = full_state(&a, ua);
+    assert_eq!(full_state(&b, ub), (snap_a.clone(), orders_a, last_a));
+
+    // and what "as before" is, written out
+    let c = |fills, liquidations, stop_losses, take_profits| TickOutcome {
+        accepted: 1,
+        fills,
+        liquidations,
+        stop_losses,
+        take_profits,
+    };
+    assert_eq!(
+        outcomes_a,
+        vec![c(0, 0, 1, 0), c(1, 0, 0, 1), c(0, 0, 1, 0), c(1, 0, 0, 0), c(0, 0, 0, 1)]
+    );
+    let t = |id: i64, pos: i64, side, qty: &str, entry: &str, exit: &str, of: &str, cf: &str, pnl: &str, reason| TradeV {
+        id,
+        position_id: pos,
+        user: ua,
+        symbol: BTC.into(),
+        side,
+        qty: d(qty),
+        entry: d(entry),
+        exit: d(exit),
+        open_fee: d(of),
+        close_fee: d(cf),
+        pnl: d(pnl),
+        reason,
+    };
+    use PositionSide::{Long, Short};
+    assert_eq!(
+        snap_a.trades,
+        vec![
+            t(1, 1, Long, "1", "100", "96.5", "0.055", "0.053075", "-3.608075", CloseReason::StopLoss),
+            t(2, 2, Short, "1", "100", "96", "0.055", "0.0528", "3.8922", CloseReason::TakeProfit),
+            t(3, 3, Long, "2", "95", "92.9", "0.038", "0.10219", "-4.34019", CloseReason::StopLoss),
+            t(4, 4, Short, "1", "105", "101", "0.021", "0.05555", "3.92345", CloseReason::TakeProfit),
+        ]
+    );
+    assert!(snap_a.positions.is_empty());
+    assert_eq!(snap_a.orders.iter().map(|o| o.id).collect::<Vec<_>>(), vec![5]);
+    assert_eq!(
+        snap_a.balance,
+        BalV {
+            wallet: d("9999.867385"),
+            margin_used: Dec::ZERO,
+            order_reserved: d("90.0495"),
+            available: d("9909.817885"),
+            unrealized_pnl: Dec::ZERO,
+            equity: d("9999.867385"),
+        }
+    );
+    // ids go on where they stopped
+    let next = b
+        .place_order(ub, order(BTC, Side::Buy, "0.01", None, 1, None, None))
+        .await
+        .unwrap();
+    assert_eq!((next.id, next.position_id), (6, Some(5)));
+    a.shutdown();
+    b.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Rejected input changes nothing.
+
+/// Everything two users can read, as text (Debug shows every field, timestamps included).
+fn everything(e: &Engine, users: &[i64]) -> String {
+    let mut s = String::new();
+    for &u in users {
+        s += &format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n",
+            e.balance(u, DEMO).unwrap(),
+            e.balance(u, AccountType::Real).unwrap(),
+            e.positions(u, None).unwrap(),
+            e.orders(u, None).unwrap(),
+            e.trades(u, 1, 1000).unwrap(),
+            e.user_config(u).unwrap(),
+        );
+    }
+    for sym in [BTC, ETH, "TESTUSDT"] {
+        s += &format!("{:?}\n", e.ticker(sym).unwrap());
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_input_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    e.upsert_symbol(SymbolSpec {
+        symbol: "TESTUSDT".into(),
+        tick_size: d("0.5"),
+        lot_size: d("0.001"),
+        min_qty: d("0.01"),
+        max_leverage: 50,
+        maker_fee_bps: Bps(200),
+        taker_fee_bps: Bps(550),
+        mmr_bps: Bps(5000),
+    })
+    .await
+    .unwrap();
+    let u = user_with(&e, "u", "1000").await;
+    let v = user_with(&e, "v", "1000").await;
+    tick(&e, BTC, "100").await;
+    tick(&e, "TESTUSDT", "100").await;
+    // state worth protecting: open positions, a resting order, a trade, a cancelled order
+    let open_pos = e
+        .place_order(u, order(BTC, Side::Buy, "1", None, 10, Some("90"), Some("110")))
+        .await
+        .unwrap();
+    let resting = e
+        .place_order(u, order(BTC, Side::Buy, "1", Some("90"), 5, None, None))
+        .await
+        .unwrap();
+    let closed = e
+        .place_order(u, order(BTC, Side::Sell, "0.5", None, 2, None, None))
+        .await
+        .unwrap();
+    e.close_position(u, closed.position_id.unwrap()).await.unwrap();
+    let cancelled = e
+        .place_order(u, order(BTC, Side::Sell, "1", Some("120"), 5, None, None))
+        .await
+        .unwrap();
+    e.cancel_order(u, cancelled.id).await.unwrap();
+    let theirs = e
+        .place_order(v, order(BTC, Side::Buy, "1", Some("80"), 5, None, None))
+        .await
+        .unwrap();
+    let their_pos = e
+        .place_order(v, order(BTC, Side::Sell, "1", None, 5, None, None))
+        .await
+        .unwrap();
+    let last_id = their_pos.id;
+    let users = [u, v];
+
+    let o = |sym: &str, side, qty: &str, price: Option<&str>, lev, sl: Option<&str>, tp: Option<&str>| {
+        order(sym, side, qty, price, lev, sl, tp)
+    };
+    let with = |mut n: NewOrder, f: &dyn Fn(&mut NewOrder)| {
+        f(&mut n);
+        n
+    };
+    use Side::{Buy, Sell};
+    let bad: Vec<(&str, i64, NewOrder, &str)> = vec![
+        ("qty 0", u, o(BTC, Buy, "0", None, 1, None, None), "invalid_request"),
+        ("negative qty", u, o(BTC, Buy, "-1", None, 1, None, None), "invalid_request"),
+        ("qty not a multiple of the lot", u, o(BTC, Buy, "0.0015", None, 1, None, None), "invalid_request"),
+        ("qty below min_qty", u, o("TESTUSDT", Buy, "0.005", None, 1, None, None), "invalid_request"),
+        ("leverage 0", u, o(BTC, Buy, "0.01", None, 0, None, None), "invalid_request"),
+        ("leverage 101", u, o(BTC, Buy, "0.01", None, 101, None, None), "invalid_request"),
+        ("leverage above the symbol's max", u, o("TESTUSDT", Buy, "0.01", None, 51, None, None), "invalid_request"),
+        ("limit price not on the tick", u, o(BTC, Buy, "0.01", Some("99.995"), 1, None, None), "invalid_request"),
+        ("limit price not on a 0.5 tick", u, o("TESTUSDT", Buy, "0.01", Some("99.25"), 1, None, None), "invalid_request"),
+        ("limit price 0", u, o(BTC, Buy, "0.01", Some("0"), 1, None, None), "invalid_request"),
+        ("negative limit price", u, o(BTC, Buy, "0.01", Some("-100"), 1, None, None), "invalid_request"),
+        (
+            "limit without a price",
+            u,
+            with(o(BTC, Buy, "0.01", None, 1, None, None), &|n| n.order_type = OrderType::Limit),
+            "invalid_request",
+        ),
+        (
+            "market with a price",
+            u,
+            with(o(BTC, Buy, "0.01", None, 1, None, None), &|n| n.price = Some(d("100"))),
+            "invalid_request",
+        ),
+        ("long sl above the last price", u, o(BTC, Buy, "0.01", None, 1, Some("101"), None), "invalid_request"),
+        ("long sl at the last price", u, o(BTC, Buy, "0.01", None, 1, Some("100"), None), "invalid_request"),
+        ("long tp below the last price", u, o(BTC, Buy, "0.01", None, 1, None, Some("99")), "invalid_request"),
+        ("long limit tp below the limit", u, o(BTC, Buy, "0.01", Some("95"), 1, None, Some("94")), "invalid_request"),
+        ("short sl below the last price", u, o(BTC, Sell, "0.01", None, 1, Some("99"), None), "invalid_request"),
+        ("short tp above the last price", u, o(BTC, Sell, "0.01", None, 1, None, Some("101")), "invalid_request"),
+        ("short limit sl below the limit", u, o(BTC, Sell, "0.01", Some("105"), 1, Some("104"), None), "invalid_request"),
+        ("short limit tp above the limit", u, o(BTC, Sell, "0.01", Some("105"), 1, None, Some("106")), "invalid_request"),
+        ("sl not on the tick", u, o(BTC, Buy, "0.01", None, 1, Some("95.005"), None), "invalid_request"),
+        ("tp 0", u, o(BTC, Sell, "0.01", None, 1, None, Some("0")), "invalid_request"),
+        ("unknown symbol", u, o("DOGEUSDT", Buy, "1", None, 1, None, None), "unknown_symbol"),
+        ("no price yet", u, o(ETH, Buy, "1", None, 1, None, None), "no_price"),
+        ("insufficient balance (market)", u, o(BTC, Buy, "100", None, 1, None, None), "insufficient_balance"),
+        ("insufficient balance (resting limit)", u, o(BTC, Buy, "20", Some("90"), 1, None, None), "insufficient_balance"),
+        ("insufficient balance (marketable limit)", u, o(BTC, Buy, "10", Some("110"), 1, None, None), "insufficient_balance"),
+        (
+            "insufficient balance (empty real account)",
+            u,
+            with(o(BTC, Buy, "0.01", None, 1, None, None), &|n| n.account_type = Some(AccountType::Real)),
+            "insufficient_balance",
+        ),
+        (
+            "notional too large",
+            u,
+            o(BTC, Sell, "1000000", Some("1000000000"), 1, None, None),
+            "invalid_request",
+        ),
+        (
+            "empty client_order_id",
+            u,
+            with(o(BTC, Buy, "0.01", None, 1, None, None), &|n| n.client_order_id = Some(String::new())),
+            "invalid_request",
+        ),
+        (
+            "client_order_id of 65 characters",
+            u,
+            with(o(BTC, Buy, "0.01", None, 1, None, None), &|n| n.client_order_id = Some("x".repeat(65))),
+            "invalid_request",
+        ),
+        ("unknown user", 999, o(BTC, Buy, "0.01", None, 1, None, None), "not_found"),
+    ];
+    for (name, user, new_order, want) in bad {
+        let before = everything(&e, &users);
+        let got = e.place_order(user, new_order).await;
+        assert_eq!(code(got), want, "{name}");
+        assert_eq!(everything(&e, &users), before, "{name}: a refused order changed something");
+    }
+
+    // other refused commands
+    let closed_pid = closed.position_id.unwrap();
+    let refusals: Vec<(&str, litetrade::Result<String>, &str)> = vec![
+        ("cancel an unknown order", e.cancel_order(u, 999).await.map(|o| format!("{o:?}")), "not_found"),
+        ("cancel another user's order", e.cancel_order(u, theirs.id).await.map(|o| format!("{o:?}")), "not_found"),
+        ("cancel a filled order", e.cancel_order(u, open_pos.id).await.map(|o| format!("{o:?}")), "conflict"),
+        ("cancel a cancelled order", e.cancel_order(u, cancelled.id).await.map(|o| format!("{o:?}")), "conflict"),
+        ("close an unknown position", e.close_position(u, 999).await.map(|t| format!("{t:?}")), "not_found"),
+        (
+            "close another user's position",
+            e.close_position(u, their_pos.position_id.unwrap()).await.map(|t| format!("{t:?}")),
+            "not_found",
+        ),
+        ("close a closed position", e.close_position(u, closed_pid).await.map(|t| format!("{t:?}")), "conflict"),
+        (
+            "close a position closed by another user",
+            e.close_position(v, closed_pid).await.map(|t| format!("{t:?}")),
+            "not_found",
+        ),
+        ("deposit 0", e.deposit(u, Dec::ZERO, DEMO).await.map(|b| format!("{b:?}")), "invalid_request"),
+        ("negative deposit", e.deposit(u, d("-5"), DEMO).await.map(|b| format!("{b:?}")), "invalid_request"),
+        (
+            "deposit above the maximum",
+            e.deposit(u, d("1000000000.00000001"), DEMO).await.map(|b| format!("{b:?}")),
+            "invalid_request",
+        ),
+        ("deposit to an unknown user", e.deposit(999, d("5"), DEMO).await.map(|b| format!("{b:?}")), "not_found"),
+    ];
+    // (each refusal ran in order; check each changed nothing by re-running it against a snapshot)
+    for (name, got, want) in refusals {
+        assert_eq!(code(got), want, "{name}");
+    }
+    let before = everything(&e, &users);
+    for (name, r) in [
+        ("cancel an unknown order", e.cancel_order(u, 999).await.map(drop)),
+        ("cancel another user's order", e.cancel_order(u, theirs.id).await.map(drop)),
+        ("cancel a filled order", e.cancel_order(u, open_pos.id).await.map(drop)),
+        ("close a closed position", e.close_position(u, closed_pid).await.map(drop)),
+        ("close another user's position", e.close_position(u, their_pos.position_id.unwrap()).await.map(drop)),
+        ("deposit 0", e.deposit(u, Dec::ZERO, DEMO).await.map(drop)),
+        ("negative deposit", e.deposit(v, d("-5"), DEMO).await.map(drop)),
+    ] {
+        assert!(r.is_err(), "{name} accepted");
+        assert_eq!(everything(&e, &users), before, "{name}: a refusal changed something");
+    }
+    let bad_ticks: Vec<(&str, Vec<Tick>, &str)> = vec![
+        ("tick price 0", vec![Tick { symbol: BTC.into(), price: Dec::ZERO, ts: None }], "invalid_request"),
+        ("negative tick price", vec![Tick { symbol: BTC.into(), price: d("-1"), ts: None }], "invalid_request"),
+        ("negative tick time", vec![Tick { symbol: BTC.into(), price: d("99"), ts: Some(-1) }], "invalid_request"),
+        ("tick of an unknown symbol", vec![Tick { symbol: "DOGEUSDT".into(), price: d("1"), ts: None }], "unknown_symbol"),
+        (
+            // the good first tick would fill u's resting buy at 90 and liquidate v's short
+            "a batch with one bad tick",
+            vec![
+                Tick { symbol: BTC.into(), price: d("80"), ts: None },
+                Tick { symbol: BTC.into(), price: d("120"), ts: None },
+                Tick { symbol: BTC.into(), price: Dec::ZERO, ts: None },
+            ],
+            "invalid_request",
+        ),
+    ];
+    for (name, ticks, want) in bad_ticks {
+        let before = everything(&e, &users);
+        assert_eq!(code(e.ingest_ticks(ticks).await), want, "{name}");
+        assert_eq!(everything(&e, &users), before, "{name}: a refused tick batch changed something");
+    }
+    assert_eq!(
+        e.orders(u, Some(DEMO)).unwrap().iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![resting.id]
+    );
+
+    // the balance check is exact: margin + fee == available passes, one unit less does not
+    let exact = user_with(&e, "exact", "100.055").await;
+    let short_by_one = user_with(&e, "short", "100.05499999").await;
+    let before = everything(&e, &[short_by_one]);
+    let err = e
+        .place_order(short_by_one, order(BTC, Buy, "1", None, 1, None, None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::InsufficientBalance { needed: d("100.055"), available: d("100.05499999") }
+    );
+    assert_eq!(everything(&e, &[short_by_one]), before);
+    let ok = e
+        .place_order(exact, order(BTC, Buy, "1", None, 1, None, None))
+        .await
+        .unwrap();
+    assert_eq!(e.balance(exact, DEMO).unwrap().available, Dec::ZERO);
+    // refusals consumed no ids
+    assert_eq!(ok.id, last_id + 1, "a refused order used up an order id");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Idempotency.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_client_order_id_returns_the_first_order_also_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let u = user_with(&e, "u", "1000").await;
+    let v = user_with(&e, "v", "1000").await;
+    tick(&e, BTC, "100").await;
+    let mut mkt = order(BTC, Side::Buy, "1", None, 10, None, None);
+    mkt.client_order_id = Some("retry-1".into());
+    let first = e.place_order(u, mkt.clone()).await.unwrap();
+    assert_eq!(first.status, OrderStatus::Filled);
+    let after_first = snapshot(&e, u);
+    let second = e.place_order(u, mkt.clone()).await.unwrap();
+    assert_eq!(second, first, "a retry answers the first order");
+    assert_eq!(snapshot(&e, u), after_first, "a retry changed something");
+    assert_eq!(e.positions(u, None).unwrap().len(), 1);
+    // another request under the same key still answers the first order
+    let mut other = order(BTC, Side::Sell, "2", Some("120"), 2, None, None);
+    other.client_order_id = Some("retry-1".into());
+    assert_eq!(e.place_order(u, other).await.unwrap(), first);
+    assert_eq!(snapshot(&e, u), after_first);
+    // keys are per user
+    let theirs = e.place_order(v, mkt.clone()).await.unwrap();
+    assert_eq!(theirs.id, first.id + 1);
+    assert_eq!(theirs.user_id, v);
+
+    // concurrent retries of a resting order: one order, one reserve
+    let mut lim = order(BTC, Side::Buy, "1", Some("90"), 5, None, None);
+    lim.client_order_id = Some("retry-2".into());
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (e, lim) = (e.clone(), lim.clone());
+        set.spawn(async move { e.place_order(u, lim).await.unwrap() });
+    }
+    let answers: Vec<Order> = set.join_all().await;
+    let pending = e.orders(u, None).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(answers.iter().all(|o| o.id == pending[0].id), "{answers:?}");
+    assert_eq!(e.balance(u, DEMO).unwrap().order_reserved, d("18.0495"));
+
+    let before = (snapshot(&e, u), snapshot(&e, v));
+    let e = reopen(e, &dir);
+    assert_eq!((snapshot(&e, u), snapshot(&e, v)), before);
+    assert_eq!(e.place_order(u, mkt.clone()).await.unwrap(), first);
+    assert_eq!(e.place_order(u, lim).await.unwrap().id, pending[0].id);
+    assert_eq!((snapshot(&e, u), snapshot(&e, v)), before, "a retry after reopen changed something");
+    // a new key is a new order, with the next id
+    mkt.client_order_id = Some("retry-3".into());
+    let fresh = e.place_order(u, mkt).await.unwrap();
+    assert_eq!(fresh.id, pending[0].id + 1);
+    assert_eq!(e.positions(u, None).unwrap().len(), 2);
+    e.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Concurrency.
+
+#[derive(Default)]
+struct WorkerLog {
+    user: i64,
+    deposits: Dec,
+    placed: Vec<Order>,
+    cancelled: Vec<Order>,
+    closed: Vec<Trade>,
+}
+
+async fn trading_worker(e: Engine, user: i64, seed: u64) -> WorkerLog {
+    let mut rng = Rng(seed);
+    let mut log = WorkerLog { user, ..Default::default() };
+    log.deposits = d("5000");
+    e.deposit(user, log.deposits, DEMO).await.expect("deposit");
+    for _ in 0..50 {
+        let sym = if rng.below(2) == 0 { BTC } else { ETH };
+        match rng.below(10) {
+            0..=5 => {
+                let last = e.ticker(sym).unwrap().last.expect("streamed").raw();
+                let buy = rng.below(2) == 0;
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let qty = Dec(rng.range(1, 300) * 100_000);
+                let mut o = if rng.below(2) == 0 {
+                    NewOrder::market(sym, side, qty)
+                } else {
+                    NewOrder::limit(sym, side, qty, Dec(last + rng.range(-200, 200) * CENT))
+                };
+                o.leverage = Some(rng.range(1, 20) as u32);
+                if rng.below(3) == 0 {
+                    let dist = rng.range(50, 500) * CENT;
+                    let (sl, tp) = if buy { (last - dist, last + dist) } else { (last + dist, last - dist) };
+                    (o.sl, o.tp) = (Some(Dec(sl)), Some(Dec(tp)));
+                }
+                match e.place_order(user, o).await {
+                    Ok(placed) => {
+                        assert_eq!(placed.user_id, user);
+                        assert_ne!(placed.status, OrderStatus::Cancelled);
+                        log.placed.push(placed);
+                    }
+                    // sl/tp on the wrong side of a price that moved, or not enough money
+                    Err(err) => assert!(
+                        matches!(err.code(), "invalid_request" | "insufficient_balance"),
+                        "user {user}: unexpected refusal {err:?}"
+                    ),
+                }
+            }
+            6..=7 => {
+                let pending = e.orders(user, Some(DEMO)).unwrap();
+                let id = if !pending.is_empty() && rng.below(4) != 0 {
+                    pending[rng.below(pending.len())].id
+                } else if !log.placed.is_empty() {
+                    log.placed[rng.below(log.placed.len())].id
+                } else {
+                    continue;
+                };
+                match e.cancel_order(user, id).await {
+                    Ok(o) => {
+                        assert_eq!((o.id, o.status), (id, OrderStatus::Cancelled));
+                        assert_eq!((o.fill_price, o.position_id), (None, None));
+                        log.cancelled.push(o);
+                    }
+                    // filled by a tick, or cancelled before
+                    Err(err) => assert_eq!(err.code(), "conflict", "user {user}: cancel {id}: {err:?}"),
+                }
+            }
+            _ => {
+                let open_now = e.positions(user, Some(DEMO)).unwrap();
+                let id = if !open_now.is_empty() && rng.below(4) != 0 {
+                    open_now[rng.below(open_now.len())].id
+                } else if let Some(pid) = log
+                    .placed
+                    .iter()
+                    .filter_map(|o| o.position_id)
+                    .nth(rng.below(log.placed.len().max(1)))
+                {
+                    pid
+                } else {
+                    continue;
+                };
+                match e.close_position(user, id).await {
+                    Ok(t) => {
+                        assert_eq!((t.position_id, t.user_id, t.reason), (id, user, CloseReason::Manual));
+                        log.closed.push(t);
+                    }
+                    // closed by a trigger, or before
+                    Err(err) => assert_eq!(err.code(), "conflict", "user {user}: close {id}: {err:?}"),
+                }
+            }
+        }
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_traders_and_a_tick_stream_keep_every_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let mut users = Vec::new();
+    for i in 0..8 {
+        users.push(user_with(&e, &format!("trader{i}"), "0").await);
+    }
+    e.ingest_ticks(vec![
+        Tick { symbol: BTC.into(), price: d("100"), ts: None },
+        Tick { symbol: ETH.into(), price: d("100"), ts: None },
+    ])
+    .await
+    .unwrap();
+    let streamer = {
+        let e = e.clone();
+        tokio::spawn(async move {
+            let mut rng = Rng(7);
+            let mut px = [10_000i64, 10_000];
+            let mut total = TickOutcome::default();
+            for _ in 0..150 {
+                let mut batch = Vec::new();
+                for _ in 0..1 + rng.below(3) {
+                    let s = rng.below(2);
+                    px[s] = (px[s] + rng.range(-60, 60)).clamp(9000, 11000);
+                    batch.push(Tick { symbol: [BTC, ETH][s].into(), price: Dec(px[s] * CENT), ts: None });
+                }
+                let out = e.ingest_ticks(batch).await.expect("ticks");
+                total.fills += out.fills;
+                total.liquidations += out.liquidations;
+                total.stop_losses += out.stop_losses;
+                total.take_profits += out.take_profits;
+            }
+            total
+        })
+    };
+    let workers: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, &u)| tokio::spawn(trading_worker(e.clone(), u, 1000 + i as u64)))
+        .collect();
+    let mut logs = Vec::new();
+    for w in workers {
+        logs.push(w.await.expect("worker"));
+    }
+    let streamed = streamer.await.expect("streamer");
+
+    let taker = |_: &str| 550i64;
+    let mut all_order_ids = Vec::new();
+    let mut all_position_ids = HashSet::new();
+    let mut all_trade_ids = HashSet::new();
+    let mut closes = 0;
+    for log in &logs {
+        let u = log.user;
+        let ctx = format!("user {u}");
+        let b = e.balance(u, DEMO).unwrap();
+        let positions = e.positions(u, Some(DEMO)).unwrap();
+        let pending = e.orders(u, Some(DEMO)).unwrap();
+        let page = e.trades(u, 1, 1000).unwrap();
+        assert_eq!(page.total as usize, page.trades.len());
+        assert_ledger_invariants(&ctx, &b, log.deposits, &positions, &pending, &page.trades, &taker);
+
+        // no order both filled and cancelled; every cancel answered once
+        let cancelled: BTreeSet<i64> = log.cancelled.iter().map(|o| o.id).collect();
+        assert_eq!(cancelled.len(), log.cancelled.len(), "{ctx}: an order was cancelled twice");
+        let mut filled_positions = BTreeSet::new();
+        for placed in &log.placed {
+            all_order_ids.push(placed.id);
+            let now = e.order(u, placed.id).unwrap();
+            match now.status {
+                OrderStatus::Cancelled => {
+                    assert!(cancelled.contains(&now.id), "{ctx}: order {} cancelled by nobody", now.id);
+                    assert_eq!((now.fill_price, now.fee, now.position_id), (None, None, None));
+                }
+                OrderStatus::Filled => {
+                    assert!(!cancelled.contains(&now.id), "{ctx}: order {} filled and cancelled", now.id);
+                    let pid = now.position_id.expect("a fill opens a position");
+                    assert!(filled_positions.insert(pid), "{ctx}: two orders opened position {pid}");
+                }
+                OrderStatus::Pending => {
+                    assert!(!cancelled.contains(&now.id), "{ctx}: cancelled order {} still pending", now.id);
+                    assert!(pending.iter().any(|o| o.id == now.id));
+                }
+            }
+        }
+        assert_eq!(
+            pending.iter().map(|o| o.id).collect::<BTreeSet<_>>(),
+            log.placed
+                .iter()
+                .map(|o| o.id)
+                .filter(|id| pending.iter().any(|p| p.id == *id))
+                .collect::<BTreeSet<_>>(),
+            "{ctx}: a pending order nobody placed"
+        );
+        // no position closed twice, every position from exactly one fill
+        let closed: Vec<i64> = page.trades.iter().map(|t| t.position_id).collect();
+        let closed_set: BTreeSet<i64> = closed.iter().copied().collect();
+        assert_eq!(closed_set.len(), closed.len(), "{ctx}: a position closed twice");
+        let open_set: BTreeSet<i64> = positions.iter().map(|p| p.id).collect();
+        assert!(open_set.is_disjoint(&closed_set), "{ctx}: a position both open and closed");
+        let mut known: BTreeSet<i64> = open_set.clone();
+        known.extend(&closed_set);
+        assert_eq!(known, filled_positions, "{ctx}: positions != fills");
+        for t in &log.closed {
+            assert!(
+                page.trades.iter().any(|x| x == t),
+                "{ctx}: the trade a close answered is not in the history: {t:?}"
+            );
+        }
+        closes += log.closed.len();
+        for pid in known {
+            assert!(all_position_ids.insert(pid), "position id {pid} used twice");
+        }
+        for t in &page.trades {
+            assert!(all_trade_ids.insert(t.id), "trade id {} used twice", t.id);
+        }
+    }
+    all_order_ids.sort();
+    assert_eq!(
+        all_order_ids,
+        (1..=all_order_ids.len() as i64).collect::<Vec<_>>(),
+        "order ids are not 1..=n"
+    );
+    assert!(all_order_ids.len() > 100, "too few orders were accepted to test anything");
+    assert!(closes > 0 && streamed.fills > 0, "no manual close or no fill: {streamed:?}");
+
+    // every one of those writes is durable
+    let before: Vec<Snapshot> = users.iter().map(|&u| snapshot(&e, u)).collect();
+    let e = reopen(e, &dir);
+    let after: Vec<Snapshot> = users.iter().map(|&u| snapshot(&e, u)).collect();
+    assert_eq!(after, before, "state changed across reopen");
+    e.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Read-after-write through the caches.
+
+fn warm(e: &Engine, u: i64) {
+    let _ = e.balance(u, DEMO).unwrap();
+    let _ = e.positions(u, Some(DEMO)).unwrap();
+    let _ = e.orders(u, Some(DEMO)).unwrap();
+    let _ = e.ticker(BTC).unwrap();
+    let _ = e.user_config(u).unwrap();
+    let _ = e.bot_enabled(u).unwrap();
+    let _ = e.license(u);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_after_a_write_sees_it_through_the_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let u = user_with(&e, "raw", "0").await;
+    let mut m = Model::new(vec![Spec::default_named(BTC), Spec::default_named(ETH)], &[u]);
+    // a reader hammering the same keys, so loads are in flight while writes invalidate
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                warm(&e, u);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut license: Option<License> = None;
+    for i in 0..30i64 {
+        let ctx = |step: &str| format!("iteration {i}, {step}");
+        let p = 100 + i % 5;
+        let px = |units: i64| units * 100_000_000;
+
+        warm(&e, u);
+        let amount = 100 * 100_000_000 + i * 12_345;
+        let b = e.deposit(u, Dec(amount), DEMO).await.unwrap();
+        m.deposit(u, amount).unwrap();
+        assert_eq!(bal_v(&b), m_bal(&m, u));
+        assert_matches(&e, &m, &[u], &ctx("deposit"));
+
+        warm(&e, u);
+        let ts = 1_700_000_000_000 + i;
+        e.ingest_ticks(vec![Tick { symbol: BTC.into(), price: Dec(px(p)), ts: Some(ts) }])
+            .await
+            .unwrap();
+        m.ticks(&[(BTC.into(), px(p))]).unwrap();
+        let t = e.ticker(BTC).unwrap();
+        assert_eq!((t.last, t.ts), (Some(Dec(px(p))), Some(ts)), "{}", ctx("ticker"));
+        assert_matches(&e, &m, &[u], &ctx("tick"));
+
+        let mut req = Req {
+            symbol: BTC.into(),
+            side: Side::Buy,
+            kind: OrderType::Market,
+            qty: 1_000_000,
+            price: None,
+            lev: Some(10),
+            sl: None,
+            tp: None,
+        };
+        warm(&e, u);
+        let mkt = e.place_order(u, order(BTC, Side::Buy, "0.01", None, 10, None, None)).await.unwrap();
+        let want = m.place(u, &req).unwrap();
+        assert_eq!(order_v(&mkt), m_order(&m, &want));
+        assert_matches(&e, &m, &[u], &ctx("market order"));
+
+        req = Req { kind: OrderType::Limit, qty: 2_000_000, price: Some(px(p - 1)), lev: Some(5), ..req };
+        warm(&e, u);
+        let buy = e.place_order(u, NewOrder { leverage: Some(5), ..NewOrder::limit(BTC, Side::Buy, d("0.02"), Dec(px(p - 1))) }).await.unwrap();
+        let want = m.place(u, &req).unwrap();
+        assert_eq!(order_v(&buy), m_order(&m, &want));
+        assert_matches(&e, &m, &[u], &ctx("resting buy"));
+
+        req = Req { side: Side::Sell, qty: 1_000_000, price: Some(px(p + 50)), ..req };
+        warm(&e, u);
+        let sell = e.place_order(u, NewOrder { leverage: Some(5), ..NewOrder::limit(BTC, Side::Sell, d("0.01"), Dec(px(p + 50))) }).await.unwrap();
+        let want = m.place(u, &req).unwrap();
+        assert_eq!(order_v(&sell), m_order(&m, &want));
+        assert_matches(&e, &m, &[u], &ctx("resting sell"));
+
+        warm(&e, u);
+        let out = tick(&e, BTC, &(p - 1).to_string()).await;
+        assert_eq!(out.fills, 1);
+        m.ticks(&[(BTC.into(), px(p - 1))]).unwrap();
+        assert_matches(&e, &m, &[u], &ctx("tick that fills"));
+        assert_eq!(e.order(u, buy.id).unwrap().status, OrderStatus::Filled);
+
+        warm(&e, u);
+        let c = e.cancel_order(u, sell.id).await.unwrap();
+        let want = m.cancel(u, sell.id).unwrap();
+        assert_eq!(order_v(&c), m_order(&m, &want));
+        assert_matches(&e, &m, &[u], &ctx("cancel"));
+        assert_eq!(e.order(u, sell.id).unwrap().status, OrderStatus::Cancelled);
+
+        warm(&e, u);
+        let tr = e.close_position(u, mkt.position_id.unwrap()).await.unwrap();
+        let want = m.close_request(u, mkt.position_id.unwrap()).unwrap();
+        assert_eq!(trade_v(&tr), m_trade(&m, &want));
+        assert_matches(&e, &m, &[u], &ctx("close"));
+
+        warm(&e, u);
+        let lev = (i % 20 + 1) as u32;
+        let patch = ConfigPatch {
+            strategy: Some(Some(format!("s{i}"))),
+            leverage: Some(Some(lev)),
+            risk_pct: Some(Some(Dec::from_int(i % 50 + 1))),
+            ..ConfigPatch::default()
+        };
+        let cfg = e.set_config(u, patch).await.unwrap();
+        assert_eq!(cfg.leverage, Some(lev));
+        assert_eq!(e.user_config(u).unwrap(), cfg, "{}", ctx("config"));
+
+        warm(&e, u);
+        let on = i % 2 == 0;
+        assert_eq!(e.set_bot_enabled(u, on).await.unwrap(), on);
+        assert_eq!(e.bot_enabled(u).unwrap(), on, "{}", ctx("bot"));
+
+        warm(&e, u);
+        e.create_promo(NewPromo {
+            code: format!("RAW{i}"),
+            license_type: "pro".into(),
+            days: 1,
+            max_uses: 1,
+            valid_until: None,
+        })
+        .await
+        .unwrap();
+        let l = e.redeem_promo(u, &format!("RAW{i}")).await.unwrap();
+        if let Some(prev) = &license {
+            assert_eq!(l.end_date, prev.end_date + DAY_MS, "{}", ctx("extension"));
+        }
+        assert_eq!(e.license(u).unwrap(), l, "{}", ctx("license"));
+        license = Some(l);
+
+        warm(&e, u);
+        let masked = e.set_credentials(u, "binance", &format!("key-{i}-abcdefgh"), "secret").await.unwrap();
+        assert_eq!(e.credentials(u, "binance").unwrap(), masked, "{}", ctx("credentials"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    e.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Concurrent promo redemption.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promo_code_is_never_used_more_than_max_uses_or_twice_by_one_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let mut users = Vec::new();
+    for i in 0..42 {
+        users.push(user_with(&e, &format!("p{i}"), "0").await);
+    }
+    let promo = |code: &str, license_type: &str, days, max_uses, valid_until| NewPromo {
+        code: code.into(),
+        license_type: license_type.into(),
+        days,
+        max_uses,
+        valid_until,
+    };
+    e.create_promo(promo("FIVE", "pro", 30, 5, None)).await.unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for &u in &users[..40] {
+        let e = e.clone();
+        set.spawn(async move { (u, e.redeem_promo(u, "FIVE").await) });
+    }
+    let results = set.join_all().await;
+    let winners: Vec<i64> = results.iter().filter(|(_, r)| r.is_ok()).map(|(u, _)| *u).collect();
+    assert_eq!(winners.len(), 5, "{results:?}");
+    for (u, r) in &results {
+        match r {
+            Ok(l) => {
+                assert_eq!((l.license_type.as_str(), l.active), ("pro", true));
+                assert_eq!(&e.license(*u).unwrap(), l);
+            }
+            Err(err) => {
+                assert_eq!(err.code(), "promo_invalid", "user {u}: {err:?}");
+                assert_eq!(code(e.license(*u)), "not_found", "user {u} got a license anyway");
+            }
+        }
+    }
+
+    // one user, twice at once
+    e.create_promo(promo("TWICE", "pro", 7, 100, None)).await.unwrap();
+    let x = users[40];
+    let (a, b) = tokio::join!(
+        tokio::spawn({
+            let e = e.clone();
+            async move { e.redeem_promo(x, "TWICE").await }
+        }),
+        tokio::spawn({
+            let e = e.clone();
+            async move { e.redeem_promo(x, "TWICE").await }
+        }),
+    );
+    let mut codes = [a.unwrap().map(|_| "ok"), b.unwrap().map(|_| "ok")]
+        .map(|r| r.unwrap_or_else(|e| e.code()));
+    codes.sort();
+    assert_eq!(codes, ["ok", "promo_already_redeemed"]);
+    assert_eq!(code(e.redeem_promo(x, "TWICE").await), "promo_already_redeemed");
+    let one_week = e.license(x).unwrap();
+
+    // a second code of the same type extends from the end
+    e.create_promo(promo("TEN", "pro", 10, 10, None)).await.unwrap();
+    e.create_promo(promo("FIVEDAYS", "pro", 5, 10, None)).await.unwrap();
+    let l10 = e.redeem_promo(x, "TEN").await.unwrap();
+    assert_eq!(l10.end_date, one_week.end_date + 10 * DAY_MS);
+    let l5 = e.redeem_promo(x, "FIVEDAYS").await.unwrap();
+    assert_eq!(l5.end_date, one_week.end_date + 15 * DAY_MS);
+    assert_eq!(e.license(x).unwrap(), l5);
+    // a fresh user starts now
+    let y = users[41];
+    let t0 = litetrade::domain::model::now_ms();
+    let ly = e.redeem_promo(y, "TEN").await.unwrap();
+    let t1 = litetrade::domain::model::now_ms();
+    assert!((t0 + 10 * DAY_MS..=t1 + 10 * DAY_MS).contains(&ly.end_date), "{ly:?}");
+
+    // refused codes
+    e.create_promo(promo("OLD", "pro", 5, 10, Some(1))).await.unwrap();
+    assert_eq!(code(e.redeem_promo(y, "OLD").await), "promo_invalid");
+    assert_eq!(code(e.redeem_promo(y, "NOSUCH").await), "promo_invalid");
+    assert_eq!(e.license(y).unwrap(), ly, "a refused code changed the license");
+
+    // uses survive a reopen
+    let e = reopen(e, &dir);
+    assert_eq!(code(e.redeem_promo(y, "FIVE").await), "promo_invalid");
+    assert_eq!(code(e.redeem_promo(winners[0], "FIVE").await), "promo_already_redeemed");
+    assert_eq!(code(e.redeem_promo(x, "TWICE").await), "promo_already_redeemed");
+    e.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Signals.
+
+async fn follower(e: &Engine, name: &str, patch: ConfigPatch, bot: bool, licensed: bool) -> i64 {
+    let u = user_with(e, name, "1000").await;
+    e.set_config(u, patch).await.unwrap();
+    e.set_bot_enabled(u, bot).await.unwrap();
+    if licensed {
+        e.redeem_promo(u, "LIC").await.unwrap();
+    }
+    u
+}
+
+fn follows(strategy: &str, leverage: Option<u32>, risk: Option<&str>) -> ConfigPatch {
+    ConfigPatch {
+        strategy: Some(Some(strategy.into())),
+        leverage: Some(leverage),
+        risk_pct: Some(risk.map(d)),
+        ..ConfigPatch::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_place_sized_protected_orders_for_enabled_licensed_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open_licensed(&dir);
+    e.create_promo(NewPromo {
+        code: "LIC".into(),
+        license_type: "pro".into(),
+        days: 30,
+        max_uses: 100,
+        valid_until: None,
+    })
+    .await
+    .unwrap();
+    let with_pcts = ConfigPatch {
+        sl_pct: Some(Some(d("2"))),
+        tp_pct: Some(Some(d("3"))),
+        ..follows("trend", Some(5), Some("10"))
+    };
+    let a = follower(&e, "a", with_pcts, true, true).await;
+    let b = follower(&e, "b", follows("trend", None, Some("10")), false, true).await;
+    let c = follower(&e, "c-no-risk", follows("trend", Some(3), None), true, true).await;
+    let dd = follower(&e, "d-unlicensed", follows("trend", None, Some("10")), true, false).await;
+    let tiny = follower(&e, "e-tiny", follows("trend", None, Some("0.01")), true, true).await;
+    let other = follower(&e, "f-other", follows("other", None, Some("10")), true, true).await;
+    let all_in = follower(&e, "g-all-in", follows("trend", Some(1), Some("100")), true, true).await;
+    tick(&e, BTC, "123.45").await;
+
+    // placing needs a license
+    let before = snapshot(&e, dd);
+    let err = e.place_order(dd, order(BTC, Side::Buy, "0.01", None, 1, None, None)).await;
+    assert_eq!(code(err), "license_required");
+    assert_eq!(snapshot(&e, dd), before);
+
+    let signal = |side, sl: Option<&str>, tp: Option<&str>| Signal {
+        strategy: "trend".into(),
+        symbol: BTC.into(),
+        side,
+        sl_pct: sl.map(d),
+        tp_pct: tp.map(d),
+    };
+    // a: placed · b: bot off · c: no risk_pct · d: no license · e: below min_qty ·
+    // g: 100 % at x1 leaves nothing for the fee
+    let out = e.submit_signal(signal(Side::Buy, Some("1.5"), None)).await.unwrap();
+    assert_eq!((out.signal_id, out.orders_placed, out.skipped), (1, 1, 5));
+    let pa = e.positions(a, None).unwrap();
+    assert_eq!(pa.len(), 1);
+    let p = &pa[0];
+    // 1000 × 10 % × 5 / 123.45 = 4.0502… → 4.05; sl 123.45 × 0.985 = 121.59825 → 121.6 (the
+    // signal's pct); tp 123.45 × 1.03 = 127.1535 → 127.15 (the config's)
+    assert_eq!(
+        (p.side, p.qty, p.leverage, p.entry_price, p.sl, p.tp),
+        (PositionSide::Long, d("4.05"), 5, d("123.45"), Some(d("121.6")), Some(d("127.15")))
+    );
+    assert_eq!(p.qty.raw(), reference::signal_qty(1000 * 100_000_000, 10 * 100_000_000, 5, p.entry_price.raw(), 100_000));
+    assert_eq!(p.sl.unwrap().raw(), reference::offset(p.entry_price.raw(), -150_000_000, CENT));
+    for u in [b, c, dd, tiny, other, all_in] {
+        assert!(e.positions(u, None).unwrap().is_empty(), "user {u} got a position");
+        assert!(e.orders(u, None).unwrap().is_empty());
+    }
+
+    // a toggle counts for the very next signal
+    e.set_bot_enabled(b, true).await.unwrap();
+    e.set_bot_enabled(a, false).await.unwrap();
+    let out = e.submit_signal(signal(Side::Sell, None, None)).await.unwrap();
+    assert_eq!((out.signal_id, out.orders_placed, out.skipped), (2, 1, 5));
+    assert_eq!(e.positions(a, None).unwrap().len(), 1, "a's bot is off");
+    let pb = e.positions(b, None).unwrap();
+    assert_eq!(pb.len(), 1);
+    assert_eq!(
+        (pb[0].side, pb[0].qty, pb[0].leverage, pb[0].sl, pb[0].tp),
+        (PositionSide::Short, d("0.81"), 1, None, None),
+        "1000 × 10 % × 1 / 123.45 = 0.81004 → 0.81; no pct anywhere → no sl/tp"
+    );
+
+    // a license makes d a follower who may trade; sizes come from what is available now
+    e.redeem_promo(dd, "LIC").await.unwrap();
+    tick(&e, BTC, "120.07").await;
+    let avail_b = e.balance(b, DEMO).unwrap().available;
+    let avail_d = e.balance(dd, DEMO).unwrap().available;
+    let out = e.submit_signal(signal(Side::Buy, None, Some("5"))).await.unwrap();
+    assert_eq!((out.signal_id, out.orders_placed, out.skipped), (3, 2, 4));
+    let last = d("120.07").raw();
+    let tp = reference::offset(last, 500_000_000, CENT);
+    assert_eq!(tp, d("126.07").raw(), "120.07 × 1.05 = 126.0735 → 126.07");
+    for (u, avail) in [(b, avail_b), (dd, avail_d)] {
+        let ps = e.positions(u, None).unwrap();
+        let p = ps.last().unwrap();
+        let want_qty = reference::signal_qty(avail.raw(), 10 * 100_000_000, 1, last, 100_000);
+        assert_eq!(
+            (p.side, p.qty.raw(), p.entry_price.raw(), p.sl, p.tp),
+            (PositionSide::Long, want_qty, last, None, Some(Dec(tp))),
+            "user {u}"
+        );
+    }
+    e.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Events.
+
+/// What a listener saw for one event of the watched user: the event, and that user's state read
+/// through the caches the moment the event arrived.
+type Seen = (Arc<Event>, Option<(BalV, Vec<i64>, Vec<i64>)>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_come_after_the_commit_and_belong_to_their_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let x = user_with(&e, "x", "1000").await;
+    let y = user_with(&e, "y", "1000").await;
+    let z = user_with(&e, "z", "0").await;
+    tick(&e, BTC, "100").await;
+    let mut rx = e.subscribe();
+    let (fwd, mut seen) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+    let listener = {
+        let e = e.clone();
+        tokio::spawn(async move {
+            while let Ok(ev) = rx.recv().await {
+                let state = (ev.user_id() == x).then(|| {
+                    (
+                        bal_v(&e.balance(x, DEMO).unwrap()),
+                        e.positions(x, None).unwrap().iter().map(|p| p.id).collect(),
+                        e.orders(x, None).unwrap().iter().map(|o| o.id).collect(),
+                    )
+                });
+                if fwd.send((ev, state)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    // Runs a write, then a deposit of z as a sentinel: events go out in commit order, so once
+    // z's arrives every event of the write has been seen.
+    let mut sentinel = 0;
+    macro_rules! phase {
+        ($write:expr) => {{
+            let answer = $write;
+            sentinel += 1;
+            e.deposit(z, Dec::from_int(sentinel), DEMO).await.unwrap();
+            let mut got: Vec<Seen> = Vec::new();
+            loop {
+                let (ev, st) = tokio::time::timeout(std::time::Duration::from_secs(20), seen.recv())
+                    .await
+                    .expect("events stopped coming")
+                    .expect("listener ended");
+                if ev.user_id() == z {
+                    assert_eq!(ev.kind(), "balance_changed");
+                    break;
+                }
+                got.push((ev, st));
+            }
+            (answer, got)
+        }};
+    }
+    let kinds = |got: &[Seen], u: i64| -> Vec<&'static str> {
+        got.iter().filter(|(ev, _)| ev.user_id() == u).map(|(ev, _)| ev.kind()).collect()
+    };
+    let state_now = |e: &Engine| {
+        (
+            bal_v(&e.balance(x, DEMO).unwrap()),
+            e.positions(x, None).unwrap().iter().map(|p| p.id).collect::<Vec<_>>(),
+            e.orders(x, None).unwrap().iter().map(|o| o.id).collect::<Vec<_>>(),
+        )
+    };
+
+    // a market order that fills
+    let (o, got) = phase!(e.place_order(x, order(BTC, Side::Buy, "1", None, 10, None, None)).await.unwrap());
+    assert_eq!(kinds(&got, x), ["order_placed", "order_filled", "position_opened", "balance_changed"]);
+    assert_eq!(got.len(), 4, "events of other users: {got:?}");
+    match (&*got[0].0, &*got[1].0, &*got[2].0, &*got[3].0) {
+        (
+            Event::OrderPlaced { order: placed },
+            Event::OrderFilled { order: filled },
+            Event::PositionOpened { position },
+            Event::BalanceChanged { user_id, account_type },
+        ) => {
+            assert_eq!(placed.id, o.id);
+            assert_eq!(filled, &o);
+            assert_eq!(Some(position.id), o.position_id);
+            assert_eq!((*user_id, *account_type), (x, DEMO));
+        }
+        other => panic!("unexpected events {other:?}"),
+    }
+    let after = state_now(&e);
+    assert_eq!(after.1, vec![o.position_id.unwrap()]);
+    for (ev, st) in &got {
+        assert_eq!(st.as_ref(), Some(&after), "{} seen before its write was visible", ev.kind());
+    }
+
+    // another user's write is not x's
+    let (_, got) = phase!(e.deposit(y, d("50"), DEMO).await.unwrap());
+    assert_eq!(kinds(&got, x), Vec::<&str>::new());
+    assert_eq!(kinds(&got, y), ["balance_changed"]);
+
+    // a resting order, then the tick that fills it
+    let (rest, got) = phase!(e.place_order(x, order(BTC, Side::Buy, "1", Some("95"), 5, None, None)).await.unwrap());
+    assert_eq!(kinds(&got, x), ["order_placed", "balance_changed"]);
+    let after = state_now(&e);
+    assert_eq!(after.2, vec![rest.id]);
+    assert!(got.iter().all(|(_, st)| st.as_ref() == Some(&after)));
+
+    let (_, got) = phase!(tick(&e, BTC, "95").await);
+    assert_eq!(kinds(&got, x), ["order_filled", "position_opened", "balance_changed"]);
+    assert_eq!(got.len(), 3);
+    let after = state_now(&e);
+    assert_eq!((after.1.len(), after.2.len()), (2, 0));
+    assert!(got.iter().all(|(_, st)| st.as_ref() == Some(&after)));
+
+    let (t, got) = phase!(e.close_position(x, o.position_id.unwrap()).await.unwrap());
+    assert_eq!(kinds(&got, x), ["position_closed", "balance_changed"]);
+    match &*got[0].0 {
+        Event::PositionClosed { trade } => assert_eq!(trade, &t),
+        other => panic!("unexpected event {other:?}"),
+    }
+    let after = state_now(&e);
+    assert!(got.iter().all(|(_, st)| st.as_ref() == Some(&after)));
+
+    listener.abort();
+    e.shutdown();
 }

@@ -368,6 +368,14 @@ fn optimize_under_load(path: &Path, opts: &OptimizeOptions) -> (OptimizeReport, 
             }
             acked
         });
+        // stop the writer even when an assertion below fails
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let guard = Stop(&stop);
         // let the writer get going first
         while acks.load(Ordering::Relaxed) < 5 {
             std::thread::sleep(Duration::from_millis(1));
@@ -375,7 +383,7 @@ fn optimize_under_load(path: &Path, opts: &OptimizeOptions) -> (OptimizeReport, 
         let before = acks.load(Ordering::Relaxed);
         let rep = optimize(path, opts, &no_progress).expect("optimize under load");
         let during = acks.load(Ordering::Relaxed) - before;
-        stop.store(true, Ordering::Relaxed);
+        drop(guard);
         (rep, writer.join().unwrap(), during)
     });
     store.shutdown();

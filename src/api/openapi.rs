@@ -424,8 +424,8 @@ pub fn document() -> Value {
     })
 }
 
-/// `GET /api/v1/openapi.json`.
-pub async fn handler() -> axum::Json<Value> {
+/// `GET /api/v1/openapi.json` (any valid token: only `/health` and `/metrics` are public).
+pub async fn handler(_caller: super::auth::Caller) -> axum::Json<Value> {
     axum::Json(document())
 }
 

@@ -6,8 +6,10 @@ use super::model::PositionSide;
 use super::money::{Dec, SCALE, div_ceil, div_floor, div_round_half_away};
 use super::symbol::{Bps, CENTI_BPS_PER_ONE};
 
-/// Largest allowed notional (price × qty), in whole quote units: 10^14.
-pub const MAX_NOTIONAL: i128 = 100_000_000_000_000;
+/// Largest notional (price × qty) an order may open, in whole quote units: 10^10.
+pub const MAX_NOTIONAL: i128 = 10_000_000_000;
+/// Largest price a tick, a limit, a stop loss or a take profit may carry: 10^9.
+pub const MAX_PRICE: Dec = Dec(1_000_000_000 * SCALE);
 const S: i128 = SCALE as i128;
 
 /// price × qty in raw² units (10^-16), or `None` when beyond [`MAX_NOTIONAL`].
@@ -16,8 +18,10 @@ pub fn notional_raw(price: Dec, qty: Dec) -> Option<i128> {
     (n.abs() <= MAX_NOTIONAL * S * S).then_some(n)
 }
 
-fn to_dec(v: i128) -> Dec {
-    Dec(i64::try_from(v).expect("bounded by MAX_NOTIONAL"))
+/// Converts to `Dec`, saturating at the representable range (±92,233,720,368.54775807). Only
+/// reachable after extreme price moves on a position; order entry is bounded by [`MAX_NOTIONAL`].
+pub fn to_dec(v: i128) -> Dec {
+    Dec(v.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
 }
 
 /// margin = price × qty / leverage.
@@ -30,6 +34,15 @@ pub fn margin(price: Dec, qty: Dec, leverage: u32) -> Option<Dec> {
 pub fn fee(price: Dec, qty: Dec, bps: Bps) -> Option<Dec> {
     let n = notional_raw(price, qty)?;
     Some(to_dec(div_round_half_away(n * bps.0 as i128, S * CENTI_BPS_PER_ONE)))
+}
+
+/// The fee of closing at any price (no notional bound; saturates instead).
+pub fn close_fee(price: Dec, qty: Dec, bps: Bps) -> Dec {
+    let n = price.raw() as i128 * qty.raw() as i128;
+    match n.checked_mul(bps.0 as i128) {
+        Some(x) => to_dec(div_round_half_away(x, S * CENTI_BPS_PER_ONE)),
+        None => to_dec(div_round_half_away(n, S * CENTI_BPS_PER_ONE) * bps.0 as i128),
+    }
 }
 
 /// A resting limit order's reserve: its margin plus its taker fee, each rounded on its own.
@@ -148,7 +161,12 @@ mod tests {
 
     #[test]
     fn notional_is_bounded() {
-        assert!(margin(d("10000000000"), d("100000"), 1).is_none());
-        assert!(margin(d("1000000"), d("1000"), 1).is_some());
+        assert!(margin(d("10000000"), d("1001"), 1).is_none());
+        assert_eq!(margin(d("10000000"), d("1000"), 1), Some(d("10000000000")));
+        // far beyond the bounds, the PnL and the close fee saturate instead of failing
+        let huge = gross_pnl(PositionSide::Long, d("0.00000001"), d("90000000000"), d("90000000000"));
+        assert_eq!(huge, Dec(i64::MAX));
+        assert_eq!(close_fee(d("90000000000"), d("90000000000"), Bps(550)), Dec(i64::MAX));
+        assert_eq!(close_fee(d("100"), d("1"), Bps(550)), d("0.055"));
     }
 }

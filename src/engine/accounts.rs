@@ -170,6 +170,10 @@ impl Sequencer {
             }
         };
         let l = u.ledger(acct);
+        if l.wallet.raw() as i128 + amount.raw() as i128 > super::trading::MAX_WALLET.raw() as i128 {
+            let _ = reply.send(Err(Error::Invalid(format!("a wallet holds at most {}", super::trading::MAX_WALLET))));
+            return;
+        }
         l.wallet = Dec(l.wallet.raw() + amount.raw());
         l.deposited = Dec(l.deposited.raw() + amount.raw());
         let mut tx = Tx::new(now);

@@ -141,10 +141,11 @@ impl Engine {
             .get_or_load(&AccountKey(user, acct), || {
                 Ok::<_, Error>(store.read("balance", |c| balances::get(c, user, acct))?)
             })?;
-        let mut upnl = 0i64;
+        let mut sum = 0i128;
         for p in self.cached_positions(user, acct)?.iter() {
-            upnl += self.with_upnl(p)?.unrealized_pnl.raw();
+            sum += self.with_upnl(p)?.unrealized_pnl.raw() as i128;
         }
+        let upnl = math::to_dec(sum).raw();
         Ok(Balance {
             account_type: acct,
             currency: "USDT",
@@ -153,7 +154,7 @@ impl Engine {
             order_reserved: l.order_reserved,
             available: l.available(),
             unrealized_pnl: Dec(upnl),
-            equity: Dec(l.wallet.raw() + upnl),
+            equity: math::to_dec(l.wallet.raw() as i128 + upnl as i128),
         })
     }
 
@@ -205,7 +206,8 @@ impl Engine {
         self.profile(user)?;
         let limit = limit.clamp(1, 1000);
         let page = page.max(1);
-        let offset = (page - 1).saturating_mul(limit as u64);
+        // SQLite takes OFFSET as i64: past that every page is empty anyway
+        let offset = (page - 1).saturating_mul(limit as u64).min(i64::MAX as u64);
         let (rows, total) = self
             .store()
             .read("trades_page", |c| trades::page(c, user, limit, offset))?;

@@ -10,6 +10,9 @@ use crate::domain::model::{
 use crate::domain::money::Dec;
 use crate::error::{Error, Result};
 use crate::store::ops::Op;
+
+/// Largest wallet an account may hold: 10^10 USDT (deposits beyond it are refused).
+pub const MAX_WALLET: Dec = Dec(10_000_000_000 * crate::domain::money::SCALE);
 use serde::Deserialize;
 
 /// An order request (API.md §2 `POST /users/{id}/orders`).
@@ -142,7 +145,7 @@ impl Sequencer {
             }
             OrderType::Limit => {
                 let p = o.price.ok_or_else(|| Error::Invalid("a limit order needs a price".into()))?;
-                ensure(p.is_positive(), || "price must be > 0".into())?;
+                ensure(p.is_positive() && p <= math::MAX_PRICE, || format!("price must be > 0 and <= {}", math::MAX_PRICE))?;
                 ensure(p.is_multiple_of(spec.tick_size), || format!("price must be a multiple of tick_size {}", spec.tick_size))?;
                 p
             }
@@ -150,8 +153,8 @@ impl Sequencer {
         let long = o.side == Side::Buy;
         for (name, v) in [("sl", o.sl), ("tp", o.tp)] {
             if let Some(v) = v {
-                ensure(v.is_positive() && v.is_multiple_of(spec.tick_size), || {
-                    format!("{name} must be > 0 and a multiple of tick_size {}", spec.tick_size)
+                ensure(v.is_positive() && v <= math::MAX_PRICE && v.is_multiple_of(spec.tick_size), || {
+                    format!("{name} must be > 0, <= {} and a multiple of tick_size {}", math::MAX_PRICE, spec.tick_size)
                 })?;
             }
         }
@@ -363,15 +366,15 @@ impl Sequencer {
         let sym = self.st.symbols.get_mut(&p.symbol).expect("symbol of an open position");
         sym.triggers.remove(&p);
         let taker = sym.spec.taker_fee_bps;
-        let close_fee = math::fee(exit, p.qty, taker).expect("bounded by the opening notional");
-        let mut gross = math::gross_pnl(p.side, p.entry_price, exit, p.qty);
+        let close_fee = math::close_fee(exit, p.qty, taker);
         let l = self.st.users.get_mut(&p.user_id).expect("position owner exists").ledger(p.account_type);
-        // never below zero: a loss beyond what the account holds is absorbed by the venue
-        let floor = -(l.available().raw() + p.margin.raw());
-        if gross.raw() - close_fee.raw() < floor {
-            gross = Dec(floor + close_fee.raw());
-        }
-        l.wallet = Dec(l.wallet.raw() + gross.raw() - close_fee.raw());
+        // never below zero: a loss beyond what the account holds is absorbed by the venue; a gain
+        // beyond what a wallet can represent is capped (only after absurd price moves)
+        let floor = -(l.available().raw() as i128 + p.margin.raw() as i128);
+        let ceiling = MAX_WALLET.raw() as i128 - l.wallet.raw() as i128;
+        let net = (math::gross_pnl(p.side, p.entry_price, exit, p.qty).raw() as i128 - close_fee.raw() as i128).clamp(floor, ceiling.max(floor));
+        let gross = math::to_dec(net + close_fee.raw() as i128);
+        l.wallet = math::to_dec(l.wallet.raw() as i128 + net);
         l.margin_used = Dec(l.margin_used.raw() - p.margin.raw());
         tx.touch(p.user_id, p.account_type);
         self.st.last_ids.trade += 1;
@@ -386,7 +389,7 @@ impl Sequencer {
             exit_price: exit,
             open_fee: p.open_fee,
             close_fee,
-            pnl: Dec(gross.raw() - p.open_fee.raw() - close_fee.raw()),
+            pnl: math::to_dec(gross.raw() as i128 - p.open_fee.raw() as i128 - close_fee.raw() as i128),
             reason,
             account_type: p.account_type,
             opened_at: p.opened_at,
@@ -407,8 +410,8 @@ impl Sequencer {
                 let _ = reply.send(Err(Error::UnknownSymbol(t.symbol.clone())));
                 return;
             }
-            if !t.price.is_positive() || t.ts.is_some_and(|ts| ts < 0) {
-                let _ = reply.send(Err(Error::Invalid("a tick needs price > 0 and ts >= 0".into())));
+            if !t.price.is_positive() || t.price > math::MAX_PRICE || t.ts.is_some_and(|ts| ts < 0) {
+                let _ = reply.send(Err(Error::Invalid(format!("a tick needs 0 < price <= {} and ts >= 0", math::MAX_PRICE))));
                 return;
             }
         }

@@ -1,6 +1,7 @@
 //! SQLite persistence: opening and tuning the file, the read pool, the single group-committing
 //! writer, the schema and its migrations, and one module per table.
 
+pub mod checkpoint;
 pub mod hot;
 pub mod ops;
 pub mod optimize;
@@ -108,6 +109,7 @@ pub struct Store {
     writer: writer::Writer,
     stats: Arc<DbStats>,
     cfg: StoreConfig,
+    checkpointer: parking_lot::Mutex<checkpoint::Checkpointer>,
 }
 
 /// Applies the connection pragmas of DESIGN.md (page_size only matters for new files).
@@ -178,6 +180,11 @@ impl Store {
     pub fn open(path: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         let conn = open_write_connection(path, &cfg)?;
         let stats = Arc::new(DbStats::default());
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        let checkpointer = checkpoint::Checkpointer::start(path, &cfg, Duration::from_millis(500)).map_err(|e| StoreError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let writer = writer::Writer::start(conn, cfg.clone(), stats.clone());
         let rcfg = cfg.clone();
         let manager = SqliteConnectionManager::file(path)
@@ -199,6 +206,7 @@ impl Store {
             writer,
             stats,
             cfg,
+            checkpointer: parking_lot::Mutex::new(checkpointer),
         })
     }
 
@@ -262,6 +270,7 @@ impl Store {
 
     /// Stops the writer after it has committed everything queued, then checkpoints the WAL.
     pub fn shutdown(&self) {
+        self.checkpointer.lock().stop();
         self.writer.shutdown();
     }
 }

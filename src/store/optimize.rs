@@ -263,6 +263,10 @@ impl From<StoreError> for Fail {
     }
 }
 
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+}
+
 fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
 }
@@ -582,11 +586,18 @@ fn vacuum(c: &Connection, rep: &mut OptimizeReport) -> rusqlite::Result<()> {
         rep.vacuumed = true;
         return Ok(());
     }
-    // Changing the page size needs a rollback journal during the VACUUM.
-    let mode: String = c.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("delete") {
+    // Changing the page size needs a rollback journal during the VACUUM. Leaving WAL needs an
+    // exclusive lock: while another connection has the file open (each WAL connection holds a
+    // shared lock), SQLite refuses at once with SQLITE_BUSY and the file stays in WAL.
+    let left_wal = match c.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get::<_, String>(0)) {
+        Ok(mode) => mode.eq_ignore_ascii_case("delete"),
+        Err(e) if is_busy(&e) => false,
+        Err(e) => return Err(e),
+    };
+    if !left_wal {
         rep.warnings.push(format!(
-            "page size stays {ps}: leaving WAL needs the file to itself (stop the server and run again)"
+            "page size stays {ps}: changing it needs the file to itself (another connection has it open; \
+             stop the server and run `optimize --vacuum` again)"
         ));
         c.execute_batch("VACUUM;")?;
         rep.vacuumed = true;
