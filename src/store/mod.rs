@@ -49,6 +49,9 @@ pub struct StoreConfig {
     pub busy_retries: u32,
     /// Most jobs in one writer transaction.
     pub max_batch: usize,
+    /// A cap on the file size in pages (`PRAGMA max_page_count`): a quota, and the way the
+    /// disk-full tests make the disk "full". None: no cap.
+    pub max_page_count: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -61,6 +64,7 @@ impl Default for StoreConfig {
             busy_timeout_ms: 10_000,
             busy_retries: 3,
             max_batch: 4096,
+            max_page_count: None,
         }
     }
 }
@@ -129,6 +133,8 @@ pub fn apply_pragmas(
     ))?;
     if read_only {
         conn.execute_batch("PRAGMA query_only=ON;")?;
+    } else if let Some(n) = cfg.max_page_count {
+        conn.query_row(&format!("PRAGMA max_page_count={n}"), [], |_| Ok(()))?;
     }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
