@@ -184,6 +184,7 @@ CREATE INDEX IF NOT EXISTS positions_user ON active_positions(user_id, account_t
 CREATE INDEX IF NOT EXISTS positions_symbol ON active_positions(symbol);
 CREATE INDEX IF NOT EXISTS trades_user_closed ON trade_logs(user_id, closed_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS trades_closed ON trade_logs(closed_at);
+CREATE INDEX IF NOT EXISTS trades_position ON trade_logs(position_id);
 CREATE INDEX IF NOT EXISTS signals_symbol_time ON signals(symbol, created_at);
 CREATE INDEX IF NOT EXISTS payments_user_time ON payments(user_id, created_at);
 CREATE INDEX IF NOT EXISTS user_config_strategy ON user_config(strategy) WHERE strategy IS NOT NULL;

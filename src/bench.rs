@@ -41,12 +41,28 @@ pub struct BenchOptions {
 impl BenchOptions {
     /// Full-size figures (BENCHMARKS.md).
     pub fn full(dir: PathBuf) -> BenchOptions {
-        BenchOptions { scenario: None, dir, users: 100_000, book: 100_000, followers: 10_000, clients: 64, http_seconds: 5 }
+        BenchOptions {
+            scenario: None,
+            dir,
+            users: 100_000,
+            book: 100_000,
+            followers: 10_000,
+            clients: 64,
+            http_seconds: 5,
+        }
     }
 
     /// A small run that finishes in seconds (tests, smoke).
     pub fn quick(dir: PathBuf) -> BenchOptions {
-        BenchOptions { scenario: None, dir, users: 2_000, book: 2_000, followers: 500, clients: 16, http_seconds: 1 }
+        BenchOptions {
+            scenario: None,
+            dir,
+            users: 2_000,
+            book: 2_000,
+            followers: 500,
+            clients: 16,
+            http_seconds: 1,
+        }
     }
 }
 
@@ -77,7 +93,14 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
-    fn add(&mut self, scenario: &'static str, metric: impl Into<String>, lat: Option<&Lat>, per_sec: Option<f64>, note: impl Into<String>) {
+    fn add(
+        &mut self,
+        scenario: &'static str,
+        metric: impl Into<String>,
+        lat: Option<&Lat>,
+        per_sec: Option<f64>,
+        note: impl Into<String>,
+    ) {
         self.rows.push(Row {
             scenario,
             metric: metric.into(),
@@ -90,10 +113,29 @@ impl BenchReport {
 
     /// A markdown table of the rows.
     pub fn render_table(&self) -> String {
-        let f = |v: Option<f64>| v.map(|x| if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") }).unwrap_or_else(|| "".into());
-        let mut s = String::from("| scenario | metric | median µs | p99 µs | per second | note |\n|---|---|---:|---:|---:|---|\n");
+        let f = |v: Option<f64>| {
+            v.map(|x| {
+                if x >= 100.0 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.2}")
+                }
+            })
+            .unwrap_or_else(|| "".into())
+        };
+        let mut s = String::from(
+            "| scenario | metric | median µs | p99 µs | per second | note |\n|---|---|---:|---:|---:|---|\n",
+        );
         for r in &self.rows {
-            s += &format!("| {} | {} | {} | {} | {} | {} |\n", r.scenario, r.metric, f(r.median_us), f(r.p99_us), f(r.per_sec), r.note);
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                r.scenario,
+                r.metric,
+                f(r.median_us),
+                f(r.p99_us),
+                f(r.per_sec),
+                r.note
+            );
         }
         s += &format!("\npeak RSS: {:.0} MiB\n", self.peak_rss_mib);
         s
@@ -131,7 +173,12 @@ impl Lat {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -143,7 +190,10 @@ fn fresh(dir: &Path, name: &str) -> Result<Config> {
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
     }
-    Ok(Config { db, ..Config::default() })
+    Ok(Config {
+        db,
+        ..Config::default()
+    })
 }
 
 struct Rng(u64);
@@ -158,12 +208,22 @@ impl Rng {
 
 /// Runs the chosen scenarios; `progress(line)` reports what is running.
 pub async fn run(opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<BenchReport> {
-    std::fs::create_dir_all(&opts.dir).map_err(|e| Error::Invalid(format!("cannot create {}: {e}", opts.dir.display())))?;
-    let want = |s: &str| opts.scenario.as_deref().is_none_or(|x| x == "all" || x == s);
-    if let Some(s) = &opts.scenario {
-        if s != "all" && !SCENARIOS.contains(&s.as_str()) {
-            return Err(Error::Invalid(format!("unknown scenario {s}; one of {}", SCENARIOS.join(", "))));
-        }
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", opts.dir.display())))?;
+    let want = |s: &str| {
+        opts.scenario
+            .as_deref()
+            .is_none_or(|x| x == "all" || x == s)
+    };
+    if let Some(s) = opts
+        .scenario
+        .as_ref()
+        .filter(|s| *s != "all" && !SCENARIOS.contains(&s.as_str()))
+    {
+        return Err(Error::Invalid(format!(
+            "unknown scenario {s}; one of {}",
+            SCENARIOS.join(", ")
+        )));
     }
     let mut rep = BenchReport::default();
     if want("reads") {
@@ -190,7 +250,11 @@ pub async fn run(opts: &BenchOptions, progress: &(dyn Fn(&str) + Sync)) -> Resul
     Ok(rep)
 }
 
-async fn reads(opts: &BenchOptions, rep: &mut BenchReport, progress: &(dyn Fn(&str) + Sync)) -> Result<()> {
+async fn reads(
+    opts: &BenchOptions,
+    rep: &mut BenchReport,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
     let cfg = fresh(&opts.dir, "reads.db")?;
     let seed_opts = crate::store::seed::SeedOptions {
         users: opts.users,
@@ -201,19 +265,71 @@ async fn reads(opts: &BenchOptions, rep: &mut BenchReport, progress: &(dyn Fn(&s
     };
     let t0 = Instant::now();
     let sr = crate::store::seed::seed(&cfg.db, &seed_opts, &|_, _, _| {})?;
-    rep.add("reads", format!("seed {} users, {} trades", sr.users, sr.trades), None, Some(sr.rows_per_sec as f64), format!("{:.1} s", t0.elapsed().as_secs_f64()));
+    rep.add(
+        "reads",
+        format!("seed {} users, {} trades", sr.users, sr.trades),
+        None,
+        Some(sr.rows_per_sec as f64),
+        format!("{:.1} s", t0.elapsed().as_secs_f64()),
+    );
     progress("reads: measuring");
     let engine = Engine::open(&cfg)?;
     let store = engine.store();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let sample: Vec<Id> = (0..2000).map(|_| sr.first_user_id + (rng.next() % sr.users.max(1)) as Id).collect();
+    let sample: Vec<Id> = (0..2000)
+        .map(|_| sr.first_user_id + (rng.next() % sr.users.max(1)) as Id)
+        .collect();
     let demo = AccountType::Demo;
     type Uncached<'a> = Box<dyn Fn(Id) + 'a>;
     let cases: Vec<(&str, Uncached, Uncached)> = vec![
-        ("balance", Box::new(|u| drop(store.read("balance", |c| balances::get(c, u, demo)))), Box::new(|u| { let _ = std::hint::black_box(engine.caches().balance.get_or_load(&AccountKey(u, demo), || Err(()))); })),
-        ("positions", Box::new(|u| drop(store.read("positions", |c| positions::by_user(c, u, demo)))), Box::new(|u| drop(engine.caches().position.get_or_load(&AccountKey(u, demo), || Err(()))))),
-        ("pending orders", Box::new(|u| drop(store.read("orders", |c| orders::pending_by_user(c, u, demo)))), Box::new(|u| drop(engine.caches().order.get_or_load(&AccountKey(u, demo), || Err(()))))),
-        ("config", Box::new(|u| drop(store.read("config", |c| config::get(c, u)))), Box::new(|u| drop(engine.caches().user_config.get_or_load(&UserKey(u), || Err(()))))),
+        (
+            "balance",
+            Box::new(|u| drop(store.read("balance", |c| balances::get(c, u, demo)))),
+            Box::new(|u| {
+                let _ = std::hint::black_box(
+                    engine
+                        .caches()
+                        .balance
+                        .get_or_load(&AccountKey(u, demo), || Err(())),
+                );
+            }),
+        ),
+        (
+            "positions",
+            Box::new(|u| drop(store.read("positions", |c| positions::by_user(c, u, demo)))),
+            Box::new(|u| {
+                drop(
+                    engine
+                        .caches()
+                        .position
+                        .get_or_load(&AccountKey(u, demo), || Err(())),
+                )
+            }),
+        ),
+        (
+            "pending orders",
+            Box::new(|u| drop(store.read("orders", |c| orders::pending_by_user(c, u, demo)))),
+            Box::new(|u| {
+                drop(
+                    engine
+                        .caches()
+                        .order
+                        .get_or_load(&AccountKey(u, demo), || Err(())),
+                )
+            }),
+        ),
+        (
+            "config",
+            Box::new(|u| drop(store.read("config", |c| config::get(c, u)))),
+            Box::new(|u| {
+                drop(
+                    engine
+                        .caches()
+                        .user_config
+                        .get_or_load(&UserKey(u), || Err(())),
+                )
+            }),
+        ),
     ];
     // warm the caches through the engine's read path
     for &u in &sample {
@@ -230,8 +346,20 @@ async fn reads(opts: &BenchOptions, rep: &mut BenchReport, progress: &(dyn Fn(&s
             }
         }
         let ratio = a.median_us() / b.median_us().max(0.001);
-        rep.add("reads", format!("{name}: uncached (pool)"), Some(&a), None, "");
-        rep.add("reads", format!("{name}: cache hit"), Some(&b), None, format!("{ratio:.0}× faster (median)"));
+        rep.add(
+            "reads",
+            format!("{name}: uncached (pool)"),
+            Some(&a),
+            None,
+            "",
+        );
+        rep.add(
+            "reads",
+            format!("{name}: cache hit"),
+            Some(&b),
+            None,
+            format!("{ratio:.0}× faster (median)"),
+        );
     }
     let mut a = Lat::default();
     let mut b = Lat::default();
@@ -239,8 +367,20 @@ async fn reads(opts: &BenchOptions, rep: &mut BenchReport, progress: &(dyn Fn(&s
         a.time(|| drop(store.read("trades", |c| trades::page(c, u, 100, 0))));
         b.time(|| drop(engine.balance(u, demo)));
     }
-    rep.add("reads", "trade page (100 rows max, pool)", Some(&a), None, "never cached: see DESIGN-NOTES.md");
-    rep.add("reads", "engine.balance (cached, + unrealized PnL)", Some(&b), None, "balance + positions + price caches");
+    rep.add(
+        "reads",
+        "trade page (100 rows max, pool)",
+        Some(&a),
+        None,
+        "never cached: see DESIGN-NOTES.md",
+    );
+    rep.add(
+        "reads",
+        "engine.balance (cached, + unrealized PnL)",
+        Some(&b),
+        None,
+        "balance + positions + price caches",
+    );
     // mixed workload: 95 % reads, 5 % deposits, invalidation on
     let before = engine.caches().stats();
     let t0 = Instant::now();
@@ -266,12 +406,18 @@ async fn reads(opts: &BenchOptions, rep: &mut BenchReport, progress: &(dyn Fn(&s
         "mixed 95 % reads / 5 % deposits",
         None,
         Some(ops as f64 / t0.elapsed().as_secs_f64()),
-        format!("hit rate balance {:.1} %, config {:.1} %", rate("balance"), rate("user_config")),
+        format!(
+            "hit rate balance {:.1} %, config {:.1} %",
+            rate("balance"),
+            rate("user_config")
+        ),
     );
     // a burst of 1,000 concurrent misses on one key runs one query
     let loads = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(std::sync::Barrier::new(1000));
-    let cache = Arc::new(crate::cache::ttl::TtlCache::<UserKey, u64>::new(10, 60_000, 16));
+    let cache = Arc::new(crate::cache::ttl::TtlCache::<UserKey, u64>::new(
+        10, 60_000, 16,
+    ));
     let hs: Vec<_> = (0..1000)
         .map(|_| {
             let (loads, barrier, cache) = (loads.clone(), barrier.clone(), cache.clone());
@@ -288,8 +434,20 @@ async fn reads(opts: &BenchOptions, rep: &mut BenchReport, progress: &(dyn Fn(&s
     for h in hs {
         let _ = h.join();
     }
-    rep.add("reads", "1,000 concurrent misses on one key", None, None, format!("{} load(s) ran", loads.load(Relaxed)));
-    rep.add("reads", "peak RSS after reads", None, None, format!("{:.0} MiB with {} users", peak_rss_mib(), sr.users));
+    rep.add(
+        "reads",
+        "1,000 concurrent misses on one key",
+        None,
+        None,
+        format!("{} load(s) ran", loads.load(Relaxed)),
+    );
+    rep.add(
+        "reads",
+        "peak RSS after reads",
+        None,
+        None,
+        format!("{:.0} MiB with {} users", peak_rss_mib(), sr.users),
+    );
     engine.shutdown();
     Ok(())
 }
@@ -303,7 +461,8 @@ async fn make_users(engine: &Engine, n: u64, deposit: i64, clients: usize) -> Re
             let mut ids = Vec::new();
             while next.fetch_add(1, Relaxed) < n {
                 let (u, _) = e.create_user("bench", None).await?;
-                e.deposit(u.id, Dec::from_int(deposit), AccountType::Demo).await?;
+                e.deposit(u.id, Dec::from_int(deposit), AccountType::Demo)
+                    .await?;
                 ids.push(u.id);
             }
             Ok::<_, Error>(ids)
@@ -321,7 +480,13 @@ async fn orders_scenario(opts: &BenchOptions, rep: &mut BenchReport) -> Result<(
     let cfg = fresh(&opts.dir, "orders.db")?;
     let engine = Engine::open(&cfg)?;
     let users = make_users(&engine, opts.clients as u64, 1_000_000, opts.clients).await?;
-    engine.ingest_ticks(vec![Tick { symbol: "BTCUSDT".into(), price: Dec::from_int(30_000), ts: None }]).await?;
+    engine
+        .ingest_ticks(vec![Tick {
+            symbol: "BTCUSDT".into(),
+            price: Dec::from_int(30_000),
+            ts: None,
+        }])
+        .await?;
     let per_client = 300;
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -331,7 +496,11 @@ async fn orders_scenario(opts: &BenchOptions, rep: &mut BenchReport) -> Result<(
             let mut lat = Vec::with_capacity(per_client);
             for _ in 0..per_client {
                 let t = Instant::now();
-                e.place_order(u, NewOrder::market("BTCUSDT", Side::Buy, Dec::parse("0.001").expect("literal"))).await?;
+                e.place_order(
+                    u,
+                    NewOrder::market("BTCUSDT", Side::Buy, Dec::parse("0.001").expect("literal")),
+                )
+                .await?;
                 lat.push(t.elapsed().as_nanos() as u64);
             }
             Ok::<_, Error>(lat)
@@ -339,16 +508,23 @@ async fn orders_scenario(opts: &BenchOptions, rep: &mut BenchReport) -> Result<(
     }
     let mut lat = Lat::default();
     for t in tasks {
-        lat.0.extend(t.await.map_err(|e| Error::Internal(e.to_string()))??);
+        lat.0
+            .extend(t.await.map_err(|e| Error::Internal(e.to_string()))??);
     }
     let secs = t0.elapsed().as_secs_f64();
     let s = engine.store().stats().snapshot();
     rep.add(
         "orders",
-        format!("place_order (market, fills) × {} concurrent callers", users.len()),
+        format!(
+            "place_order (market, fills) × {} concurrent callers",
+            users.len()
+        ),
         Some(&lat),
         Some(lat.0.len() as f64 / secs),
-        format!("durable fills/s; mean batch {:.1} jobs", s.writer_jobs as f64 / s.writer_batches.max(1) as f64),
+        format!(
+            "durable fills/s; mean batch {:.1} jobs",
+            s.writer_jobs as f64 / s.writer_batches.max(1) as f64
+        ),
     );
     engine.shutdown();
     Ok(())
@@ -362,7 +538,13 @@ fn px(whole: i64, cents: i64) -> Dec {
 /// Builds `n` resting orders and `n` open positions far from the price, with `clients` callers.
 async fn build_book(engine: &Engine, n: u64, clients: usize) -> Result<()> {
     let users = make_users(engine, (n / 1000).max(1), 100_000_000, clients).await?;
-    engine.ingest_ticks(vec![Tick { symbol: "BTCUSDT".into(), price: Dec::from_int(100), ts: None }]).await?;
+    engine
+        .ingest_ticks(vec![Tick {
+            symbol: "BTCUSDT".into(),
+            price: Dec::from_int(100),
+            ts: None,
+        }])
+        .await?;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..clients.max(1) {
@@ -377,7 +559,8 @@ async fn build_book(engine: &Engine, n: u64, clients: usize) -> Result<()> {
                 let qty = Dec::parse("0.001").expect("literal");
                 // resting buy far below, spread over 1000 price levels
                 let limit = px(10, (i % 1000) as i64);
-                e.place_order(u, NewOrder::limit("BTCUSDT", Side::Buy, qty, limit)).await?;
+                e.place_order(u, NewOrder::limit("BTCUSDT", Side::Buy, qty, limit))
+                    .await?;
                 // an open long with stop loss and take profit far away (liquidation ~0.5)
                 let mut o = NewOrder::market("BTCUSDT", Side::Buy, qty);
                 o.sl = Some(px(20, (i % 1000) as i64));
@@ -399,7 +582,10 @@ async fn ticks_and_startup(
     do_startup: bool,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<()> {
-    let mut sizes: Vec<u64> = [0, 1_000, 10_000, 100_000].into_iter().filter(|&s| s <= opts.book).collect();
+    let mut sizes: Vec<u64> = [0, 1_000, 10_000, 100_000]
+        .into_iter()
+        .filter(|&s| s <= opts.book)
+        .collect();
     if !sizes.contains(&opts.book) {
         sizes.push(opts.book);
     }
@@ -420,16 +606,29 @@ async fn ticks_and_startup(
             let t0 = Instant::now();
             for b in 0..batches {
                 let ticks: Vec<Tick> = (0..1000)
-                    .map(|i| Tick { symbol: "BTCUSDT".into(), price: px(99, (b * 1000 + i) % 200), ts: None })
+                    .map(|i| Tick {
+                        symbol: "BTCUSDT".into(),
+                        price: px(99, (b * 1000 + i) % 200),
+                        ts: None,
+                    })
                     .collect();
                 let t = Instant::now();
                 let out = engine.ingest_ticks(ticks).await?;
                 lat.0.push(t.elapsed().as_nanos() as u64);
-                debug_assert_eq!(out.fills + out.stop_losses + out.take_profits + out.liquidations, 0);
+                debug_assert_eq!(
+                    out.fills + out.stop_losses + out.take_profits + out.liquidations,
+                    0
+                );
             }
             let tps = (batches * 1000) as f64 / t0.elapsed().as_secs_f64();
             per_size.push((n, tps));
-            rep.add("ticks", format!("{n} resting + {n} open, batches of 1000, no fills"), Some(&lat), Some(tps), format!("ticks/s end to end (commit included); book built in {build_s:.1} s"));
+            rep.add(
+                "ticks",
+                format!("{n} resting + {n} open, batches of 1000, no fills"),
+                Some(&lat),
+                Some(tps),
+                format!("ticks/s end to end (commit included); book built in {build_s:.1} s"),
+            );
         }
         if do_startup && n == opts.book {
             engine.shutdown();
@@ -439,13 +638,26 @@ async fn ticks_and_startup(
                 let e = lat.time(|| Engine::open(&cfg))?;
                 e.shutdown();
             }
-            rep.add("startup", format!("reopen with {n} resting orders + {n} open positions"), Some(&lat), None, "Engine::open, books rebuilt");
+            rep.add(
+                "startup",
+                format!("reopen with {n} resting orders + {n} open positions"),
+                Some(&lat),
+                None,
+                "Engine::open, books rebuilt",
+            );
         } else {
             engine.shutdown();
         }
     }
-    if let (Some(small), Some(big)) = (per_size.iter().find(|(n, _)| *n == 1_000), per_size.last()) {
-        rep.add("ticks", format!("cost growth 1k → {}", big.0), None, None, format!("{:.2}× per tick", small.1 / big.1));
+    if let (Some(small), Some(big)) = (per_size.iter().find(|(n, _)| *n == 1_000), per_size.last())
+    {
+        rep.add(
+            "ticks",
+            format!("cost growth 1k → {}", big.0),
+            None,
+            None,
+            format!("{:.2}× per tick", small.1 / big.1),
+        );
     }
     Ok(())
 }
@@ -457,21 +669,51 @@ async fn fanout(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
     let pct = |s: &str| Some(Some(Dec::parse(s).expect("literal")));
     for &u in &users {
         engine
-            .set_config(u, ConfigPatch { strategy: Some(Some("bench".into())), leverage: Some(Some(5)), risk_pct: pct("1"), sl_pct: pct("2"), tp_pct: pct("4"), account_type: None })
+            .set_config(
+                u,
+                ConfigPatch {
+                    strategy: Some(Some("bench".into())),
+                    leverage: Some(Some(5)),
+                    risk_pct: pct("1"),
+                    sl_pct: pct("2"),
+                    tp_pct: pct("4"),
+                    account_type: None,
+                },
+            )
             .await?;
         engine.set_bot_enabled(u, true).await?;
     }
-    engine.ingest_ticks(vec![Tick { symbol: "ETHUSDT".into(), price: Dec::from_int(2000), ts: None }]).await?;
+    engine
+        .ingest_ticks(vec![Tick {
+            symbol: "ETHUSDT".into(),
+            price: Dec::from_int(2000),
+            ts: None,
+        }])
+        .await?;
     let mut lat = Lat::default();
     let mut placed = 0;
     for i in 0..3 {
         let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
         let t = Instant::now();
-        let out = engine.submit_signal(Signal { strategy: "bench".into(), symbol: "ETHUSDT".into(), side, sl_pct: None, tp_pct: None }).await?;
+        let out = engine
+            .submit_signal(Signal {
+                strategy: "bench".into(),
+                symbol: "ETHUSDT".into(),
+                side,
+                sl_pct: None,
+                tp_pct: None,
+            })
+            .await?;
         lat.0.push(t.elapsed().as_nanos() as u64);
         placed = out.orders_placed;
     }
-    rep.add("fanout", format!("one signal → {} followers, committed", users.len()), Some(&lat), None, format!("{placed} orders placed per signal"));
+    rep.add(
+        "fanout",
+        format!("one signal → {} followers, committed", users.len()),
+        Some(&lat),
+        None,
+        format!("{placed} orders placed per signal"),
+    );
     engine.shutdown();
     Ok(())
 }
@@ -480,32 +722,79 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
     let cfg = fresh(&opts.dir, "http.db")?;
     let engine = Engine::open(&cfg)?;
     let (user, token) = engine.create_user("http", None).await?;
-    engine.deposit(user.id, Dec::from_int(100_000_000), AccountType::Demo).await?;
-    engine.ingest_ticks(vec![Tick { symbol: "BTCUSDT".into(), price: Dec::from_int(30_000), ts: None }]).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Internal(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    engine
+        .deposit(user.id, Dec::from_int(100_000_000), AccountType::Demo)
+        .await?;
+    engine
+        .ingest_ticks(vec![Tick {
+            symbol: "BTCUSDT".into(),
+            price: Dec::from_int(30_000),
+            ts: None,
+        }])
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let app = crate::api::router(engine.clone(), "bench-admin-token");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let order = r#"{"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.001"}"#;
     let uid = user.id;
     let routes: Vec<(String, String, Option<&str>)> = vec![
         ("GET /health".into(), "GET /api/v1/health".into(), None),
-        ("GET balance".into(), format!("GET /api/v1/users/{uid}/balance"), None),
-        ("GET positions".into(), format!("GET /api/v1/users/{uid}/positions"), None),
-        ("POST orders".into(), format!("POST /api/v1/users/{uid}/orders"), Some(order)),
+        (
+            "GET balance".into(),
+            format!("GET /api/v1/users/{uid}/balance"),
+            None,
+        ),
+        (
+            "GET positions".into(),
+            format!("GET /api/v1/users/{uid}/positions"),
+            None,
+        ),
+        (
+            "POST orders".into(),
+            format!("POST /api/v1/users/{uid}/orders"),
+            Some(order),
+        ),
     ];
     let mut medians = Vec::new();
     for (name, line, body) in routes {
-        let (lat, n, secs) = load(addr, &line, body, &token, opts.clients, Duration::from_secs(opts.http_seconds)).await?;
+        let (lat, n, secs) = load(
+            addr,
+            &line,
+            body,
+            &token,
+            opts.clients,
+            Duration::from_secs(opts.http_seconds),
+        )
+        .await?;
         medians.push((name.clone(), n as f64 / secs));
-        rep.add("http", format!("{name}, {} connections", opts.clients), Some(&lat), Some(n as f64 / secs), "built-in loopback client, same process");
+        rep.add(
+            "http",
+            format!("{name}, {} connections", opts.clients),
+            Some(&lat),
+            Some(n as f64 / secs),
+            "built-in loopback client, same process",
+        );
         if name == "POST orders" {
             // keep the position list small for later runs
             break;
         }
     }
-    if let (Some(h), Some(b)) = (medians.iter().find(|m| m.0 == "GET /health"), medians.iter().find(|m| m.0 == "GET balance")) {
-        rep.add("http", "GET balance vs GET health", None, None, format!("{:.0} % of the HTTP floor", 100.0 * b.1 / h.1));
+    if let (Some(h), Some(b)) = (
+        medians.iter().find(|m| m.0 == "GET /health"),
+        medians.iter().find(|m| m.0 == "GET balance"),
+    ) {
+        rep.add(
+            "http",
+            "GET balance vs GET health",
+            None,
+            None,
+            format!("{:.0} % of the HTTP floor", 100.0 * b.1 / h.1),
+        );
     }
     server.abort();
     engine.shutdown();
@@ -513,12 +802,24 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
 }
 
 /// A tiny keep-alive HTTP/1.1 load generator: `clients` connections for `dur`.
-async fn load(addr: std::net::SocketAddr, line: &str, body: Option<&str>, token: &str, clients: usize, dur: Duration) -> Result<(Lat, u64, f64)> {
+async fn load(
+    addr: std::net::SocketAddr,
+    line: &str,
+    body: Option<&str>,
+    token: &str,
+    clients: usize,
+    dur: Duration,
+) -> Result<(Lat, u64, f64)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (method, path) = line.split_once(' ').unwrap_or(("GET", line));
     let req = match body {
-        Some(b) => format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()),
-        None => format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n"),
+        Some(b) => format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ),
     };
     let req = Arc::new(req.into_bytes());
     let t0 = Instant::now();
@@ -543,7 +844,11 @@ async fn load(addr: std::net::SocketAddr, line: &str, body: Option<&str>, token:
                     got += n;
                     if let Some(h) = buf[..got].windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&buf[..h]).to_ascii_lowercase();
-                        let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
                         break h + 4 + len;
                     }
                 };
@@ -561,7 +866,11 @@ async fn load(addr: std::net::SocketAddr, line: &str, body: Option<&str>, token:
     }
     let mut lat = Lat::default();
     for t in tasks {
-        lat.0.extend(t.await.map_err(|e| Error::Internal(e.to_string()))?.map_err(|e| Error::Internal(e.to_string()))?);
+        lat.0.extend(
+            t.await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
     }
     let n = lat.0.len() as u64;
     Ok((lat, n, t0.elapsed().as_secs_f64()))

@@ -54,8 +54,10 @@ pub enum ConfigError {
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e.to_string()))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse(path.display().to_string(), e.to_string()))
     }
 
     /// Applies the `LITETRADE_*` variables that mirror settings without a flag of their own:
@@ -63,7 +65,9 @@ impl Config {
     /// `LITETRADE_SLOW_QUERY_MS`, `LITETRADE_BODY_LIMIT`, and `LITETRADE_CACHE_<NAME>_TTL_MS`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn num<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError> {
-            v.trim().parse().map_err(|_| ConfigError::Env(name, format!("not a number: {v:?}")))
+            v.trim()
+                .parse()
+                .map_err(|_| ConfigError::Env(name, format!("not a number: {v:?}")))
         }
         if let Some(v) = get("LITETRADE_REQUIRE_LICENSE") {
             self.require_license = matches!(v.trim(), "1" | "true" | "yes" | "on");
@@ -81,7 +85,12 @@ impl Config {
             self.store.synchronous = match v.trim().to_ascii_lowercase().as_str() {
                 "normal" => crate::store::SyncMode::Normal,
                 "full" => crate::store::SyncMode::Full,
-                _ => return Err(ConfigError::Env("LITETRADE_SYNCHRONOUS", "use normal or full".into())),
+                _ => {
+                    return Err(ConfigError::Env(
+                        "LITETRADE_SYNCHRONOUS",
+                        "use normal or full".into(),
+                    ));
+                }
             };
         }
         let c = &mut self.caches;
@@ -126,10 +135,17 @@ mod tests {
         assert_eq!(c.store.pool_size, 3);
         assert_eq!(c.caches.balance.capacity, 5);
         assert_eq!(c.caches.price, CacheConfig::default().price);
-        assert!(toml::from_str::<Config>("nope = 1").is_err(), "unknown keys are refused");
+        assert!(
+            toml::from_str::<Config>("nope = 1").is_err(),
+            "unknown keys are refused"
+        );
         let mut c = Config::default();
-        c.apply_env(|k| (k == "LITETRADE_CACHE_PRICE_TTL_MS").then(|| "42".to_string())).unwrap();
+        c.apply_env(|k| (k == "LITETRADE_CACHE_PRICE_TTL_MS").then(|| "42".to_string()))
+            .unwrap();
         assert_eq!(c.caches.price.ttl_ms, 42);
-        assert!(c.apply_env(|k| (k == "LITETRADE_POOL_SIZE").then(|| "x".to_string())).is_err());
+        assert!(
+            c.apply_env(|k| (k == "LITETRADE_POOL_SIZE").then(|| "x".to_string()))
+                .is_err()
+        );
     }
 }

@@ -37,7 +37,10 @@ pub struct DemoStatus {
 impl DemoStatus {
     /// One status line.
     pub fn line(&self) -> String {
-        let closed = self.stop_loss.load(Relaxed) + self.take_profit.load(Relaxed) + self.liquidation.load(Relaxed) + self.manual.load(Relaxed);
+        let closed = self.stop_loss.load(Relaxed)
+            + self.take_profit.load(Relaxed)
+            + self.liquidation.load(Relaxed)
+            + self.manual.load(Relaxed);
         format!(
             "ticks {} | signals {} | fills {} | open {} | closed: take_profit {} stop_loss {} liquidation {} manual {}",
             self.ticks.load(Relaxed),
@@ -67,20 +70,30 @@ impl DemoStatus {
 }
 
 /// Starting prices of the built-in feed.
-pub const START_PRICES: [(&str, i64); 4] = [("BTCUSDT", 30_000), ("ETHUSDT", 2_000), ("SOLUSDT", 20), ("XRPUSDT", 1)];
+pub const START_PRICES: [(&str, i64); 4] = [
+    ("BTCUSDT", 30_000),
+    ("ETHUSDT", 2_000),
+    ("SOLUSDT", 20),
+    ("XRPUSDT", 1),
+];
 const STRATEGIES: [&str; 2] = ["trend", "revert"];
 
 /// Creates the demo users on a database that has none; returns their ids and tokens (tokens
 /// only for users created now).
 pub async fn ensure_demo_users(engine: &Engine) -> Result<Vec<(Id, Option<String>)>> {
     if engine.user(1).is_ok() {
-        let ids = (1..=6).filter(|id| engine.user(*id).is_ok()).map(|id| (id, None)).collect();
+        let ids = (1..=6)
+            .filter(|id| engine.user(*id).is_ok())
+            .map(|id| (id, None))
+            .collect();
         return Ok(ids);
     }
     let mut out = Vec::new();
     for i in 0..6 {
         let (u, token) = engine.create_user(&format!("demo-{}", i + 1), None).await?;
-        engine.deposit(u.id, Dec::from_int(10_000), AccountType::Demo).await?;
+        engine
+            .deposit(u.id, Dec::from_int(10_000), AccountType::Demo)
+            .await?;
         let trend = i % 2 == 0;
         let pct = |s: &str| Some(Some(Dec::parse(s).expect("literal")));
         engine
@@ -103,7 +116,9 @@ pub async fn ensure_demo_users(engine: &Engine) -> Result<Vec<(Id, Option<String
 }
 
 /// The price paths: per symbol, from a file (onto BTCUSDT) or the built-in random walk.
-pub fn price_paths(file: Option<&std::path::Path>) -> std::result::Result<Vec<(String, Vec<FeedTick>)>, feed::FeedError> {
+pub fn price_paths(
+    file: Option<&std::path::Path>,
+) -> std::result::Result<Vec<(String, Vec<FeedTick>)>, feed::FeedError> {
     let tick = Dec::parse("0.01").expect("literal");
     if let Some(path) = file {
         let mut ticks = feed::read_feed(path)?;
@@ -113,7 +128,12 @@ pub fn price_paths(file: Option<&std::path::Path>) -> std::result::Result<Vec<(S
     Ok(START_PRICES
         .iter()
         .enumerate()
-        .map(|(i, (s, p))| (s.to_string(), feed::synthetic(42 + i as u64, Dec::from_int(*p), 20_000, 15, tick)))
+        .map(|(i, (s, p))| {
+            (
+                s.to_string(),
+                feed::synthetic(42 + i as u64, Dec::from_int(*p), 20_000, 15, tick),
+            )
+        })
         .collect())
 }
 
@@ -163,7 +183,11 @@ pub async fn run(
                 let n = p.len();
                 let k = step % (2 * n);
                 let idx = if k < n { k } else { 2 * n - 1 - k };
-                Tick { symbol: s.clone(), price: p[idx].price, ts: None }
+                Tick {
+                    symbol: s.clone(),
+                    price: p[idx].price,
+                    ts: None,
+                }
             })
             .collect();
         let n = ticks.len() as u64;
@@ -171,27 +195,47 @@ pub async fn run(
         status.ticks.fetch_add(n, Relaxed);
         step += 1;
         let per_second = (1000 / tick_every.as_millis().max(1)) as usize;
-        if step % (3 * per_second.max(1)) == 0 {
+        if step.is_multiple_of(3 * per_second.max(1)) {
             let (symbol, _) = &paths[rng.next() as usize % paths.len()];
-            let side = if rng.next() % 2 == 0 { Side::Buy } else { Side::Sell };
+            let side = if rng.next().is_multiple_of(2) {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
             let strategy = STRATEGIES[rng.next() as usize % 2].to_string();
-            if engine.submit_signal(Signal { strategy, symbol: symbol.clone(), side, sl_pct: None, tp_pct: None }).await.is_ok() {
+            if engine
+                .submit_signal(Signal {
+                    strategy,
+                    symbol: symbol.clone(),
+                    side,
+                    sl_pct: None,
+                    tp_pct: None,
+                })
+                .await
+                .is_ok()
+            {
                 status.signals.fetch_add(1, Relaxed);
             }
         }
-        if step % (2 * per_second.max(1)) == 0 && !users.is_empty() {
+        if step.is_multiple_of(2 * per_second.max(1)) && !users.is_empty() {
             let user = users[rng.next() as usize % users.len()];
             let (symbol, _) = &paths[rng.next() as usize % paths.len()];
             if let Ok(Some(last)) = engine.last_price(symbol) {
-                let buy = rng.next() % 2 == 0;
+                let buy = rng.next().is_multiple_of(2);
                 // 0.2 % away from the last price, on the tick
                 let off = Dec(last.raw() / 500 / 1_000_000 * 1_000_000);
-                let price = if buy { Dec(last.raw() - off.raw()) } else { Dec(last.raw() + off.raw()) };
+                let price = if buy {
+                    Dec(last.raw() - off.raw())
+                } else {
+                    Dec(last.raw() + off.raw())
+                };
                 // about 1000 USDT of notional, floored to the 0.001 lot
                 let scale = crate::domain::money::SCALE as i128;
-                let raw = (1_000 * scale * scale / last.raw().max(1) as i128).min(i64::MAX as i128) as i64;
+                let raw = (1_000 * scale * scale / last.raw().max(1) as i128).min(i64::MAX as i128)
+                    as i64;
                 let qty = Dec((raw / 100_000 * 100_000).max(100_000));
-                let mut o = NewOrder::limit(symbol, if buy { Side::Buy } else { Side::Sell }, qty, price);
+                let mut o =
+                    NewOrder::limit(symbol, if buy { Side::Buy } else { Side::Sell }, qty, price);
                 o.leverage = Some(5);
                 let _ = engine.place_order(user, o).await;
             }

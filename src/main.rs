@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "litetrade", version, about = "A multi-user paper trading venue on one tuned SQLite file")]
+#[command(
+    name = "litetrade",
+    version,
+    about = "A multi-user paper trading venue on one tuned SQLite file"
+)]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -137,7 +141,10 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LITETRADE_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn bar(total: u64, what: &str) -> ProgressBar {
@@ -145,7 +152,11 @@ fn bar(total: u64, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let b = ProgressBar::new(total);
-    b.set_style(ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})").expect("template").progress_chars("=> "));
+    b.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     b.set_message(what.to_string());
     b
 }
@@ -172,11 +183,22 @@ fn open_engine(cfg: &Config) -> Result<Engine> {
     Engine::open(cfg).with_context(|| format!("cannot open database {}", cfg.db.display()))
 }
 
-async fn start_server(engine: &Engine, cfg: &Config) -> Result<(tokio::net::TcpListener, String, PathBuf)> {
+async fn start_server(
+    engine: &Engine,
+    cfg: &Config,
+) -> Result<(tokio::net::TcpListener, String, PathBuf)> {
     let token_file = cfg.beside_db("admin-token");
-    let token = litetrade::api::admin_token(std::env::var("LITETRADE_ADMIN_TOKEN").ok(), &token_file)
-        .with_context(|| format!("cannot set up the admin token file {}", token_file.display()))?;
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let token =
+        litetrade::api::admin_token(std::env::var("LITETRADE_ADMIN_TOKEN").ok(), &token_file)
+            .with_context(|| {
+                format!(
+                    "cannot set up the admin token file {}",
+                    token_file.display()
+                )
+            })?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let _ = engine;
     Ok((listener, token, token_file))
 }
@@ -190,30 +212,64 @@ async fn serve(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-async fn demo(cfg: Config, feed: Option<PathBuf>, duration: Option<u64>, tick_ms: u64) -> Result<()> {
+async fn demo(
+    cfg: Config,
+    feed: Option<PathBuf>,
+    duration: Option<u64>,
+    tick_ms: u64,
+) -> Result<()> {
     let paths = litetrade::demo::price_paths(feed.as_deref())?;
     let engine = open_engine(&cfg)?;
     let users = litetrade::demo::ensure_demo_users(&engine).await?;
     let (listener, token, token_file) = start_server(&engine, &cfg).await?;
     let tokens_file = cfg.beside_db("demo-tokens");
-    let fresh: Vec<String> = users.iter().filter_map(|(id, t)| t.as_ref().map(|t| format!("user {id}: {t}"))).collect();
+    let fresh: Vec<String> = users
+        .iter()
+        .filter_map(|(id, t)| t.as_ref().map(|t| format!("user {id}: {t}")))
+        .collect();
     if !fresh.is_empty() && !tokens_file.exists() {
-        litetrade::engine::secrets::write_private_file(&tokens_file, (fresh.join("\n") + "\n").as_bytes())?;
+        litetrade::engine::secrets::write_private_file(
+            &tokens_file,
+            (fresh.join("\n") + "\n").as_bytes(),
+        )?;
     }
     let base = format!("http://{}", cfg.listen);
     let tf = token_file.display();
-    println!("litetrade demo: serving {base}/api/v1 on {}", cfg.db.display());
-    println!("admin token: in {tf}{}", if std::env::var("LITETRADE_ADMIN_TOKEN").is_ok() { " (LITETRADE_ADMIN_TOKEN is set and wins)" } else { "" });
-    println!("demo users {:?}; their tokens are in {} (mode 0600)", users.iter().map(|u| u.0).collect::<Vec<_>>(), tokens_file.display());
+    println!(
+        "litetrade demo: serving {base}/api/v1 on {}",
+        cfg.db.display()
+    );
+    println!(
+        "admin token: in {tf}{}",
+        if std::env::var("LITETRADE_ADMIN_TOKEN").is_ok() {
+            " (LITETRADE_ADMIN_TOKEN is set and wins)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "demo users {:?}; their tokens are in {} (mode 0600)",
+        users.iter().map(|u| u.0).collect::<Vec<_>>(),
+        tokens_file.display()
+    );
     println!("try:");
     println!("  curl -s {base}/api/v1/health");
     println!("  curl -s -H \"Authorization: Bearer $(cat {tf})\" {base}/api/v1/users/1/positions");
-    println!("  curl -s -H \"Authorization: Bearer $(cat {tf})\" {base}/api/v1/users/1/trades?limit=5");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $(cat {tf})\" {base}/api/v1/users/1/trades?limit=5"
+    );
     println!("Ctrl-C stops it.");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(litetrade::demo::DemoStatus::default());
     let ids = users.iter().map(|u| u.0).collect();
-    let feed_task = tokio::spawn(litetrade::demo::run(engine.clone(), ids, paths, std::time::Duration::from_millis(tick_ms.max(10)), status.clone(), stop_rx));
+    let feed_task = tokio::spawn(litetrade::demo::run(
+        engine.clone(),
+        ids,
+        paths,
+        std::time::Duration::from_millis(tick_ms.max(10)),
+        status.clone(),
+        stop_rx,
+    ));
     let st = status.clone();
     let tty = std::io::stdout().is_terminal();
     let printer = tokio::spawn(async move {
@@ -224,14 +280,16 @@ async fn demo(cfg: Config, feed: Option<PathBuf>, duration: Option<u64>, tick_ms
             if tty {
                 print!("\r{}   ", st.line());
                 let _ = std::io::stdout().flush();
-            } else if n % 5 == 0 {
+            } else if n.is_multiple_of(5) {
                 println!("{}", st.line());
             }
         }
     });
     let stop = async move {
         match duration {
-            Some(s) => tokio::select! { _ = tokio::time::sleep(std::time::Duration::from_secs(s)) => {}, _ = shutdown_signal() => {} },
+            Some(s) => {
+                tokio::select! { _ = tokio::time::sleep(std::time::Duration::from_secs(s)) => {}, _ = shutdown_signal() => {} }
+            }
             None => shutdown_signal().await,
         }
         let _ = stop_tx.send(true);
@@ -268,8 +326,15 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
             b.set_position(done);
         }
     };
-    let report = litetrade::store::optimize::optimize(&cfg.db, &litetrade::store::optimize::OptimizeOptions { vacuum, ..Default::default() }, &progress)
-        .with_context(|| format!("optimize {}", cfg.db.display()))?;
+    let report = litetrade::store::optimize::optimize(
+        &cfg.db,
+        &litetrade::store::optimize::OptimizeOptions {
+            vacuum,
+            ..Default::default()
+        },
+        &progress,
+    )
+    .with_context(|| format!("optimize {}", cfg.db.display()))?;
     if let Some(b) = pb.lock().expect("progress lock").take() {
         b.finish_and_clear();
     }
@@ -281,8 +346,20 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
     Ok(if report.integrity == "ok" { 0 } else { 2 })
 }
 
-fn seed(cfg: &Config, users: u64, trades_per_user: u64, open_positions: u64, pending_orders: u64) -> Result<()> {
-    let opts = litetrade::store::seed::SeedOptions { users, trades_per_user, open_positions, pending_orders, ..Default::default() };
+fn seed(
+    cfg: &Config,
+    users: u64,
+    trades_per_user: u64,
+    open_positions: u64,
+    pending_orders: u64,
+) -> Result<()> {
+    let opts = litetrade::store::seed::SeedOptions {
+        users,
+        trades_per_user,
+        open_positions,
+        pending_orders,
+        ..Default::default()
+    };
     let pb = std::sync::Mutex::new(None::<ProgressBar>);
     let progress = |step: &str, done: u64, total: u64| {
         let mut g = pb.lock().expect("progress lock");
@@ -296,7 +373,8 @@ fn seed(cfg: &Config, users: u64, trades_per_user: u64, open_positions: u64, pen
             b.set_position(done);
         }
     };
-    let report = litetrade::store::seed::seed(&cfg.db, &opts, &progress).with_context(|| format!("seed {}", cfg.db.display()))?;
+    let report = litetrade::store::seed::seed(&cfg.db, &opts, &progress)
+        .with_context(|| format!("seed {}", cfg.db.display()))?;
     if let Some(b) = pb.lock().expect("progress lock").take() {
         b.finish_and_clear();
     }
@@ -305,9 +383,12 @@ fn seed(cfg: &Config, users: u64, trades_per_user: u64, open_positions: u64, pen
 }
 
 async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) -> Result<()> {
-    let ticks = litetrade::feed::read_feed(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let ticks = litetrade::feed::read_feed(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
     let engine = open_engine(&cfg)?;
-    let spec = engine.symbol(&symbol).with_context(|| format!("symbol {symbol}"))?;
+    let spec = engine
+        .symbol(&symbol)
+        .with_context(|| format!("symbol {symbol}"))?;
     let mut ticks = ticks;
     litetrade::feed::scale_to(&mut ticks, spec.tick_size);
     let pace = match speed {
@@ -315,7 +396,10 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
         None => litetrade::replay::Pace::Max { batch: 1000 },
     };
     let pb = bar(ticks.len() as u64, "replay");
-    let summary = litetrade::replay::replay(&engine, &symbol, &ticks, pace, &|done, _| pb.set_position(done)).await;
+    let summary = litetrade::replay::replay(&engine, &symbol, &ticks, pace, &|done, _| {
+        pb.set_position(done)
+    })
+    .await;
     pb.finish_and_clear();
     let e = engine.clone();
     tokio::task::spawn_blocking(move || e.shutdown()).await?;
@@ -323,7 +407,13 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
     let o = &s.outcome;
     println!(
         "replayed {} ticks onto {symbol} in {:.2} s ({:.0} ticks/s): {} fills, closes: {} take_profit, {} stop_loss, {} liquidation",
-        o.accepted, s.seconds, s.ticks_per_sec, o.fills, o.take_profits, o.stop_losses, o.liquidations
+        o.accepted,
+        s.seconds,
+        s.ticks_per_sec,
+        o.fills,
+        o.take_profits,
+        o.stop_losses,
+        o.liquidations
     );
     Ok(())
 }
@@ -372,10 +462,19 @@ fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn bench(scenario: Option<String>, json: bool, quick: bool, dir: Option<PathBuf>) -> Result<()> {
+async fn bench(
+    scenario: Option<String>,
+    json: bool,
+    quick: bool,
+    dir: Option<PathBuf>,
+) -> Result<()> {
     let tmp = tempfile_dir()?;
     let dir = dir.unwrap_or_else(|| tmp.clone());
-    let mut opts = if quick { litetrade::bench::BenchOptions::quick(dir) } else { litetrade::bench::BenchOptions::full(dir) };
+    let mut opts = if quick {
+        litetrade::bench::BenchOptions::quick(dir)
+    } else {
+        litetrade::bench::BenchOptions::full(dir)
+    };
     opts.scenario = scenario;
     let report = litetrade::bench::run(&opts, &|line| eprintln!("bench: {line}")).await;
     let _ = std::fs::remove_dir_all(&tmp);
@@ -396,20 +495,44 @@ fn tempfile_dir() -> Result<PathBuf> {
 
 fn run(cli: Cli) -> Result<i32> {
     let cfg = build_config(&cli.common)?;
-    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime");
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")
+    };
     match cli.cmd {
         Cmd::Serve { require_license } => {
             let mut cfg = cfg;
             cfg.require_license |= require_license;
             rt()?.block_on(serve(cfg))?;
         }
-        Cmd::Demo { feed, duration, tick_ms } => rt()?.block_on(demo(cfg, feed, duration, tick_ms))?,
+        Cmd::Demo {
+            feed,
+            duration,
+            tick_ms,
+        } => rt()?.block_on(demo(cfg, feed, duration, tick_ms))?,
         Cmd::Optimize { vacuum, json } => return optimize(&cfg, vacuum, json),
-        Cmd::Replay { file, symbol, speed, max: _ } => rt()?.block_on(replay(cfg, file, symbol, speed))?,
-        Cmd::Seed { users, trades_per_user, open_positions, pending_orders } => seed(&cfg, users, trades_per_user, open_positions, pending_orders)?,
+        Cmd::Replay {
+            file,
+            symbol,
+            speed,
+            max: _,
+        } => rt()?.block_on(replay(cfg, file, symbol, speed))?,
+        Cmd::Seed {
+            users,
+            trades_per_user,
+            open_positions,
+            pending_orders,
+        } => seed(&cfg, users, trades_per_user, open_positions, pending_orders)?,
         Cmd::Chat { user } => rt()?.block_on(chat(cfg, user))?,
         Cmd::Backup { to } => backup(&cfg, &to)?,
-        Cmd::Bench { scenario, json, quick, dir } => rt()?.block_on(bench(scenario, json, quick, dir))?,
+        Cmd::Bench {
+            scenario,
+            json,
+            quick,
+            dir,
+        } => rt()?.block_on(bench(scenario, json, quick, dir))?,
     }
     Ok(0)
 }

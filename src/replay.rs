@@ -30,11 +30,21 @@ pub struct ReplaySummary {
 }
 
 /// Replays `ticks` onto `symbol`; `progress(done, total)` after each batch.
-pub async fn replay(engine: &Engine, symbol: &str, ticks: &[FeedTick], pace: Pace, progress: &dyn Fn(u64, u64)) -> Result<ReplaySummary> {
+pub async fn replay(
+    engine: &Engine,
+    symbol: &str,
+    ticks: &[FeedTick],
+    pace: Pace,
+    progress: &dyn Fn(u64, u64),
+) -> Result<ReplaySummary> {
     engine.symbol(symbol)?;
     let t0 = Instant::now();
     let mut total = TickOutcome::default();
-    let to_tick = |f: &FeedTick| Tick { symbol: symbol.to_string(), price: f.price, ts: Some(f.ts) };
+    let to_tick = |f: &FeedTick| Tick {
+        symbol: symbol.to_string(),
+        price: f.price,
+        ts: Some(f.ts),
+    };
     let mut i = 0;
     while i < ticks.len() {
         let end = match pace {
@@ -45,12 +55,15 @@ pub async fn replay(engine: &Engine, symbol: &str, ticks: &[FeedTick], pace: Pac
                 }
                 if i > 0 {
                     let gap_ms = (ticks[i].ts - ticks[i - 1].ts).max(0) as f64 / speed;
-                    tokio::time::sleep(Duration::from_micros((gap_ms * 1000.0).min(60e6) as u64)).await;
+                    tokio::time::sleep(Duration::from_micros((gap_ms * 1000.0).min(60e6) as u64))
+                        .await;
                 }
                 i + 1
             }
         };
-        let out = engine.ingest_ticks(ticks[i..end].iter().map(to_tick).collect()).await?;
+        let out = engine
+            .ingest_ticks(ticks[i..end].iter().map(to_tick).collect())
+            .await?;
         total.accepted += out.accepted;
         total.fills += out.fills;
         total.liquidations += out.liquidations;
@@ -60,5 +73,9 @@ pub async fn replay(engine: &Engine, symbol: &str, ticks: &[FeedTick], pace: Pac
         progress(i as u64, ticks.len() as u64);
     }
     let seconds = t0.elapsed().as_secs_f64();
-    Ok(ReplaySummary { ticks_per_sec: total.accepted as f64 / seconds.max(1e-9), outcome: total, seconds })
+    Ok(ReplaySummary {
+        ticks_per_sec: total.accepted as f64 / seconds.max(1e-9),
+        outcome: total,
+        seconds,
+    })
 }

@@ -14,7 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::SeqCst};
 
 fn engine(dir: &tempfile::TempDir) -> Engine {
-    Engine::open(&Config { db: dir.path().join("t.db"), ..Config::default() }).unwrap()
+    Engine::open(&Config {
+        db: dir.path().join("t.db"),
+        ..Config::default()
+    })
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +36,10 @@ async fn balance_reads_never_go_back() {
                 while !done.load(SeqCst) {
                     let want = acked.load(SeqCst);
                     let got = e.balance(u.id, AccountType::Demo).unwrap().wallet.raw();
-                    assert!(got >= want, "stale read: wallet {got} < acknowledged {want}");
+                    assert!(
+                        got >= want,
+                        "stale read: wallet {got} < acknowledged {want}"
+                    );
                     reads += 1;
                 }
                 reads
@@ -46,7 +53,10 @@ async fn balance_reads_never_go_back() {
     done.store(true, SeqCst);
     let total: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
     assert!(total > 0);
-    assert_eq!(e.balance(u.id, AccountType::Demo).unwrap().wallet, Dec(2000));
+    assert_eq!(
+        e.balance(u.id, AccountType::Demo).unwrap().wallet,
+        Dec(2000)
+    );
     let stats = e.caches().stats();
     assert!(stats["balance"].hits > 0, "the balance cache was exercised");
     e.shutdown();
@@ -57,8 +67,16 @@ async fn positions_and_orders_are_fresh_after_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(&dir);
     let (u, _) = e.create_user("rw", None).await.unwrap();
-    e.deposit(u.id, Dec::from_int(1_000_000), AccountType::Demo).await.unwrap();
-    e.ingest_ticks(vec![Tick { symbol: "ETHUSDT".into(), price: Dec::from_int(100), ts: None }]).await.unwrap();
+    e.deposit(u.id, Dec::from_int(1_000_000), AccountType::Demo)
+        .await
+        .unwrap();
+    e.ingest_ticks(vec![Tick {
+        symbol: "ETHUSDT".into(),
+        price: Dec::from_int(100),
+        ts: None,
+    }])
+    .await
+    .unwrap();
     let positions_seen = Arc::new(AtomicI64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
@@ -74,13 +92,40 @@ async fn positions_and_orders_are_fresh_after_every_acknowledged_write() {
     for k in 1..=300i64 {
         // read first to warm the cache, then write, then the very next read must see it
         let before = e.positions(u.id, None).unwrap().len();
-        let o = e.place_order(u.id, NewOrder::market("ETHUSDT", Side::Buy, Dec::parse("0.01").unwrap())).await.unwrap();
+        let o = e
+            .place_order(
+                u.id,
+                NewOrder::market("ETHUSDT", Side::Buy, Dec::parse("0.01").unwrap()),
+            )
+            .await
+            .unwrap();
         positions_seen.store(k, SeqCst);
         assert_eq!(e.positions(u.id, None).unwrap().len(), before + 1);
-        let rest = e.place_order(u.id, NewOrder::limit("ETHUSDT", Side::Buy, Dec::parse("0.01").unwrap(), Dec::from_int(50))).await.unwrap();
-        assert!(e.orders(u.id, None).unwrap().iter().any(|x| x.id == rest.id));
+        let rest = e
+            .place_order(
+                u.id,
+                NewOrder::limit(
+                    "ETHUSDT",
+                    Side::Buy,
+                    Dec::parse("0.01").unwrap(),
+                    Dec::from_int(50),
+                ),
+            )
+            .await
+            .unwrap();
+        assert!(
+            e.orders(u.id, None)
+                .unwrap()
+                .iter()
+                .any(|x| x.id == rest.id)
+        );
         e.cancel_order(u.id, rest.id).await.unwrap();
-        assert!(!e.orders(u.id, None).unwrap().iter().any(|x| x.id == rest.id));
+        assert!(
+            !e.orders(u.id, None)
+                .unwrap()
+                .iter()
+                .any(|x| x.id == rest.id)
+        );
         assert_eq!(o.status, litetrade::domain::model::OrderStatus::Filled);
     }
     done.store(true, SeqCst);

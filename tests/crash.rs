@@ -15,11 +15,18 @@ use std::process::{Command, Stdio};
 const USERS: i64 = 4;
 
 fn cfg(db: &std::path::Path) -> Config {
-    Config { db: db.to_path_buf(), ..Config::default() }
+    Config {
+        db: db.to_path_buf(),
+        ..Config::default()
+    }
 }
 
 fn child(db: String) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let e = Engine::open(&cfg(std::path::Path::new(&db))).unwrap();
         if e.user(1).is_err() {
@@ -27,7 +34,13 @@ fn child(db: String) {
                 e.create_user(&format!("u{i}"), None).await.unwrap();
             }
         }
-        e.ingest_ticks(vec![Tick { symbol: "BTCUSDT".into(), price: Dec::from_int(100), ts: None }]).await.unwrap();
+        e.ingest_ticks(vec![Tick {
+            symbol: "BTCUSDT".into(),
+            price: Dec::from_int(100),
+            ts: None,
+        }])
+        .await
+        .unwrap();
         println!("READY");
         let tasks: Vec<_> = (1..=USERS)
             .map(|uid| {
@@ -37,18 +50,42 @@ fn child(db: String) {
                     loop {
                         n += 1;
                         let out = match n % 5 {
-                            0 | 1 => e.deposit(uid, Dec::from_int(10), AccountType::Demo).await.map(|_| "deposit 10".to_string()),
+                            0 | 1 => e
+                                .deposit(uid, Dec::from_int(10), AccountType::Demo)
+                                .await
+                                .map(|_| "deposit 10".to_string()),
                             2 => e
-                                .place_order(uid, NewOrder::market("BTCUSDT", Side::Buy, Dec::parse("0.01").unwrap()))
+                                .place_order(
+                                    uid,
+                                    NewOrder::market(
+                                        "BTCUSDT",
+                                        Side::Buy,
+                                        Dec::parse("0.01").unwrap(),
+                                    ),
+                                )
                                 .await
                                 .map(|o| format!("order {} {}", o.id, o.position_id.unwrap_or(0))),
                             3 => e
-                                .place_order(uid, NewOrder::limit("BTCUSDT", Side::Buy, Dec::parse("0.01").unwrap(), Dec::from_int(90)))
+                                .place_order(
+                                    uid,
+                                    NewOrder::limit(
+                                        "BTCUSDT",
+                                        Side::Buy,
+                                        Dec::parse("0.01").unwrap(),
+                                        Dec::from_int(90),
+                                    ),
+                                )
                                 .await
                                 .map(|o| format!("order {} 0", o.id)),
                             _ => {
                                 let px = Dec::from_int(95 + (n % 10));
-                                e.ingest_ticks(vec![Tick { symbol: "BTCUSDT".into(), price: px, ts: None }]).await.map(|_| "tick".to_string())
+                                e.ingest_ticks(vec![Tick {
+                                    symbol: "BTCUSDT".into(),
+                                    price: px,
+                                    ts: None,
+                                }])
+                                .await
+                                .map(|_| "tick".to_string())
                             }
                         };
                         if let Ok(what) = out {
@@ -83,7 +120,12 @@ fn kill_9_under_load_loses_no_acknowledged_write() {
         seed ^= seed << 17;
         let kill_after = 200 + (seed % 1500) as usize;
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "kill_9_under_load_loses_no_acknowledged_write", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "kill_9_under_load_loses_no_acknowledged_write",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("LT_CRASH_CHILD", &db)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -99,8 +141,12 @@ fn kill_9_under_load_loses_no_acknowledged_write() {
             }
             let uid: i64 = parts[1].parse().unwrap();
             match parts[2] {
-                "deposit" => *acked_deposits.entry(uid).or_default() += parts[3].parse::<i64>().unwrap(),
-                "order" => acked_orders.push((uid, parts[3].parse().unwrap(), parts[4].parse().unwrap())),
+                "deposit" => {
+                    *acked_deposits.entry(uid).or_default() += parts[3].parse::<i64>().unwrap()
+                }
+                "order" => {
+                    acked_orders.push((uid, parts[3].parse().unwrap(), parts[4].parse().unwrap()))
+                }
                 _ => {}
             }
             acks += 1;
@@ -110,10 +156,17 @@ fn kill_9_under_load_loses_no_acknowledged_write() {
             }
         }
         let _ = child.wait();
-        assert!(acks >= kill_after, "round {round}: the child died early after {acks} acks");
+        assert!(
+            acks >= kill_after,
+            "round {round}: the child died early after {acks} acks"
+        );
 
         // reopen: everything acknowledged is there, the ledgers add up, the file is intact
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let e = Engine::open(&cfg(&db)).unwrap();
             let conn = rusqlite::Connection::open(&db).unwrap();

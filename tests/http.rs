@@ -203,8 +203,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = find(b, b"\r\n") else { break };
+    while let Some(eol) = find(b, b"\r\n") {
         let line = String::from_utf8_lossy(&b[..eol]);
         let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
             .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
@@ -458,16 +457,16 @@ impl Server {
                     );
                     break;
                 }
-                if let Ok(r) = http(&addr, "GET", "/api/v1/health", None, None, &[]) {
-                    if r.status == 200 {
-                        return Server {
-                            child: Some(child),
-                            addr,
-                            stderr,
-                            seen: Mutex::new(Vec::new()),
-                            bodies: Mutex::new(String::new()),
-                        };
-                    }
+                if let Ok(r) = http(&addr, "GET", "/api/v1/health", None, None, &[])
+                    && r.status == 200
+                {
+                    return Server {
+                        child: Some(child),
+                        addr,
+                        stderr,
+                        seen: Mutex::new(Vec::new()),
+                        bodies: Mutex::new(String::new()),
+                    };
                 }
                 if Instant::now() >= deadline {
                     let _ = child.kill();
@@ -2053,7 +2052,8 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
     let deep_obj = format!(r#"{{"symbol":{deep}}}"#);
     use Want::*;
     // (method, path, token, body, want)
-    let mut cases: Vec<(String, String, Option<String>, Option<Vec<u8>>, Want)> = Vec::new();
+    type Case = (String, String, Option<String>, Option<Vec<u8>>, Want);
+    let mut cases: Vec<Case> = Vec::new();
     fn case(
         m: &str,
         p: &str,

@@ -21,7 +21,11 @@ fn no_progress(_: &str, _: u64, _: u64) {}
 
 /// Fast measurement settings: the tests check shapes and plans, not latencies.
 fn quick() -> OptimizeOptions {
-    OptimizeOptions { runs: 5, query_budget_ms: 5, ..OptimizeOptions::default() }
+    OptimizeOptions {
+        runs: 5,
+        query_budget_ms: 5,
+        ..OptimizeOptions::default()
+    }
 }
 
 fn db_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
@@ -35,19 +39,22 @@ fn plain(path: &Path) -> Connection {
 }
 
 fn read_only(path: &Path) -> Connection {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open read-only");
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open read-only");
     c.busy_timeout(Duration::from_secs(10)).unwrap();
     c
 }
 
 fn pragma_text(c: &Connection, p: &str) -> String {
-    c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, rusqlite::types::Value>(0))
-        .map(|v| match v {
-            rusqlite::types::Value::Integer(i) => i.to_string(),
-            rusqlite::types::Value::Text(t) => t.to_ascii_lowercase(),
-            other => format!("{other:?}"),
-        })
-        .unwrap()
+    c.query_row(&format!("PRAGMA {p}"), [], |r| {
+        r.get::<_, rusqlite::types::Value>(0)
+    })
+    .map(|v| match v {
+        rusqlite::types::Value::Integer(i) => i.to_string(),
+        rusqlite::types::Value::Text(t) => t.to_ascii_lowercase(),
+        other => format!("{other:?}"),
+    })
+    .unwrap()
 }
 
 fn count(c: &Connection, sql: &str) -> i64 {
@@ -57,9 +64,11 @@ fn count(c: &Connection, sql: &str) -> i64 {
 /// A file as an earlier deployment made it: the tables, no index, user_version 0.
 fn legacy_file(path: &Path, page_size: u32, wal: bool) {
     let c = plain(path);
-    c.execute_batch(&format!("PRAGMA page_size={page_size};")).unwrap();
+    c.execute_batch(&format!("PRAGMA page_size={page_size};"))
+        .unwrap();
     if wal {
-        c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)).unwrap();
+        c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .unwrap();
     }
     c.execute_batch(schema::tables_sql()).unwrap();
     c.execute_batch(
@@ -68,7 +77,10 @@ fn legacy_file(path: &Path, page_size: u32, wal: bool) {
     )
     .unwrap();
     assert_eq!(pragma_text(&c, "user_version"), "0");
-    assert_eq!(schema::missing_indexes(&c).unwrap().len(), schema::index_statements().len());
+    assert_eq!(
+        schema::missing_indexes(&c).unwrap().len(),
+        schema::index_statements().len()
+    );
 }
 
 fn small_seed(path: &Path) -> SeedReport {
@@ -95,14 +107,25 @@ fn fresh_file_has_the_designed_pragmas() {
     let c = plain(&path);
     assert_eq!(pragma_text(&c, "journal_mode"), "wal");
     assert_eq!(pragma_text(&c, "page_size"), "8192");
-    assert_eq!(pragma_text(&c, "user_version"), schema::SCHEMA_VERSION.to_string());
+    assert_eq!(
+        pragma_text(&c, "user_version"),
+        schema::SCHEMA_VERSION.to_string()
+    );
     assert!(schema::missing_indexes(&c).unwrap().is_empty());
     drop(c);
     // connection-level settings of the pool's read connections
     let (fk, query_only, sync, busy, cache, temp, mmap) = store
         .read("pragmas", |c| {
             let g = |p: &str| c.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0));
-            Ok((g("foreign_keys")?, g("query_only")?, g("synchronous")?, g("busy_timeout")?, g("cache_size")?, g("temp_store")?, g("mmap_size")?))
+            Ok((
+                g("foreign_keys")?,
+                g("query_only")?,
+                g("synchronous")?,
+                g("busy_timeout")?,
+                g("cache_size")?,
+                g("temp_store")?,
+                g("mmap_size")?,
+            ))
         })
         .unwrap();
     assert_eq!(fk, 1, "foreign_keys on");
@@ -112,16 +135,29 @@ fn fresh_file_has_the_designed_pragmas() {
     assert_eq!(cache, -131_072, "128 MiB page cache");
     assert_eq!(temp, 2, "temp_store=MEMORY");
     assert_eq!(mmap, 536_870_912);
-    assert!(store.read("write", |c| c.execute("DELETE FROM users", [])).is_err(), "read connections refuse writes");
+    assert!(
+        store
+            .read("write", |c| c.execute("DELETE FROM users", []))
+            .is_err(),
+        "read connections refuse writes"
+    );
     // foreign keys are enforced on the writer's connection: a deposit for a missing user fails
     let (tx, rx) = mpsc::channel();
     store.writer().submit(Job {
-        ops: vec![Op::InsertDeposit(424242, AccountType::Demo, Dec::from_int(1), 1)],
+        ops: vec![Op::InsertDeposit(
+            424242,
+            AccountType::Demo,
+            Dec::from_int(1),
+            1,
+        )],
         epoch: 0,
         done: Box::new(move |r| tx.send(r).unwrap()),
     });
     let res = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert!(res.is_err(), "a payment of a missing user must violate its foreign key");
+    assert!(
+        res.is_err(),
+        "a payment of a missing user must violate its foreign key"
+    );
     store.shutdown();
 }
 
@@ -134,18 +170,37 @@ fn an_old_version_file_is_migrated_on_open() {
     store.shutdown();
     drop(store);
     let c = plain(&path);
-    assert_eq!(pragma_text(&c, "user_version"), schema::SCHEMA_VERSION.to_string());
+    assert_eq!(
+        pragma_text(&c, "user_version"),
+        schema::SCHEMA_VERSION.to_string()
+    );
     assert_eq!(pragma_text(&c, "journal_mode"), "wal");
     let missing = schema::missing_indexes(&c).unwrap();
-    assert!(missing.is_empty(), "indexes still missing after migration: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "indexes still missing after migration: {missing:?}"
+    );
     for s in DEFAULT_SYMBOLS {
-        assert_eq!(count(&c, &format!("SELECT COUNT(*) FROM symbols WHERE symbol = '{s}'")), 1, "{s}");
+        assert_eq!(
+            count(
+                &c,
+                &format!("SELECT COUNT(*) FROM symbols WHERE symbol = '{s}'")
+            ),
+            1,
+            "{s}"
+        );
     }
-    assert_eq!(count(&c, "SELECT COUNT(*) FROM users"), 2, "existing rows survive");
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM users"),
+        2,
+        "existing rows survive"
+    );
     assert_eq!(count(&c, "SELECT COUNT(*) FROM payments"), 1);
     // opening again is a no-op
     drop(c);
-    Store::open(&path, StoreConfig::default()).expect("reopen").shutdown();
+    Store::open(&path, StoreConfig::default())
+        .expect("reopen")
+        .shutdown();
 }
 
 #[test]
@@ -153,22 +208,42 @@ fn a_file_from_a_newer_litetrade_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "newer.db");
     legacy_file(&path, 8192, true);
-    plain(&path).execute_batch(&format!("PRAGMA user_version = {}", schema::SCHEMA_VERSION + 1)).unwrap();
+    plain(&path)
+        .execute_batch(&format!(
+            "PRAGMA user_version = {}",
+            schema::SCHEMA_VERSION + 1
+        ))
+        .unwrap();
     assert!(Store::open(&path, StoreConfig::default()).is_err());
-    assert!(matches!(optimize(&path, &quick(), &no_progress), Err(StoreError::Open { .. })));
+    assert!(matches!(
+        optimize(&path, &quick(), &no_progress),
+        Err(StoreError::Open { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
 // optimize
 
 fn assert_healthy(rep: &OptimizeReport) {
-    assert!(rep.is_ok(), "optimize found problems:\n{}", rep.render_table());
+    assert!(
+        rep.is_ok(),
+        "optimize found problems:\n{}",
+        rep.render_table()
+    );
     assert_eq!(rep.integrity, "ok");
     assert_eq!(rep.journal_mode, "wal");
     assert_eq!(rep.queries.len(), hot::hot_queries().len());
     for q in &rep.queries {
-        assert!(q.uses_index, "{} scans a table after optimize: {}", q.name, q.plan);
-        assert!(q.before_us > 0.0 && q.after_us > 0.0, "{} not timed", q.name);
+        assert!(
+            q.uses_index,
+            "{} scans a table after optimize: {}",
+            q.name, q.plan
+        );
+        assert!(
+            q.before_us > 0.0 && q.after_us > 0.0,
+            "{} not timed",
+            q.name
+        );
     }
 }
 
@@ -186,22 +261,49 @@ fn optimize_migrates_a_legacy_file_and_is_idempotent() {
     assert_healthy(&rep);
     let total = schema::index_statements().len();
     assert_eq!(rep.indexes_total, total);
-    assert_eq!(rep.indexes_created, total, "every index of the schema is created");
+    assert_eq!(
+        rep.indexes_created, total,
+        "every index of the schema is created"
+    );
     assert_eq!(rep.page_size, 8192);
     // the legacy file scanned tables before
-    assert!(rep.queries.iter().any(|q| !q.uses_index_before), "{}", rep.render_table());
+    assert!(
+        rep.queries.iter().any(|q| !q.uses_index_before),
+        "{}",
+        rep.render_table()
+    );
     let steps = steps.into_inner().unwrap();
-    for s in ["indexes", "analyze", "integrity check", "foreign key check", "checkpoint", "measure after"] {
-        assert!(steps.iter().any(|x| x == s), "no progress for {s}: {steps:?}");
+    for s in [
+        "indexes",
+        "analyze",
+        "integrity check",
+        "foreign key check",
+        "checkpoint",
+        "measure after",
+    ] {
+        assert!(
+            steps.iter().any(|x| x == s),
+            "no progress for {s}: {steps:?}"
+        );
     }
     let c = plain(&path);
     assert!(schema::missing_indexes(&c).unwrap().is_empty());
     assert_eq!(count(&c, "SELECT COUNT(*) FROM users"), 2, "rows survive");
-    let stat4 = count(&c, "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'sqlite_stat4'");
+    let stat4 = count(
+        &c,
+        "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'sqlite_stat4'",
+    );
     if stat4 == 1 {
-        assert_eq!(count(&c, "SELECT COUNT(*) FROM sqlite_stat4"), 0, "stat4 samples are cleared by default");
+        assert_eq!(
+            count(&c, "SELECT COUNT(*) FROM sqlite_stat4"),
+            0,
+            "stat4 samples are cleared by default"
+        );
     }
-    assert!(count(&c, "SELECT COUNT(*) FROM sqlite_stat1") > 0, "ANALYZE ran");
+    assert!(
+        count(&c, "SELECT COUNT(*) FROM sqlite_stat1") > 0,
+        "ANALYZE ran"
+    );
     drop(c);
 
     // the JSON object has the contract's fields first, in order
@@ -222,7 +324,9 @@ fn optimize_migrates_a_legacy_file_and_is_idempotent() {
     ];
     let mut at = 0;
     for k in keys {
-        let pos = json[at..].find(k).unwrap_or_else(|| panic!("{k} missing or out of order in {json}"));
+        let pos = json[at..]
+            .find(k)
+            .unwrap_or_else(|| panic!("{k} missing or out of order in {json}"));
         at += pos + k.len();
     }
     let text = rep.render_table();
@@ -237,7 +341,9 @@ fn optimize_migrates_a_legacy_file_and_is_idempotent() {
     assert_eq!(again.indexes_created, 0);
     assert_eq!(again.indexes_total, total);
     // the migrated file opens as usual (and gains its version and symbols)
-    Store::open(&path, StoreConfig::default()).expect("open").shutdown();
+    Store::open(&path, StoreConfig::default())
+        .expect("open")
+        .shutdown();
 }
 
 #[test]
@@ -258,7 +364,10 @@ fn optimize_vacuum_converts_the_page_size_and_returns_to_wal() {
         )
         .unwrap();
     }
-    let opts = OptimizeOptions { vacuum: true, ..quick() };
+    let opts = OptimizeOptions {
+        vacuum: true,
+        ..quick()
+    };
     let rep = optimize(&path, &opts, &no_progress).expect("optimize --vacuum");
     assert_healthy(&rep);
     assert!(rep.vacuumed);
@@ -278,7 +387,10 @@ fn optimize_vacuum_converts_the_page_size_and_returns_to_wal() {
 fn optimize_on_a_missing_file_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "nope.db");
-    assert!(matches!(optimize(&path, &quick(), &no_progress), Err(StoreError::Open { .. })));
+    assert!(matches!(
+        optimize(&path, &quick(), &no_progress),
+        Err(StoreError::Open { .. })
+    ));
     assert!(!path.exists(), "optimize must not create a file");
 }
 
@@ -286,7 +398,11 @@ fn optimize_on_a_missing_file_is_an_error() {
 fn assert_detected(res: Result<OptimizeReport, StoreError>, what: &str) -> String {
     match res {
         Ok(rep) => {
-            assert!(!rep.is_ok(), "{what} passed as healthy:\n{}", rep.render_table());
+            assert!(
+                !rep.is_ok(),
+                "{what} passed as healthy:\n{}",
+                rep.render_table()
+            );
             assert_ne!(rep.integrity, "ok");
             assert!(!rep.problems.is_empty());
             let json = serde_json::to_string(&rep).unwrap();
@@ -313,7 +429,11 @@ fn a_file_of_random_bytes_is_detected() {
     std::fs::write(&path, &bytes).unwrap();
     let msg = assert_detected(optimize(&path, &quick(), &no_progress), "random bytes");
     assert!(msg.contains("not a database"), "unclear message: {msg}");
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "a damaged file is left as it was");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a damaged file is left as it was"
+    );
     assert!(Store::open(&path, StoreConfig::default()).is_err());
 }
 
@@ -331,7 +451,10 @@ fn a_damaged_copy_of_a_seeded_file_is_detected() {
     let pages = bytes.len() / page;
     assert!(pages > 10, "seeded file too small: {pages} pages");
     for p in pages / 3..pages / 3 + 4 {
-        for (i, b) in bytes[p * page + 8..p * page + 8 + 600].iter_mut().enumerate() {
+        for (i, b) in bytes[p * page + 8..p * page + 8 + 600]
+            .iter_mut()
+            .enumerate()
+        {
             *b = (i as u8).wrapping_mul(37) ^ 0x5a;
         }
     }
@@ -361,7 +484,11 @@ fn optimize_under_load(path: &Path, opts: &OptimizeOptions) -> (OptimizeReport, 
                     epoch: 0,
                     done: Box::new(move |r| tx.send(r).unwrap()),
                 });
-                if rx.recv_timeout(Duration::from_secs(60)).expect("completion").is_ok() {
+                if rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("completion")
+                    .is_ok()
+                {
                     acked.push(n);
                     acks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -397,9 +524,16 @@ fn optimize_under_load(path: &Path, opts: &OptimizeOptions) -> (OptimizeReport, 
         .collect::<Result<_, _>>()
         .unwrap();
     for n in &acked {
-        assert!(got.binary_search(n).is_ok(), "acknowledged deposit {n} lost");
+        assert!(
+            got.binary_search(n).is_ok(),
+            "acknowledged deposit {n} lost"
+        );
     }
-    assert_eq!(got.len(), acked.len(), "only acknowledged deposits are there");
+    assert_eq!(
+        got.len(),
+        acked.len(),
+        "only acknowledged deposits are there"
+    );
     assert_eq!(pragma_text(&c, "integrity_check"), "ok");
     assert_eq!(pragma_text(&c, "journal_mode"), "wal");
     (rep, acked, during)
@@ -410,7 +544,10 @@ fn optimize_is_safe_while_another_connection_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "busy.db");
     small_seed(&path);
-    let opts = OptimizeOptions { vacuum: true, ..quick() };
+    let opts = OptimizeOptions {
+        vacuum: true,
+        ..quick()
+    };
     let (rep, acked, during) = optimize_under_load(&path, &opts);
     assert!(rep.is_ok(), "{}", rep.render_table());
     assert!(rep.vacuumed);
@@ -425,13 +562,25 @@ fn page_size_conversion_waits_for_exclusive_access() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "busy4k.db");
     legacy_file(&path, 4096, true);
-    let opts = OptimizeOptions { vacuum: true, ..quick() };
+    let opts = OptimizeOptions {
+        vacuum: true,
+        ..quick()
+    };
     let (rep, _, during) = optimize_under_load(&path, &opts);
     assert!(rep.is_ok(), "{}", rep.render_table());
     assert!(during > 0);
     assert!(rep.vacuumed);
-    assert_eq!(rep.page_size, 4096, "the conversion cannot happen under the server's feet");
-    assert!(rep.warnings.iter().any(|w| w.contains("page size stays 4096")), "{:?}", rep.warnings);
+    assert_eq!(
+        rep.page_size, 4096,
+        "the conversion cannot happen under the server's feet"
+    );
+    assert!(
+        rep.warnings
+            .iter()
+            .any(|w| w.contains("page size stays 4096")),
+        "{:?}",
+        rep.warnings
+    );
     // once alone, the conversion happens
     let rep = optimize(&path, &opts, &no_progress).expect("optimize alone");
     assert_eq!(rep.page_size, 8192, "{}", rep.render_table());
@@ -449,7 +598,10 @@ fn every_hot_query_uses_an_index_on_an_analyzed_seeded_file() {
     let rep = optimize(&path, &quick(), &no_progress).expect("optimize (ANALYZE)");
     assert!(rep.is_ok(), "{}", rep.render_table());
     let c = read_only(&path);
-    assert!(count(&c, "SELECT COUNT(*) FROM sqlite_stat1") > 0, "the file is analyzed");
+    assert!(
+        count(&c, "SELECT COUNT(*) FROM sqlite_stat1") > 0,
+        "the file is analyzed"
+    );
     let mut bad = Vec::new();
     let mut all = String::new();
     for h in hot::hot_queries() {
@@ -462,11 +614,17 @@ fn every_hot_query_uses_an_index_on_an_analyzed_seeded_file() {
     assert!(bad.is_empty(), "full table scans in {bad:?}; plans:\n{all}");
     // and the same on a fresh, never analyzed file
     let fresh = db_in(&dir, "fresh.db");
-    Store::open(&fresh, StoreConfig::default()).unwrap().shutdown();
+    Store::open(&fresh, StoreConfig::default())
+        .unwrap()
+        .shutdown();
     let c = read_only(&fresh);
     for h in hot::hot_queries() {
         let plan = hot::plan(&c, &h).unwrap();
-        assert!(!hot::plan_scans_table(&plan), "{} scans on a fresh file: {plan}", h.name);
+        assert!(
+            !hot::plan_scans_table(&plan),
+            "{} scans on a fresh file: {plan}",
+            h.name
+        );
     }
 }
 
@@ -475,7 +633,10 @@ fn parse_indexes() -> Vec<(String, String, Vec<String>, Option<String>)> {
     schema::index_statements()
         .into_iter()
         .map(|(name, sql)| {
-            let on = sql.split(" ON ").nth(1).unwrap_or_else(|| panic!("no ON in {sql}"));
+            let on = sql
+                .split(" ON ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no ON in {sql}"));
             let table = on.split('(').next().unwrap().trim().to_string();
             let open = on.find('(').unwrap();
             let close = on.find(')').unwrap();
@@ -515,7 +676,9 @@ fn no_index_is_a_left_prefix_of_another() {
     // The same on a migrated file, primary keys and UNIQUE constraints included.
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "prefix.db");
-    Store::open(&path, StoreConfig::default()).unwrap().shutdown();
+    Store::open(&path, StoreConfig::default())
+        .unwrap()
+        .shutdown();
     let c = read_only(&path);
     let tables: Vec<String> = c
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%'")
@@ -537,7 +700,9 @@ fn no_index_is_a_left_prefix_of_another() {
             let cols: Vec<String> = c
                 .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")
                 .unwrap()
-                .query_map([n], |r| r.get::<_, Option<String>>(0).map(|s| s.unwrap_or_default()))
+                .query_map([n], |r| {
+                    r.get::<_, Option<String>>(0).map(|s| s.unwrap_or_default())
+                })
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
@@ -546,7 +711,10 @@ fn no_index_is_a_left_prefix_of_another() {
         for (a, ka) in &keys {
             for (b, kb) in &keys {
                 if a != b {
-                    assert!(!is_prefix(ka, kb), "on {t}: {a} {ka:?} is a left prefix of {b} {kb:?}");
+                    assert!(
+                        !is_prefix(ka, kb),
+                        "on {t}: {a} {ka:?} is a left prefix of {b} {kb:?}"
+                    );
                 }
             }
         }
@@ -577,7 +745,9 @@ fn the_writer_acknowledges_concurrent_submitters_only_after_commit() {
         epoch: 0,
         done: Box::new(move |r| tx.send(r).unwrap()),
     });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap().expect("users committed");
+    rx.recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("users committed");
 
     std::thread::scope(|s| {
         for t in 1..=THREADS {
@@ -613,7 +783,11 @@ fn the_writer_acknowledges_concurrent_submitters_only_after_commit() {
     let snap = store.stats().snapshot();
     let total = (THREADS * JOBS + 1) as u64;
     assert_eq!(snap.writer_jobs, total);
-    assert!(snap.writer_batches < total, "no group commit: {} batches for {total} jobs", snap.writer_batches);
+    assert!(
+        snap.writer_batches < total,
+        "no group commit: {} batches for {total} jobs",
+        snap.writer_batches
+    );
     assert_eq!(snap.failures, 0);
     store.shutdown();
     drop(store);
@@ -622,9 +796,11 @@ fn the_writer_acknowledges_concurrent_submitters_only_after_commit() {
     let store = Store::open(&path, StoreConfig::default()).expect("reopen");
     let (n, distinct) = store
         .read("count", |c| {
-            c.query_row("SELECT COUNT(*), COUNT(DISTINCT amount) FROM payments", [], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })
+            c.query_row(
+                "SELECT COUNT(*), COUNT(DISTINCT amount) FROM payments",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
         })
         .unwrap();
     assert_eq!(n, THREADS * JOBS);
@@ -639,8 +815,17 @@ fn the_writer_acknowledges_concurrent_submitters_only_after_commit() {
 fn check_seeded(path: &Path) {
     let c = read_only(path);
     // one demo balance per user, and nothing else
-    assert_eq!(count(&c, "SELECT COUNT(*) FROM users"), count(&c, "SELECT COUNT(*) FROM balances"));
-    assert_eq!(count(&c, "SELECT COUNT(*) FROM balances WHERE account_type <> 'demo'"), 0);
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM users"),
+        count(&c, "SELECT COUNT(*) FROM balances")
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) FROM balances WHERE account_type <> 'demo'"
+        ),
+        0
+    );
     let mut st = c
         .prepare(
             "SELECT b.user_id, b.wallet, b.margin_used, b.order_reserved, b.deposited,
@@ -663,14 +848,27 @@ fn check_seeded(path: &Path) {
         assert_eq!(margin, margins, "user {user}: margin_used");
         assert_eq!(reserved, reserves, "user {user}: order_reserved");
         assert_eq!(deposited, payments, "user {user}: deposits");
-        assert!(wallet - margin - reserved >= 0, "user {user}: negative available");
+        assert!(
+            wallet - margin - reserved >= 0,
+            "user {user}: negative available"
+        );
     }
     assert!(n > 0);
     // every amount on its step, every trigger on the safe side of the last price
     let specs: HashMap<String, (i64, i64, i64, i64)> = c
         .prepare("SELECT symbol, tick_size, lot_size, min_qty, last_price FROM symbols")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Option<i64>>(4)?.unwrap_or(0)))))
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                (
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                ),
+            ))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -685,7 +883,8 @@ fn check_seeded(path: &Path) {
     while let Some(r) = rows.next().unwrap() {
         let sym: String = r.get(0).unwrap();
         let side = PositionSide::parse(&r.get::<_, String>(1).unwrap()).unwrap();
-        let (qty, entry, liq): (i64, i64, i64) = (r.get(2).unwrap(), r.get(3).unwrap(), r.get(4).unwrap());
+        let (qty, entry, liq): (i64, i64, i64) =
+            (r.get(2).unwrap(), r.get(3).unwrap(), r.get(4).unwrap());
         let (sl, tp): (Option<i64>, Option<i64>) = (r.get(5).unwrap(), r.get(6).unwrap());
         let (tick, lot, min_qty, last) = specs[&sym];
         assert!(on_step(qty, lot) && qty >= min_qty, "position qty {qty}");
@@ -696,12 +895,18 @@ fn check_seeded(path: &Path) {
         match side {
             PositionSide::Long => {
                 assert!(liq < last, "long liquidated at once");
-                assert!(sl.is_none_or(|s| s < last && s > liq), "long sl {sl:?} last {last}");
+                assert!(
+                    sl.is_none_or(|s| s < last && s > liq),
+                    "long sl {sl:?} last {last}"
+                );
                 assert!(tp.is_none_or(|t| t > last), "long tp");
             }
             PositionSide::Short => {
                 assert!(liq > last, "short liquidated at once");
-                assert!(sl.is_none_or(|s| s > last && s < liq), "short sl {sl:?} last {last}");
+                assert!(
+                    sl.is_none_or(|s| s > last && s < liq),
+                    "short sl {sl:?} last {last}"
+                );
                 assert!(tp.is_none_or(|t| t < last), "short tp");
             }
         }
@@ -714,7 +919,8 @@ fn check_seeded(path: &Path) {
         let sym: String = r.get(0).unwrap();
         let side: String = r.get(1).unwrap();
         assert_eq!(r.get::<_, String>(2).unwrap(), "limit");
-        let (qty, price, reserve): (i64, i64, i64) = (r.get(3).unwrap(), r.get(4).unwrap(), r.get(5).unwrap());
+        let (qty, price, reserve): (i64, i64, i64) =
+            (r.get(3).unwrap(), r.get(4).unwrap(), r.get(5).unwrap());
         let (tick, lot, min_qty, last) = specs[&sym];
         assert!(on_step(qty, lot) && qty >= min_qty && on_step(price, tick));
         if side == "buy" {
@@ -723,17 +929,28 @@ fn check_seeded(path: &Path) {
             assert!(price > last, "a sell limit at {price} would fill at {last}");
         }
         let lev: u32 = r.get(6).unwrap();
-        let want = litetrade::domain::math::reserve(Dec(price), Dec(qty), lev, litetrade::domain::symbol::Bps(550)).unwrap();
+        let want = litetrade::domain::math::reserve(
+            Dec(price),
+            Dec(qty),
+            lev,
+            litetrade::domain::symbol::Bps(550),
+        )
+        .unwrap();
         assert_eq!(reserve, want.raw(), "reserve formula");
     }
     // every open position has the filled order that opened it
     assert_eq!(
-        count(&c, "SELECT COUNT(*) FROM active_positions p JOIN orders o ON o.position_id = p.id AND o.status = 'filled'"),
+        count(
+            &c,
+            "SELECT COUNT(*) FROM active_positions p JOIN orders o ON o.position_id = p.id AND o.status = 'filled'"
+        ),
         count(&c, "SELECT COUNT(*) FROM active_positions")
     );
     // trades: pnl = gross − fees, exactly
     let mut st = c
-        .prepare("SELECT side, qty, entry_price, exit_price, open_fee, close_fee, pnl FROM trade_logs")
+        .prepare(
+            "SELECT side, qty, entry_price, exit_price, open_fee, close_fee, pnl FROM trade_logs",
+        )
         .unwrap();
     let mut rows = st.query([]).unwrap();
     while let Some(r) = rows.next().unwrap() {
@@ -744,10 +961,16 @@ fn check_seeded(path: &Path) {
     }
     // position ids never collide between open positions and closed ones
     assert_eq!(
-        count(&c, "SELECT COUNT(*) FROM active_positions WHERE id IN (SELECT position_id FROM trade_logs)"),
+        count(
+            &c,
+            "SELECT COUNT(*) FROM active_positions WHERE id IN (SELECT position_id FROM trade_logs)"
+        ),
         0
     );
-    assert_eq!(count(&c, "SELECT COUNT(*) FROM pragma_foreign_key_check"), 0);
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
+        0
+    );
 }
 
 #[test]
@@ -772,32 +995,74 @@ fn seeded_data_keeps_the_ledger_invariants() {
     assert_eq!(rep.pending_orders, 50);
     assert_eq!(rep.balances, 200);
     assert!(rep.payments >= 200);
-    assert!(rep.trades_24h > 0, "the dashboard needs trades in the last 24 h");
-    assert!(rep.transactions > 1, "batched: {} transactions", rep.transactions);
+    assert!(
+        rep.trades_24h > 0,
+        "the dashboard needs trades in the last 24 h"
+    );
+    assert!(
+        rep.transactions > 1,
+        "batched: {} transactions",
+        rep.transactions
+    );
     assert!(*steps.lock().unwrap() > 2);
     check_seeded(&path);
     {
         let c = read_only(&path);
-        assert_eq!(count(&c, "SELECT MAX(id) FROM trade_logs"), 1000, "ids are sequential");
+        assert_eq!(
+            count(&c, "SELECT MAX(id) FROM trade_logs"),
+            1000,
+            "ids are sequential"
+        );
         assert_eq!(count(&c, "SELECT MAX(id) FROM orders"), 100);
-        assert_eq!(count(&c, "SELECT COUNT(DISTINCT token_hash) FROM users"), 200);
-        assert_eq!(count(&c, "SELECT COUNT(*) FROM users WHERE length(token_hash) = 32"), 200);
+        assert_eq!(
+            count(&c, "SELECT COUNT(DISTINCT token_hash) FROM users"),
+            200
+        );
+        assert_eq!(
+            count(
+                &c,
+                "SELECT COUNT(*) FROM users WHERE length(token_hash) = 32"
+            ),
+            200
+        );
         let day_ago = litetrade::domain::model::now_ms() - 86_400_000;
-        let recent: i64 =
-            c.query_row("SELECT COUNT(*) FROM trade_logs WHERE closed_at >= ?1", [day_ago], |r| r.get(0)).unwrap();
+        let recent: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM trade_logs WHERE closed_at >= ?1",
+                [day_ago],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert!(recent > 0);
         let month_ago = litetrade::domain::model::now_ms() - 31 * 86_400_000;
-        let old: i64 =
-            c.query_row("SELECT COUNT(*) FROM trade_logs WHERE closed_at < ?1", [month_ago], |r| r.get(0)).unwrap();
+        let old: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM trade_logs WHERE closed_at < ?1",
+                [month_ago],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(old, 0, "closed_at within the last 30 days");
     }
     // seeding again appends after the existing ids and stays consistent
-    let more = seed(&path, &SeedOptions { users: 20, ..opts.clone() }, &no_progress).expect("seed again");
+    let more = seed(
+        &path,
+        &SeedOptions {
+            users: 20,
+            ..opts.clone()
+        },
+        &no_progress,
+    )
+    .expect("seed again");
     assert_eq!((more.first_user_id, more.last_user_id), (201, 220));
     check_seeded(&path);
     // and the store opens it
     let store = Store::open(&path, StoreConfig::default()).expect("open seeded file");
-    let users = store.read("n", |c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))).unwrap();
+    let users = store
+        .read("n", |c| {
+            c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))
+        })
+        .unwrap();
     assert_eq!(users, 220);
     store.shutdown();
 }
@@ -807,8 +1072,14 @@ fn seeded_data_keeps_the_ledger_invariants() {
 #[test]
 #[ignore]
 fn report_on_a_larger_seeded_file() {
-    let users = std::env::var("LITETRADE_SEED_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
-    let trades = std::env::var("LITETRADE_SEED_TRADES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let users = std::env::var("LITETRADE_SEED_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let trades = std::env::var("LITETRADE_SEED_TRADES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "large.db");
     let opts = SeedOptions {
@@ -830,7 +1101,15 @@ fn report_on_a_larger_seeded_file() {
     }
     let rep = optimize(&path, &OptimizeOptions::default(), &no_progress).expect("optimize");
     println!("{}", rep.render_table());
-    let rep = optimize(&path, &OptimizeOptions { vacuum: true, ..OptimizeOptions::default() }, &no_progress).unwrap();
+    let rep = optimize(
+        &path,
+        &OptimizeOptions {
+            vacuum: true,
+            ..OptimizeOptions::default()
+        },
+        &no_progress,
+    )
+    .unwrap();
     println!("{}", rep.render_table());
     let bad = db_in(&dir, "bad.db");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -840,7 +1119,11 @@ fn report_on_a_larger_seeded_file() {
     }
     std::fs::write(&bad, &bytes).unwrap();
     match optimize(&bad, &OptimizeOptions::default(), &no_progress) {
-        Ok(r) => println!("{}\n{}", r.render_table(), serde_json::to_string(&r).unwrap()),
+        Ok(r) => println!(
+            "{}\n{}",
+            r.render_table(),
+            serde_json::to_string(&r).unwrap()
+        ),
         Err(e) => println!("error: {e}"),
     }
 }

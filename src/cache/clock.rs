@@ -13,7 +13,10 @@ struct Clock {
 fn clock() -> &'static Clock {
     static CLOCK: OnceLock<&'static Clock> = OnceLock::new();
     CLOCK.get_or_init(|| {
-        let c: &'static Clock = Box::leak(Box::new(Clock { start: Instant::now(), ms: AtomicU64::new(0) }));
+        let c: &'static Clock = Box::leak(Box::new(Clock {
+            start: Instant::now(),
+            ms: AtomicU64::new(0),
+        }));
         std::thread::Builder::new()
             .name("litetrade-clock".into())
             .spawn(move || {

@@ -24,7 +24,10 @@ pub struct CacheSpec {
 }
 
 const fn spec(ttl_s: u64, capacity: usize) -> CacheSpec {
-    CacheSpec { ttl_ms: ttl_s * 1000, capacity }
+    CacheSpec {
+        ttl_ms: ttl_s * 1000,
+        capacity,
+    }
 }
 
 /// Tunables of the nine caches (defaults from API.md §3).
@@ -179,7 +182,9 @@ impl Caches {
     pub fn new(cfg: &CacheConfig) -> Caches {
         let u = |s: CacheSpec| (s.capacity, s.ttl_ms, USER_STRIPES);
         let s = |s: CacheSpec| (s.capacity, s.ttl_ms, SYMBOL_STRIPES);
-        fn mk<K: CacheKey, V: Clone + Send + Sync + 'static>(a: (usize, u64, usize)) -> TtlCache<K, V> {
+        fn mk<K: CacheKey, V: Clone + Send + Sync + 'static>(
+            a: (usize, u64, usize),
+        ) -> TtlCache<K, V> {
             TtlCache::new(a.0, a.1, a.2)
         }
         Caches {

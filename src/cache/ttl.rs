@@ -13,7 +13,10 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use serde::Serialize;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::{Relaxed, SeqCst}};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 
 /// A cache key: which generation stripe it belongs to (user-scoped keys use the user id, so
 /// invalidating a user touches one stripe).
@@ -145,7 +148,11 @@ impl<K: CacheKey, V: Clone + Send + Sync + 'static> TtlCache<K, V> {
                     self.misses.fetch_add(1, Relaxed);
                     let generation = self.generation(key).load(SeqCst);
                     let value = load()?;
-                    let _ = g.insert(Arc::new(Entry { value: value.clone(), generation, expires_ms: now + self.ttl_ms }));
+                    let _ = g.insert(Arc::new(Entry {
+                        value: value.clone(),
+                        generation,
+                        expires_ms: now + self.ttl_ms,
+                    }));
                     return Ok(value);
                 }
                 GuardResult::Timeout => break,
@@ -162,7 +169,14 @@ impl<K: CacheKey, V: Clone + Send + Sync + 'static> TtlCache<K, V> {
         let g = self.generation(&key);
         let generation = g.fetch_add(1, SeqCst) + 1;
         self.invalidations.fetch_add(1, Relaxed);
-        self.inner.insert(key, Arc::new(Entry { value, generation, expires_ms: now_ms() + self.ttl_ms }));
+        self.inner.insert(
+            key,
+            Arc::new(Entry {
+                value,
+                generation,
+                expires_ms: now_ms() + self.ttl_ms,
+            }),
+        );
     }
 
     /// Makes every entry of `key`'s stripe stale and drops `key`'s entry.
@@ -211,7 +225,11 @@ impl<K: CacheKey, V: Clone + Send + Sync + 'static> TtlCache<K, V> {
         CacheStats {
             hits,
             misses,
-            hit_rate: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+            hit_rate: if hits + misses == 0 {
+                0.0
+            } else {
+                hits as f64 / (hits + misses) as f64
+            },
             size: self.inner.len() as u64,
             capacity: self.capacity,
             ttl_ms: self.ttl_ms,
@@ -259,7 +277,10 @@ mod tests {
     #[test]
     fn errors_are_not_cached_and_expiry_is_counted() {
         let c: TtlCache<u64, u32> = TtlCache::new(100, 0, 64);
-        assert_eq!(c.get_or_load(&1, || Err::<u32, _>("db down")), Err("db down"));
+        assert_eq!(
+            c.get_or_load(&1, || Err::<u32, _>("db down")),
+            Err("db down")
+        );
         assert_eq!(c.get_or_load(&1, || Ok::<_, ()>(5)), Ok(5));
         // ttl 0: the entry is expired at once
         assert_eq!(c.get_or_load(&1, || Ok::<_, ()>(6)), Ok(6));

@@ -33,7 +33,10 @@ pub fn margin(price: Dec, qty: Dec, leverage: u32) -> Option<Dec> {
 /// fee = price × qty × bps / 10000.
 pub fn fee(price: Dec, qty: Dec, bps: Bps) -> Option<Dec> {
     let n = notional_raw(price, qty)?;
-    Some(to_dec(div_round_half_away(n * bps.0 as i128, S * CENTI_BPS_PER_ONE)))
+    Some(to_dec(div_round_half_away(
+        n * bps.0 as i128,
+        S * CENTI_BPS_PER_ONE,
+    )))
 }
 
 /// The fee of closing at any price (no notional bound; saturates instead).
@@ -47,7 +50,9 @@ pub fn close_fee(price: Dec, qty: Dec, bps: Bps) -> Dec {
 
 /// A resting limit order's reserve: its margin plus its taker fee, each rounded on its own.
 pub fn reserve(limit: Dec, qty: Dec, leverage: u32, taker: Bps) -> Option<Dec> {
-    Some(Dec(margin(limit, qty, leverage)?.raw() + fee(limit, qty, taker)?.raw()))
+    Some(Dec(
+        margin(limit, qty, leverage)?.raw() + fee(limit, qty, taker)?.raw()
+    ))
 }
 
 /// Gross PnL of closing `qty` opened at `entry` at `exit`.
@@ -60,7 +65,13 @@ pub fn gross_pnl(side: PositionSide, entry: Dec, exit: Dec, qty: Dec) -> Dec {
 }
 
 /// Isolated-margin liquidation price, rounded to `tick` (long: up, short: down).
-pub fn liquidation_price(side: PositionSide, entry: Dec, leverage: u32, mmr: Bps, tick: Dec) -> Dec {
+pub fn liquidation_price(
+    side: PositionSide,
+    entry: Dec,
+    leverage: u32,
+    mmr: Bps,
+    tick: Dec,
+) -> Dec {
     let l = leverage as i128;
     let one = CENTI_BPS_PER_ONE;
     let m = mmr.0 as i128;
@@ -123,7 +134,10 @@ mod tests {
         // stop loss exit at 92.9: pnl = gross - open fee - close fee
         let gross = gross_pnl(Long, d("95"), d("92.9"), d("2"));
         let close_fee = fee(d("92.9"), d("2"), taker).unwrap();
-        assert_eq!(Dec(gross.raw() - d("0.038").raw() - close_fee.raw()), d("-4.34019"));
+        assert_eq!(
+            Dec(gross.raw() - d("0.038").raw() - close_fee.raw()),
+            d("-4.34019")
+        );
         // short tp at 90 from 100
         let g = gross_pnl(Short, d("100"), d("90"), d("1"));
         let pnl = g.raw() - d("0.055").raw() - fee(d("90"), d("1"), taker).unwrap().raw();
@@ -134,16 +148,28 @@ mod tests {
     fn liquidation_rounds_to_tick_outward_from_safety() {
         let tick = d("0.01");
         // 33.33 x 3 long: 33.33 * (1 - 1/3 + 0.005) = 22.386650 -> up 22.39
-        assert_eq!(liquidation_price(Long, d("33.33"), 3, Bps(5000), tick), d("22.39"));
+        assert_eq!(
+            liquidation_price(Long, d("33.33"), 3, Bps(5000), tick),
+            d("22.39")
+        );
         // short: 33.33 * (1 + 1/3 - 0.005) = 44.273350 -> down 44.27
-        assert_eq!(liquidation_price(Short, d("33.33"), 3, Bps(5000), tick), d("44.27"));
+        assert_eq!(
+            liquidation_price(Short, d("33.33"), 3, Bps(5000), tick),
+            d("44.27")
+        );
     }
 
     #[test]
     fn rounding_is_half_away_from_zero_once() {
         // 0.00000001 * 0.5 = 0.000000005 -> 0.00000001
-        assert_eq!(gross_pnl(Long, d("0"), d("0.00000001"), d("0.5")), d("0.00000001"));
-        assert_eq!(gross_pnl(Short, d("0"), d("0.00000001"), d("0.5")), d("-0.00000001"));
+        assert_eq!(
+            gross_pnl(Long, d("0"), d("0.00000001"), d("0.5")),
+            d("0.00000001")
+        );
+        assert_eq!(
+            gross_pnl(Short, d("0"), d("0.00000001"), d("0.5")),
+            d("-0.00000001")
+        );
         // fee 1 * 0.001 * 5.5 bps = 0.00000055
         assert_eq!(fee(d("1"), d("0.001"), Bps(550)), Some(d("0.00000055")));
         // 0.00000001 * 1 * 5.5bps rounds to 0
@@ -153,8 +179,14 @@ mod tests {
     #[test]
     fn signal_sizing_and_offsets() {
         // 1000 available, 10 % risk, x5, price 100 -> 5 units
-        assert_eq!(signal_qty(d("1000"), d("10"), 5, d("100"), d("0.001")), d("5"));
-        assert_eq!(signal_qty(d("1"), d("1"), 1, d("30000"), d("0.001")), d("0"));
+        assert_eq!(
+            signal_qty(d("1000"), d("10"), 5, d("100"), d("0.001")),
+            d("5")
+        );
+        assert_eq!(
+            signal_qty(d("1"), d("1"), 1, d("30000"), d("0.001")),
+            d("0")
+        );
         assert_eq!(offset_to_tick(d("100"), d("-2"), d("0.01")), d("98"));
         assert_eq!(offset_to_tick(d("123.45"), d("1.5"), d("0.01")), d("125.3"));
     }
@@ -164,9 +196,17 @@ mod tests {
         assert!(margin(d("10000000"), d("1001"), 1).is_none());
         assert_eq!(margin(d("10000000"), d("1000"), 1), Some(d("10000000000")));
         // far beyond the bounds, the PnL and the close fee saturate instead of failing
-        let huge = gross_pnl(PositionSide::Long, d("0.00000001"), d("90000000000"), d("90000000000"));
+        let huge = gross_pnl(
+            PositionSide::Long,
+            d("0.00000001"),
+            d("90000000000"),
+            d("90000000000"),
+        );
         assert_eq!(huge, Dec(i64::MAX));
-        assert_eq!(close_fee(d("90000000000"), d("90000000000"), Bps(550)), Dec(i64::MAX));
+        assert_eq!(
+            close_fee(d("90000000000"), d("90000000000"), Bps(550)),
+            Dec(i64::MAX)
+        );
         assert_eq!(close_fee(d("100"), d("1"), Bps(550)), d("0.055"));
     }
 }

@@ -77,6 +77,14 @@ impl Side {
     }
 }
 
+// the enum comes from `text_enum!`, which cannot mark a `#[default]` variant
+#[allow(clippy::derivable_impls)]
+impl Default for AccountType {
+    fn default() -> Self {
+        AccountType::Demo
+    }
+}
+
 impl AccountType {
     /// Both account types, in index order.
     pub const ALL: [AccountType; 2] = [AccountType::Demo, AccountType::Real];
@@ -114,12 +122,6 @@ pub struct UserConfig {
     pub tp_pct: Option<Dec>,
     /// Account a signal trades on.
     pub account_type: AccountType,
-}
-
-impl Default for AccountType {
-    fn default() -> Self {
-        AccountType::Demo
-    }
 }
 
 /// Stored balance of one (user, account type).

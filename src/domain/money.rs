@@ -183,11 +183,7 @@ pub fn div_round_half_away(n: i128, d: i128) -> i128 {
     let (n, d) = if d < 0 { (-n, -d) } else { (n, d) };
     let q = n / d;
     let r = n % d;
-    if 2 * r.abs() >= d {
-        q + n.signum()
-    } else {
-        q
-    }
+    if 2 * r.abs() >= d { q + n.signum() } else { q }
 }
 
 /// Divides `n / d` (d > 0) rounding towards negative infinity.
@@ -225,7 +221,18 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_exact() {
-        for bad in ["", "NaN", "inf", "-Infinity", "1.2.3", "abc", "1e", "--1", "0x10", "1,5"] {
+        for bad in [
+            "",
+            "NaN",
+            "inf",
+            "-Infinity",
+            "1.2.3",
+            "abc",
+            "1e",
+            "--1",
+            "0x10",
+            "1,5",
+        ] {
             assert!(Dec::parse(bad).is_err(), "{bad} accepted");
         }
         assert!(matches!(

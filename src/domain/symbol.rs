@@ -32,8 +32,9 @@ impl Serialize for Bps {
 impl<'de> Deserialize<'de> for Bps {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Dec::deserialize(d)?;
-        Bps::from_dec(v)
-            .ok_or_else(|| serde::de::Error::custom("basis points take at most 2 fractional digits"))
+        Bps::from_dec(v).ok_or_else(|| {
+            serde::de::Error::custom("basis points take at most 2 fractional digits")
+        })
     }
 }
 
@@ -94,7 +95,10 @@ impl SymbolSpec {
             return Err("max_leverage must be 1..=1000".into());
         }
         let max_fee = Bps(100_000); // 1000 bps = 10 %
-        for (name, b) in [("maker_fee_bps", self.maker_fee_bps), ("taker_fee_bps", self.taker_fee_bps)] {
+        for (name, b) in [
+            ("maker_fee_bps", self.maker_fee_bps),
+            ("taker_fee_bps", self.taker_fee_bps),
+        ] {
             if b.0 < 0 || b > max_fee {
                 return Err(format!("{name} must be within 0..=1000"));
             }
@@ -102,7 +106,9 @@ impl SymbolSpec {
         if self.maker_fee_bps > self.taker_fee_bps {
             return Err("maker_fee_bps must not exceed taker_fee_bps (a limit order's reserve covers the taker fee)".into());
         }
-        if self.mmr_bps.0 < 0 || self.mmr_bps.0 as i128 * self.max_leverage as i128 >= CENTI_BPS_PER_ONE {
+        if self.mmr_bps.0 < 0
+            || self.mmr_bps.0 as i128 * self.max_leverage as i128 >= CENTI_BPS_PER_ONE
+        {
             return Err("mmr_bps must be >= 0 and below 1/max_leverage (else a position is born liquidated)".into());
         }
         Ok(())

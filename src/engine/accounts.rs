@@ -19,7 +19,9 @@ use std::sync::Arc;
 pub const MAX_DEPOSIT: Dec = Dec(1_000_000_000 * crate::domain::money::SCALE);
 const DAY_MS: Millis = 86_400_000;
 
-fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result::Result<Option<Option<T>>, D::Error> {
+fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -53,15 +55,20 @@ impl ConfigPatch {
         let mut c = cur.clone();
         if let Some(v) = &self.strategy {
             if let Some(s) = v {
-                ensure(!s.is_empty() && s.len() <= 64, || "strategy must be 1-64 characters".into())?;
+                ensure(!s.is_empty() && s.len() <= 64, || {
+                    "strategy must be 1-64 characters".into()
+                })?;
             }
             c.strategy = v.clone();
         }
         if let Some(v) = self.leverage {
-            ensure(v.is_none_or(|l| (1..=1000).contains(&l)), || "leverage must be 1..=1000".into())?;
+            ensure(v.is_none_or(|l| (1..=1000).contains(&l)), || {
+                "leverage must be 1..=1000".into()
+            })?;
             c.leverage = v;
         }
-        let pct_ok = |v: Option<Dec>, max: i64| v.is_none_or(|p| p.is_positive() && p <= Dec::from_int(max));
+        let pct_ok =
+            |v: Option<Dec>, max: i64| v.is_none_or(|p| p.is_positive() && p <= Dec::from_int(max));
         if let Some(v) = self.risk_pct {
             ensure(pct_ok(v, 100), || "risk_pct must be > 0 and <= 100".into())?;
             c.risk_pct = v;
@@ -129,7 +136,10 @@ pub struct SignalOutcome {
 
 fn valid_code(s: &str, what: &str) -> Result<()> {
     ensure(
-        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
         || format!("{what} must be 1-64 characters of A-Z, a-z, 0-9, _ or -"),
     )
 }
@@ -140,8 +150,16 @@ impl Sequencer {
     }
 
     /// Creates a user with the given token hash.
-    pub fn create_user(&mut self, name: String, telegram_id: Option<i64>, token_hash: Vec<u8>, reply: Reply<User>) {
-        if let Err(e) = ensure(!name.trim().is_empty() && name.len() <= 128, || "name must be 1-128 characters".into()) {
+    pub fn create_user(
+        &mut self,
+        name: String,
+        telegram_id: Option<i64>,
+        token_hash: Vec<u8>,
+        reply: Reply<User>,
+    ) {
+        if let Err(e) = ensure(!name.trim().is_empty() && name.len() <= 128, || {
+            "name must be 1-128 characters".into()
+        }) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -149,8 +167,19 @@ impl Sequencer {
         self.st.last_ids.user += 1;
         let id = self.st.last_ids.user;
         self.st.users.insert(id, UserState::default());
-        tx.ops.push(Op::InsertUser { id, name: name.clone(), telegram_id, token_hash, created_at: tx.now });
-        let user = User { id, name, telegram_id, created_at: tx.now };
+        tx.ops.push(Op::InsertUser {
+            id,
+            name: name.clone(),
+            telegram_id,
+            token_hash,
+            created_at: tx.now,
+        });
+        let user = User {
+            id,
+            name,
+            telegram_id,
+            created_at: tx.now,
+        };
         tx.inval.push(Inval::Profile(id));
         self.commit(tx, user, reply);
     }
@@ -170,8 +199,12 @@ impl Sequencer {
             }
         };
         let l = u.ledger(acct);
-        if l.wallet.raw() as i128 + amount.raw() as i128 > super::trading::MAX_WALLET.raw() as i128 {
-            let _ = reply.send(Err(Error::Invalid(format!("a wallet holds at most {}", super::trading::MAX_WALLET))));
+        if l.wallet.raw() as i128 + amount.raw() as i128 > super::trading::MAX_WALLET.raw() as i128
+        {
+            let _ = reply.send(Err(Error::Invalid(format!(
+                "a wallet holds at most {}",
+                super::trading::MAX_WALLET
+            ))));
             return;
         }
         l.wallet = Dec(l.wallet.raw() + amount.raw());
@@ -194,10 +227,12 @@ impl Sequencer {
         };
         let u = self.st.users.get_mut(&user).expect("checked");
         let old = std::mem::replace(&mut u.config, new.clone());
-        if let Some(s) = &old.strategy {
-            if let Some(set) = self.st.followers.get_mut(s) {
-                set.remove(&user);
-            }
+        if let Some(set) = old
+            .strategy
+            .as_ref()
+            .and_then(|s| self.st.followers.get_mut(s))
+        {
+            set.remove(&user);
         }
         if let Some(s) = &new.strategy {
             self.st.followers.entry(s.clone()).or_default().insert(user);
@@ -221,21 +256,40 @@ impl Sequencer {
         let mut tx = Tx::new(crate::domain::model::now_ms());
         tx.ops.push(Op::SetBot(user, enabled, tx.now));
         tx.inval.push(Inval::Profile(user));
-        tx.events.push(Event::BotToggled { user_id: user, enabled });
+        tx.events.push(Event::BotToggled {
+            user_id: user,
+            enabled,
+        });
         self.commit(tx, enabled, reply);
     }
 
     /// Stores encrypted credentials; the decrypted value goes write-through into the cache.
-    pub fn set_credentials(&mut self, user: Id, exchange: String, sealed: (Vec<u8>, Vec<u8>), plain: Arc<Secret>, reply: Reply<()>) {
+    pub fn set_credentials(
+        &mut self,
+        user: Id,
+        exchange: String,
+        sealed: (Vec<u8>, Vec<u8>),
+        plain: Arc<Secret>,
+        reply: Reply<()>,
+    ) {
         if let Err(e) = self.user_mut(user) {
             let _ = reply.send(Err(e));
             return;
         }
         let mut tx = Tx::new(crate::domain::model::now_ms());
         let (nonce, ciphertext) = sealed;
-        tx.ops.push(Op::SaveCredentials { user_id: user, exchange: exchange.clone(), nonce, ciphertext, at: tx.now });
+        tx.ops.push(Op::SaveCredentials {
+            user_id: user,
+            exchange: exchange.clone(),
+            nonce,
+            ciphertext,
+            at: tx.now,
+        });
         tx.inval.push(Inval::Creds(user, exchange.clone(), plain));
-        tx.events.push(Event::CredentialsChanged { user_id: user, exchange });
+        tx.events.push(Event::CredentialsChanged {
+            user_id: user,
+            exchange,
+        });
         self.commit(tx, (), reply);
     }
 
@@ -250,7 +304,13 @@ impl Sequencer {
             None => {
                 self.st.symbols.insert(
                     spec.symbol.clone(),
-                    SymState { spec: spec.clone(), last: None, last_ts: None, book: Default::default(), triggers: Default::default() },
+                    SymState {
+                        spec: spec.clone(),
+                        last: None,
+                        last_ts: None,
+                        book: Default::default(),
+                        triggers: Default::default(),
+                    },
                 );
             }
         }
@@ -265,7 +325,11 @@ impl Sequencer {
         let now = crate::domain::model::now_ms();
         let check = valid_code(&p.code, "code")
             .and_then(|()| valid_code(&p.license_type, "license_type"))
-            .and_then(|()| ensure((1..=36_500).contains(&p.days), || "days must be 1..=36500".into()))
+            .and_then(|()| {
+                ensure((1..=36_500).contains(&p.days), || {
+                    "days must be 1..=36500".into()
+                })
+            })
             .and_then(|()| ensure(p.max_uses >= 1, || "max_uses must be >= 1".into()))
             .and_then(|()| {
                 if self.st.promos.contains_key(&p.code) {
@@ -301,7 +365,11 @@ impl Sequencer {
         let now = crate::domain::model::now_ms();
         let check = || -> Result<()> {
             self.st.users.get(&user).ok_or(Error::NotFound("user"))?;
-            let p = self.st.promos.get(&code).ok_or_else(|| Error::PromoInvalid("no such code".into()))?;
+            let p = self
+                .st
+                .promos
+                .get(&code)
+                .ok_or_else(|| Error::PromoInvalid("no such code".into()))?;
             if self.st.redeemed.contains(&(p.id, user)) {
                 return Err(Error::PromoAlreadyRedeemed);
             }
@@ -325,11 +393,25 @@ impl Sequencer {
         let end = u.licenses.entry(promo.license_type.clone()).or_insert(0);
         let start = if *end > now { *end } else { now };
         *end = start + promo.days as Millis * DAY_MS;
-        let license = License { license_type: promo.license_type.clone(), end_date: *end, active: true };
+        let license = License {
+            license_type: promo.license_type.clone(),
+            end_date: *end,
+            active: true,
+        };
         let mut tx = Tx::new(now);
         tx.ops.push(Op::SavePromo(promo.clone()));
-        tx.ops.push(Op::InsertRedemption { promo_id: promo.id, user_id: user, license_type: promo.license_type.clone(), at: now });
-        tx.ops.push(Op::SaveLicense { user_id: user, license_type: promo.license_type, starts_at: start, ends_at: license.end_date });
+        tx.ops.push(Op::InsertRedemption {
+            promo_id: promo.id,
+            user_id: user,
+            license_type: promo.license_type.clone(),
+            at: now,
+        });
+        tx.ops.push(Op::SaveLicense {
+            user_id: user,
+            license_type: promo.license_type,
+            starts_at: start,
+            ends_at: license.end_date,
+        });
         tx.inval.push(Inval::Profile(user));
         tx.events.push(Event::LicenseChanged { user_id: user });
         self.commit(tx, license, reply);
@@ -344,9 +426,10 @@ impl Sequencer {
             Some(sym) => sym.last.ok_or_else(|| Error::NoPrice(s.symbol.clone())),
         }
         .and_then(|last| {
-            ensure(!s.strategy.is_empty() && pct_ok(s.sl_pct) && pct_ok(s.tp_pct), || {
-                "strategy must be set and sl_pct/tp_pct within (0, 100)".into()
-            })
+            ensure(
+                !s.strategy.is_empty() && pct_ok(s.sl_pct) && pct_ok(s.tp_pct),
+                || "strategy must be set and sl_pct/tp_pct within (0, 100)".into(),
+            )
             .map(|()| last)
         });
         let last = match last {
@@ -357,7 +440,12 @@ impl Sequencer {
             }
         };
         let spec = self.st.symbols[&s.symbol].spec.clone();
-        let followers: Vec<Id> = self.st.followers.get(&s.strategy).map(|f| f.iter().copied().collect()).unwrap_or_default();
+        let followers: Vec<Id> = self
+            .st
+            .followers
+            .get(&s.strategy)
+            .map(|f| f.iter().copied().collect())
+            .unwrap_or_default();
         let mut tx = Tx::new(now);
         let (mut placed, mut skipped) = (0u32, 0u32);
         let long = s.side == Side::Buy;
@@ -379,10 +467,18 @@ impl Sequencer {
                 continue;
             }
             let level = |pct: Option<Dec>, below: bool| {
-                pct.map(|p| math::offset_to_tick(last, if below { Dec(-p.raw()) } else { p }, spec.tick_size))
+                pct.map(|p| {
+                    math::offset_to_tick(
+                        last,
+                        if below { Dec(-p.raw()) } else { p },
+                        spec.tick_size,
+                    )
+                })
             };
-            let sl = level(s.sl_pct.or(cfg.sl_pct), long).filter(|v| v.is_positive() && (if long { *v < last } else { *v > last }));
-            let tp = level(s.tp_pct.or(cfg.tp_pct), !long).filter(|v| v.is_positive() && (if long { *v > last } else { *v < last }));
+            let sl = level(s.sl_pct.or(cfg.sl_pct), long)
+                .filter(|v| v.is_positive() && (if long { *v < last } else { *v > last }));
+            let tp = level(s.tp_pct.or(cfg.tp_pct), !long)
+                .filter(|v| v.is_positive() && (if long { *v > last } else { *v < last }));
             let order = NewOrder {
                 leverage: Some(leverage),
                 sl,
@@ -396,7 +492,11 @@ impl Sequencer {
             }
         }
         self.st.last_ids.signal += 1;
-        let out = SignalOutcome { signal_id: self.st.last_ids.signal, orders_placed: placed, skipped };
+        let out = SignalOutcome {
+            signal_id: self.st.last_ids.signal,
+            orders_placed: placed,
+            skipped,
+        };
         tx.ops.push(Op::InsertSignal(SignalRow {
             id: out.signal_id,
             strategy: s.strategy,

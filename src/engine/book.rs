@@ -183,8 +183,14 @@ mod tests {
         assert!(t.triggered_by(d("100")).is_empty());
         assert_eq!(t.triggered_by(d("93")), vec![(Trigger::StopLoss, 1)]);
         // long liq and sl both crossed: liquidation wins; the short's tp at 90 too
-        assert_eq!(t.triggered_by(d("90")), vec![(Trigger::Liquidation, 1), (Trigger::TakeProfit, 2)]);
-        assert_eq!(t.triggered_by(d("110")), vec![(Trigger::Liquidation, 2), (Trigger::TakeProfit, 1)]);
+        assert_eq!(
+            t.triggered_by(d("90")),
+            vec![(Trigger::Liquidation, 1), (Trigger::TakeProfit, 2)]
+        );
+        assert_eq!(
+            t.triggered_by(d("110")),
+            vec![(Trigger::Liquidation, 2), (Trigger::TakeProfit, 1)]
+        );
         t.remove(&long);
         t.remove(&short);
         assert!(t.is_empty());

@@ -69,7 +69,9 @@ impl Event {
     /// The user this event belongs to.
     pub fn user_id(&self) -> Id {
         match self {
-            Event::OrderPlaced { order } | Event::OrderFilled { order } | Event::OrderCancelled { order } => order.user_id,
+            Event::OrderPlaced { order }
+            | Event::OrderFilled { order }
+            | Event::OrderCancelled { order } => order.user_id,
             Event::PositionOpened { position } => position.user_id,
             Event::PositionClosed { trade } => trade.user_id,
             Event::BalanceChanged { user_id, .. }

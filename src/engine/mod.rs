@@ -68,8 +68,8 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     cleanup: Mutex<Option<JoinHandle<()>>>,
     cfg: Config,
-    /// Held for the engine's lifetime: one engine per database file.
-    _lock: std::fs::File,
+    /// Held until shutdown: one engine per database file.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 impl Engine {
@@ -109,7 +109,7 @@ impl Engine {
                 thread: Mutex::new(Some(thread)),
                 cleanup: Mutex::new(cleanup),
                 cfg: cfg.clone(),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -293,6 +293,7 @@ impl Engine {
         }
         self.inner.store.shutdown();
         drop(self.inner.cleanup.lock().take());
+        drop(self.inner.lock.lock().take());
     }
 }
 

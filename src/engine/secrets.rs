@@ -56,24 +56,31 @@ impl Vault {
             None => {
                 if !key_file.exists() {
                     write_private_file(key_file, hex::encode(random_bytes::<32>()).as_bytes())
-                        .map_err(|e| Error::Internal(format!("cannot create key file {}: {e}", key_file.display())))?;
+                        .map_err(|e| {
+                            Error::Internal(format!(
+                                "cannot create key file {}: {e}",
+                                key_file.display()
+                            ))
+                        })?;
                 }
-                let text = Zeroizing::new(
-                    std::fs::read_to_string(key_file)
-                        .map_err(|e| Error::Internal(format!("cannot read key file {}: {e}", key_file.display())))?,
-                );
-                let bytes = Zeroizing::new(
-                    hex::decode(text.trim())
-                        .map_err(|_| Error::Internal(format!("key file {} is not hex", key_file.display())))?,
-                );
-                let arr: [u8; 32] = bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Internal(format!("key file {} must hold 32 bytes", key_file.display())))?;
+                let text = Zeroizing::new(std::fs::read_to_string(key_file).map_err(|e| {
+                    Error::Internal(format!("cannot read key file {}: {e}", key_file.display()))
+                })?);
+                let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| {
+                    Error::Internal(format!("key file {} is not hex", key_file.display()))
+                })?);
+                let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    Error::Internal(format!(
+                        "key file {} must hold 32 bytes",
+                        key_file.display()
+                    ))
+                })?;
                 Zeroizing::new(arr)
             }
         };
-        Ok(Vault { cipher: XChaCha20Poly1305::new(key.as_ref().into()) })
+        Ok(Vault {
+            cipher: XChaCha20Poly1305::new(key.as_ref().into()),
+        })
     }
 
     fn aad(user: Id, exchange: &str) -> Vec<u8> {
@@ -83,11 +90,19 @@ impl Vault {
     /// Encrypts credentials bound to (user, exchange); returns (nonce, ciphertext).
     pub fn seal(&self, user: Id, exchange: &str, s: &Secret) -> (Vec<u8>, Vec<u8>) {
         let nonce = random_bytes::<24>();
-        let plain = Zeroizing::new(serde_json::to_vec(&(&s.api_key, &s.api_secret)).expect("strings serialize"));
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&(&s.api_key, &s.api_secret)).expect("strings serialize"),
+        );
         let aad = Self::aad(user, exchange);
         let ct = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &aad,
+                },
+            )
             .expect("encryption of a short message cannot fail");
         (nonce.to_vec(), ct)
     }
@@ -101,11 +116,16 @@ impl Vault {
         let plain = Zeroizing::new(
             self.cipher
                 .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-                .map_err(|_| Error::Internal("stored credentials cannot be decrypted with this key".into()))?,
+                .map_err(|_| {
+                    Error::Internal("stored credentials cannot be decrypted with this key".into())
+                })?,
         );
-        let (api_key, api_secret): (String, String) =
-            serde_json::from_slice(&plain).map_err(|_| Error::Internal("stored credentials are damaged".into()))?;
-        Ok(Secret { api_key, api_secret })
+        let (api_key, api_secret): (String, String) = serde_json::from_slice(&plain)
+            .map_err(|_| Error::Internal("stored credentials are damaged".into()))?;
+        Ok(Secret {
+            api_key,
+            api_secret,
+        })
     }
 }
 
@@ -129,18 +149,27 @@ mod tests {
     fn seal_open_round_trip_and_binding() {
         let dir = tempfile::tempdir().unwrap();
         let v = Vault::open(None, &dir.path().join("k")).unwrap();
-        let s = Secret { api_key: "AKIA1234567890".into(), api_secret: "shh".into() };
+        let s = Secret {
+            api_key: "AKIA1234567890".into(),
+            api_secret: "shh".into(),
+        };
         let (n, ct) = v.seal(7, "binance", &s);
         assert!(!ct.windows(3).any(|w| w == b"shh"), "secret in ciphertext");
         assert_eq!(v.open_sealed(7, "binance", &n, &ct).unwrap(), s);
-        assert!(v.open_sealed(8, "binance", &n, &ct).is_err(), "bound to the user");
+        assert!(
+            v.open_sealed(8, "binance", &n, &ct).is_err(),
+            "bound to the user"
+        );
         // the same key file opens it again
         let v2 = Vault::open(None, &dir.path().join("k")).unwrap();
         assert_eq!(v2.open_sealed(7, "binance", &n, &ct).unwrap(), s);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("k")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("k"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -58,7 +58,13 @@ pub struct Tx {
 impl Tx {
     /// An empty change set at time `now`.
     pub fn new(now: Millis) -> Tx {
-        Tx { ops: Vec::new(), dirty: BTreeSet::new(), inval: Vec::new(), events: Vec::new(), now }
+        Tx {
+            ops: Vec::new(),
+            dirty: BTreeSet::new(),
+            inval: Vec::new(),
+            events: Vec::new(),
+            now,
+        }
     }
 
     /// Marks a ledger changed.
@@ -91,7 +97,14 @@ impl Sequencer {
         require_license: bool,
     ) -> Result<Sequencer> {
         let st = store.read("load_state", State::load)?;
-        Ok(Sequencer { st, store, caches, events, require_license, epoch: 0 })
+        Ok(Sequencer {
+            st,
+            store,
+            caches,
+            events,
+            require_license,
+            epoch: 0,
+        })
     }
 
     /// Runs commands until the channel closes.
@@ -130,11 +143,16 @@ impl Sequencer {
                 tx.ops.push(Op::SaveBalance(user, acct, ledger, tx.now));
                 tx.inval.push(Inval::Ledger(user, acct, ledger));
             }
-            tx.events.push(Event::BalanceChanged { user_id: user, account_type: acct });
+            tx.events.push(Event::BalanceChanged {
+                user_id: user,
+                account_type: acct,
+            });
         }
         let caches = self.caches.clone();
         let bus = self.events.clone();
-        let Tx { ops, inval, events, .. } = tx;
+        let Tx {
+            ops, inval, events, ..
+        } = tx;
         self.store.writer().submit(Job {
             ops,
             epoch: self.epoch,
@@ -155,7 +173,19 @@ impl Sequencer {
 
     /// Answers after every earlier command has committed (no changes of its own).
     pub fn barrier<T: Send + 'static>(&mut self, value: T, reply: Reply<T>) {
-        self.commit(Tx::new(0), value, reply);
+        self.after_earlier_commits(move |r| {
+            let _ = reply.send(r.map(|()| value));
+        });
+    }
+
+    /// Runs `f` on the writer thread once every command submitted before has committed (or
+    /// with the error of a failed batch).
+    pub fn after_earlier_commits(&mut self, f: impl FnOnce(Result<()>) + Send + 'static) {
+        self.store.writer().submit(Job {
+            ops: Vec::new(),
+            epoch: self.epoch,
+            done: Box::new(move |r| f(r.map_err(Error::from))),
+        });
     }
 }
 
@@ -166,14 +196,19 @@ fn apply_invalidations(c: &Caches, inval: &[Inval]) {
             Inval::Ledger(u, a, l) => c.balance.put(AccountKey(*u, *a), *l),
             Inval::Positions(u) => c.position.invalidate_stripe(*u as u64),
             Inval::Orders(u) => c.order.invalidate_stripe(*u as u64),
-            Inval::Creds(u, ex, secret) => c.credentials.put(CredKey(*u, ex.clone()), Some(secret.clone())),
+            Inval::Creds(u, ex, secret) => c
+                .credentials
+                .put(CredKey(*u, ex.clone()), Some(secret.clone())),
             Inval::Symbol(s) => {
                 c.symbol_info.invalidate(&SymbolKey(Some(s.clone())));
                 c.symbol_info.invalidate(&SymbolKey(None));
             }
             Inval::Price(s, p, ts) => {
                 c.price.put(SymbolKey(Some(s.clone())), Some(*p));
-                c.market_data.put(SymbolKey(Some(s.clone())), Some(LastPrice { price: *p, ts: *ts }));
+                c.market_data.put(
+                    SymbolKey(Some(s.clone())),
+                    Some(LastPrice { price: *p, ts: *ts }),
+                );
             }
         }
     }
@@ -181,6 +216,9 @@ fn apply_invalidations(c: &Caches, inval: &[Inval]) {
 
 /// Refuses unless `cond` holds.
 pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
-    if cond { Ok(()) } else { Err(Error::Invalid(msg())) }
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Invalid(msg()))
+    }
 }
-

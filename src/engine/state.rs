@@ -2,10 +2,14 @@
 //! failed write.
 
 use super::book::{OrderBook, TriggerBook};
-use crate::domain::model::{AccountType, Id, Ledger, Millis, Order, OrderStatus, Position, Promo, UserConfig};
+use crate::domain::model::{
+    AccountType, Id, Ledger, Millis, Order, OrderStatus, Position, Promo, UserConfig,
+};
 use crate::domain::money::Dec;
 use crate::domain::symbol::SymbolSpec;
-use crate::store::tables::{balances, config, licenses, orders, positions, signals, symbols, trades, users};
+use crate::store::tables::{
+    balances, config, licenses, orders, positions, signals, symbols, trades, users,
+};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// One symbol: spec, last price, books.
@@ -96,7 +100,13 @@ impl State {
         for (spec, last, last_ts) in symbols::all(&tx)? {
             st.symbols.insert(
                 spec.symbol.clone(),
-                SymState { spec, last, last_ts, book: OrderBook::default(), triggers: TriggerBook::default() },
+                SymState {
+                    spec,
+                    last,
+                    last_ts,
+                    book: OrderBook::default(),
+                    triggers: TriggerBook::default(),
+                },
             );
         }
         for id in users::all_ids(&tx)? {

@@ -67,7 +67,11 @@ impl NewOrder {
 
     /// A limit order of `qty` at `price` on the demo account.
     pub fn limit(symbol: &str, side: Side, qty: Dec, price: Dec) -> NewOrder {
-        NewOrder { order_type: OrderType::Limit, price: Some(price), ..NewOrder::market(symbol, side, qty) }
+        NewOrder {
+            order_type: OrderType::Limit,
+            price: Some(price),
+            ..NewOrder::market(symbol, side, qty)
+        }
     }
 }
 
@@ -120,23 +124,37 @@ struct Checked {
 impl Sequencer {
     fn check_license(&self, user: Id, now: Millis) -> Result<()> {
         let ok = !self.require_license || self.st.users.get(&user).is_some_and(|u| u.licensed(now));
-        if ok { Ok(()) } else { Err(Error::LicenseRequired) }
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::LicenseRequired)
+        }
     }
 
     fn validate_order(&self, user: Id, o: &NewOrder, now: Millis) -> Result<Checked> {
         let u = self.st.users.get(&user).ok_or(Error::NotFound("user"))?;
         self.check_license(user, now)?;
-        let sym = self.st.symbols.get(&o.symbol).ok_or_else(|| Error::UnknownSymbol(o.symbol.clone()))?;
+        let sym = self
+            .st
+            .symbols
+            .get(&o.symbol)
+            .ok_or_else(|| Error::UnknownSymbol(o.symbol.clone()))?;
         let spec = &sym.spec;
         ensure(o.qty.is_positive(), || "qty must be > 0".into())?;
-        ensure(o.qty.is_multiple_of(spec.lot_size), || format!("qty must be a multiple of lot_size {}", spec.lot_size))?;
-        ensure(o.qty >= spec.min_qty, || format!("qty must be at least min_qty {}", spec.min_qty))?;
+        ensure(o.qty.is_multiple_of(spec.lot_size), || {
+            format!("qty must be a multiple of lot_size {}", spec.lot_size)
+        })?;
+        ensure(o.qty >= spec.min_qty, || {
+            format!("qty must be at least min_qty {}", spec.min_qty)
+        })?;
         let leverage = o.leverage.or(u.config.leverage).unwrap_or(1);
         ensure((1..=spec.max_leverage).contains(&leverage), || {
             format!("leverage must be a whole number 1..={}", spec.max_leverage)
         })?;
         if let Some(c) = &o.client_order_id {
-            ensure(!c.is_empty() && c.len() <= 64, || "client_order_id must be 1-64 characters".into())?;
+            ensure(!c.is_empty() && c.len() <= 64, || {
+                "client_order_id must be 1-64 characters".into()
+            })?;
         }
         let reference = match o.order_type {
             OrderType::Market => {
@@ -144,33 +162,56 @@ impl Sequencer {
                 sym.last.ok_or_else(|| Error::NoPrice(o.symbol.clone()))?
             }
             OrderType::Limit => {
-                let p = o.price.ok_or_else(|| Error::Invalid("a limit order needs a price".into()))?;
-                ensure(p.is_positive() && p <= math::MAX_PRICE, || format!("price must be > 0 and <= {}", math::MAX_PRICE))?;
-                ensure(p.is_multiple_of(spec.tick_size), || format!("price must be a multiple of tick_size {}", spec.tick_size))?;
+                let p = o
+                    .price
+                    .ok_or_else(|| Error::Invalid("a limit order needs a price".into()))?;
+                ensure(p.is_positive() && p <= math::MAX_PRICE, || {
+                    format!("price must be > 0 and <= {}", math::MAX_PRICE)
+                })?;
+                ensure(p.is_multiple_of(spec.tick_size), || {
+                    format!("price must be a multiple of tick_size {}", spec.tick_size)
+                })?;
                 p
             }
         };
         let long = o.side == Side::Buy;
         for (name, v) in [("sl", o.sl), ("tp", o.tp)] {
             if let Some(v) = v {
-                ensure(v.is_positive() && v <= math::MAX_PRICE && v.is_multiple_of(spec.tick_size), || {
-                    format!("{name} must be > 0, <= {} and a multiple of tick_size {}", math::MAX_PRICE, spec.tick_size)
-                })?;
+                ensure(
+                    v.is_positive() && v <= math::MAX_PRICE && v.is_multiple_of(spec.tick_size),
+                    || {
+                        format!(
+                            "{name} must be > 0, <= {} and a multiple of tick_size {}",
+                            math::MAX_PRICE,
+                            spec.tick_size
+                        )
+                    },
+                )?;
             }
         }
         if let Some(sl) = o.sl {
             ensure(if long { sl < reference } else { sl > reference }, || {
-                format!("sl must be {} the reference price {reference}", if long { "below" } else { "above" })
+                format!(
+                    "sl must be {} the reference price {reference}",
+                    if long { "below" } else { "above" }
+                )
             })?;
         }
         if let Some(tp) = o.tp {
             ensure(if long { tp > reference } else { tp < reference }, || {
-                format!("tp must be {} the reference price {reference}", if long { "above" } else { "below" })
+                format!(
+                    "tp must be {} the reference price {reference}",
+                    if long { "above" } else { "below" }
+                )
             })?;
         }
         let fill_now = match (o.order_type, sym.last) {
             (OrderType::Market, last) => last,
-            (OrderType::Limit, Some(last)) if (long && last <= reference) || (!long && last >= reference) => Some(last),
+            (OrderType::Limit, Some(last))
+                if (long && last <= reference) || (!long && last >= reference) =>
+            {
+                Some(last)
+            }
             _ => None,
         };
         let acct = o.account_type.unwrap_or_default();
@@ -181,22 +222,30 @@ impl Sequencer {
                 let f = math::fee(px, o.qty, spec.taker_fee_bps).ok_or_else(too_large)?;
                 Dec(m.raw() + f.raw())
             }
-            None => math::reserve(reference, o.qty, leverage, spec.taker_fee_bps).ok_or_else(too_large)?,
+            None => math::reserve(reference, o.qty, leverage, spec.taker_fee_bps)
+                .ok_or_else(too_large)?,
         };
         let available = u.ledgers[acct.index()].available();
         if available < needed {
             return Err(Error::InsufficientBalance { needed, available });
         }
-        Ok(Checked { user, acct, leverage, fill_now })
+        Ok(Checked {
+            user,
+            acct,
+            leverage,
+            fill_now,
+        })
     }
 
     /// Places an order: fills it at once or rests it (API.md §1).
     pub fn place_order(&mut self, user: Id, o: NewOrder, reply: Reply<Placed>) {
         let now = crate::domain::model::now_ms();
-        if let Some(cid) = &o.client_order_id {
-            if let Some(&id) = self.st.client_ids.get(&(user, cid.clone())) {
-                return self.barrier(Placed::Existing(id), reply);
-            }
+        let existing = o
+            .client_order_id
+            .as_ref()
+            .and_then(|cid| self.st.client_ids.get(&(user, cid.clone())));
+        if let Some(&id) = existing {
+            return self.barrier(Placed::Existing(id), reply);
         }
         match self.validate_order(user, &o, now) {
             Err(e) => {
@@ -239,7 +288,9 @@ impl Sequencer {
         if let Some(cid) = &order.client_order_id {
             self.st.client_ids.insert((c.user, cid.clone()), id);
         }
-        tx.events.push(Event::OrderPlaced { order: order.clone() });
+        tx.events.push(Event::OrderPlaced {
+            order: order.clone(),
+        });
         match c.fill_now {
             Some(px) => {
                 let fee_bps = spec.taker_fee_bps;
@@ -247,12 +298,18 @@ impl Sequencer {
             }
             None => {
                 let limit = order.price.expect("validated limit price");
-                order.reserve = math::reserve(limit, order.qty, order.leverage, spec.taker_fee_bps).expect("validated size");
+                order.reserve = math::reserve(limit, order.qty, order.leverage, spec.taker_fee_bps)
+                    .expect("validated size");
                 let u = self.st.users.get_mut(&c.user).expect("validated user");
-                u.ledger(c.acct).order_reserved = Dec(u.ledger(c.acct).order_reserved.raw() + order.reserve.raw());
+                u.ledger(c.acct).order_reserved =
+                    Dec(u.ledger(c.acct).order_reserved.raw() + order.reserve.raw());
                 tx.touch(c.user, c.acct);
                 tx.inval.push(Inval::Orders(c.user));
-                let sym = self.st.symbols.get_mut(&order.symbol).expect("validated symbol");
+                let sym = self
+                    .st
+                    .symbols
+                    .get_mut(&order.symbol)
+                    .expect("validated symbol");
                 sym.book.insert(order.side, limit, id);
                 self.st.orders.insert(id, order.clone());
                 tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
@@ -262,7 +319,13 @@ impl Sequencer {
     }
 
     /// Fills `order` at `px`: opens its position, charges the fee, releases any reserve.
-    fn fill(&mut self, tx: &mut Tx, order: &mut Order, px: Dec, fee_bps: crate::domain::symbol::Bps) {
+    fn fill(
+        &mut self,
+        tx: &mut Tx,
+        order: &mut Order,
+        px: Dec,
+        fee_bps: crate::domain::symbol::Bps,
+    ) {
         let spec = &self.st.symbols[&order.symbol].spec;
         let margin = math::margin(px, order.qty, order.leverage).expect("validated size");
         let fee = math::fee(px, order.qty, fee_bps).expect("validated size");
@@ -286,7 +349,12 @@ impl Sequencer {
             account_type: order.account_type,
             opened_at: tx.now,
         };
-        let l = self.st.users.get_mut(&order.user_id).expect("order owner exists").ledger(order.account_type);
+        let l = self
+            .st
+            .users
+            .get_mut(&order.user_id)
+            .expect("order owner exists")
+            .ledger(order.account_type);
         l.order_reserved = Dec(l.order_reserved.raw() - order.reserve.raw());
         l.margin_used = Dec(l.margin_used.raw() + margin.raw());
         l.wallet = Dec(l.wallet.raw() - fee.raw());
@@ -300,56 +368,84 @@ impl Sequencer {
         tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
         tx.ops.push(Op::InsertPosition(Box::new(position.clone())));
         tx.inval.push(Inval::Positions(order.user_id));
-        tx.events.push(Event::OrderFilled { order: order.clone() });
-        tx.events.push(Event::PositionOpened { position: position.clone() });
-        self.st.symbols.get_mut(&order.symbol).expect("symbol").triggers.insert(&position);
+        tx.events.push(Event::OrderFilled {
+            order: order.clone(),
+        });
+        tx.events.push(Event::PositionOpened {
+            position: position.clone(),
+        });
+        self.st
+            .symbols
+            .get_mut(&order.symbol)
+            .expect("symbol")
+            .triggers
+            .insert(&position);
         self.st.positions.insert(position.id, position);
     }
 
     /// Cancels a pending order of `user`.
     pub fn cancel_order(&mut self, user: Id, id: Id, reply: Reply<Order>) {
-        let Some(order) = self.st.orders.get(&id).filter(|o| o.user_id == user).cloned() else {
-            let err = self.why_not_open("order", crate::store::tables::orders::get, id, |o| o.user_id == user);
-            let _ = reply.send(Err(err));
-            return;
+        let Some(order) = self
+            .st
+            .orders
+            .get(&id)
+            .filter(|o| o.user_id == user)
+            .cloned()
+        else {
+            let get = crate::store::tables::orders::get;
+            return self.refuse_not_open("order", get, id, move |o| o.user_id == user, reply);
         };
         let mut tx = Tx::new(crate::domain::model::now_ms());
         let mut order = self.st.orders.remove(&id).unwrap_or(order);
         if let (Some(sym), Some(px)) = (self.st.symbols.get_mut(&order.symbol), order.price) {
             sym.book.remove(order.side, px, id);
         }
-        let l = self.st.users.get_mut(&user).expect("order owner exists").ledger(order.account_type);
+        let l = self
+            .st
+            .users
+            .get_mut(&user)
+            .expect("order owner exists")
+            .ledger(order.account_type);
         l.order_reserved = Dec(l.order_reserved.raw() - order.reserve.raw());
         tx.touch(user, order.account_type);
         order.reserve = Dec::ZERO;
         order.status = OrderStatus::Cancelled;
         tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
         tx.inval.push(Inval::Orders(user));
-        tx.events.push(Event::OrderCancelled { order: order.clone() });
+        tx.events.push(Event::OrderCancelled {
+            order: order.clone(),
+        });
         self.commit(tx, order, reply);
     }
 
-    /// 409 when the row exists for this user but is no longer open, else 404.
-    fn why_not_open<T>(
-        &self,
+    /// Refuses with 409 when the row exists for this user but is no longer open, else 404. The
+    /// lookup runs after every earlier command has committed, so a fill or close that is still
+    /// on its way to disk is seen (it is already gone from memory).
+    fn refuse_not_open<T: 'static, R: Send + 'static>(
+        &mut self,
         what: &'static str,
         get: fn(&rusqlite::Connection, Id) -> rusqlite::Result<Option<T>>,
         id: Id,
-        mine: impl Fn(&T) -> bool,
-    ) -> Error {
-        match self.store.read("why_not_open", |c| get(c, id)) {
-            Ok(Some(row)) if mine(&row) => Error::Conflict(format!("{what} {id} is not open")),
-            Ok(_) => Error::NotFound(what),
-            Err(e) => e.into(),
-        }
+        mine: impl Fn(&T) -> bool + Send + 'static,
+        reply: Reply<R>,
+    ) {
+        let store = self.store.clone();
+        self.after_earlier_commits(move |committed| {
+            let found = committed.and_then(|()| Ok(store.read("why_not_open", |c| get(c, id))?));
+            let err = match found {
+                Ok(Some(row)) if mine(&row) => Error::Conflict(format!("{what} {id} is not open")),
+                Ok(_) => Error::NotFound(what),
+                Err(e) => e,
+            };
+            let _ = reply.send(Err(err));
+        });
     }
 
     /// Closes an open position of `user` at the last price.
     pub fn close_position(&mut self, user: Id, id: Id, reply: Reply<Trade>) {
         let Some(p) = self.st.positions.get(&id).filter(|p| p.user_id == user) else {
-            let err = self.why_not_open("position", crate::store::tables::trades::by_position, id, |t| t.user_id == user);
-            let _ = reply.send(Err(err));
-            return;
+            let get = crate::store::tables::trades::by_position;
+            return self.refuse_not_open("position", get, id, move |t| t.user_id == user, reply);
         };
         let Some(exit) = self.st.symbols.get(&p.symbol).and_then(|s| s.last) else {
             let _ = reply.send(Err(Error::NoPrice(p.symbol.clone())));
@@ -363,16 +459,27 @@ impl Sequencer {
     /// Closes position `id` at `exit`: realizes PnL, releases margin, writes the trade.
     fn close(&mut self, tx: &mut Tx, id: Id, exit: Dec, reason: CloseReason) -> Trade {
         let p = self.st.positions.remove(&id).expect("open position");
-        let sym = self.st.symbols.get_mut(&p.symbol).expect("symbol of an open position");
+        let sym = self
+            .st
+            .symbols
+            .get_mut(&p.symbol)
+            .expect("symbol of an open position");
         sym.triggers.remove(&p);
         let taker = sym.spec.taker_fee_bps;
         let close_fee = math::close_fee(exit, p.qty, taker);
-        let l = self.st.users.get_mut(&p.user_id).expect("position owner exists").ledger(p.account_type);
+        let l = self
+            .st
+            .users
+            .get_mut(&p.user_id)
+            .expect("position owner exists")
+            .ledger(p.account_type);
         // never below zero: a loss beyond what the account holds is absorbed by the venue; a gain
         // beyond what a wallet can represent is capped (only after absurd price moves)
         let floor = -(l.available().raw() as i128 + p.margin.raw() as i128);
         let ceiling = MAX_WALLET.raw() as i128 - l.wallet.raw() as i128;
-        let net = (math::gross_pnl(p.side, p.entry_price, exit, p.qty).raw() as i128 - close_fee.raw() as i128).clamp(floor, ceiling.max(floor));
+        let net = (math::gross_pnl(p.side, p.entry_price, exit, p.qty).raw() as i128
+            - close_fee.raw() as i128)
+            .clamp(floor, ceiling.max(floor));
         let gross = math::to_dec(net + close_fee.raw() as i128);
         l.wallet = math::to_dec(l.wallet.raw() as i128 + net);
         l.margin_used = Dec(l.margin_used.raw() - p.margin.raw());
@@ -389,16 +496,21 @@ impl Sequencer {
             exit_price: exit,
             open_fee: p.open_fee,
             close_fee,
-            pnl: math::to_dec(gross.raw() as i128 - p.open_fee.raw() as i128 - close_fee.raw() as i128),
+            pnl: math::to_dec(
+                gross.raw() as i128 - p.open_fee.raw() as i128 - close_fee.raw() as i128,
+            ),
             reason,
             account_type: p.account_type,
             opened_at: p.opened_at,
             closed_at: tx.now,
         };
         tx.ops.push(Op::DeletePosition(p.id));
-        tx.ops.push(Op::InsertTrade(Box::new(trade.clone()), p.leverage));
+        tx.ops
+            .push(Op::InsertTrade(Box::new(trade.clone()), p.leverage));
         tx.inval.push(Inval::Positions(p.user_id));
-        tx.events.push(Event::PositionClosed { trade: trade.clone() });
+        tx.events.push(Event::PositionClosed {
+            trade: trade.clone(),
+        });
         trade
     }
 
@@ -410,13 +522,20 @@ impl Sequencer {
                 let _ = reply.send(Err(Error::UnknownSymbol(t.symbol.clone())));
                 return;
             }
-            if !t.price.is_positive() || t.price > math::MAX_PRICE || t.ts.is_some_and(|ts| ts < 0) {
-                let _ = reply.send(Err(Error::Invalid(format!("a tick needs 0 < price <= {} and ts >= 0", math::MAX_PRICE))));
+            if !t.price.is_positive() || t.price > math::MAX_PRICE || t.ts.is_some_and(|ts| ts < 0)
+            {
+                let _ = reply.send(Err(Error::Invalid(format!(
+                    "a tick needs 0 < price <= {} and ts >= 0",
+                    math::MAX_PRICE
+                ))));
                 return;
             }
         }
         let mut tx = Tx::new(now);
-        let mut out = TickOutcome { accepted: ticks.len(), ..TickOutcome::default() };
+        let mut out = TickOutcome {
+            accepted: ticks.len(),
+            ..TickOutcome::default()
+        };
         let mut last_by_symbol: Vec<(String, Dec, Millis)> = Vec::new();
         for t in ticks {
             let ts = t.ts.unwrap_or(now);
@@ -433,7 +552,14 @@ impl Sequencer {
         self.commit(tx, out, reply);
     }
 
-    fn apply_tick(&mut self, tx: &mut Tx, symbol: &str, price: Dec, ts: Millis, out: &mut TickOutcome) {
+    fn apply_tick(
+        &mut self,
+        tx: &mut Tx,
+        symbol: &str,
+        price: Dec,
+        ts: Millis,
+        out: &mut TickOutcome,
+    ) {
         let sym = self.st.symbols.get_mut(symbol).expect("validated symbol");
         sym.last = Some(price);
         sym.last_ts = Some(ts);
@@ -441,7 +567,12 @@ impl Sequencer {
         for id in sym.book.crossed_by(price) {
             let mut order = self.st.orders.remove(&id).expect("booked order is pending");
             let limit = order.price.expect("resting orders are limits");
-            self.st.symbols.get_mut(symbol).expect("symbol").book.remove(order.side, limit, id);
+            self.st
+                .symbols
+                .get_mut(symbol)
+                .expect("symbol")
+                .book
+                .remove(order.side, limit, id);
             tx.inval.push(Inval::Orders(order.user_id));
             self.fill(tx, &mut order, limit, maker);
             out.fills += 1;

@@ -18,7 +18,11 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Starts checkpointing `path` every `every`.
-    pub fn start(path: &Path, cfg: &StoreConfig, every: Duration) -> rusqlite::Result<Checkpointer> {
+    pub fn start(
+        path: &Path,
+        cfg: &StoreConfig,
+        every: Duration,
+    ) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open(path)?;
         apply_pragmas(&conn, cfg, false)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -33,13 +37,17 @@ impl Checkpointer {
                     if *stopped {
                         break;
                     }
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
                 }
             })
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(Checkpointer { stop, thread: Some(thread) })
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Stops the thread (idempotent).

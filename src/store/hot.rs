@@ -1,7 +1,10 @@
 //! The hot queries, in one place: every read the engine and the API run often, with sample
 //! parameters. The EXPLAIN QUERY PLAN test and `litetrade optimize` walk this list.
 
-use super::tables::{analytics, balances, config, credentials, licenses, orders, positions, signals, symbols, trades, users};
+use super::tables::{
+    analytics, balances, config, credentials, licenses, orders, positions, signals, symbols,
+    trades, users,
+};
 use rusqlite::types::Value;
 
 /// A hot query and sample parameters for planning and timing it.
@@ -25,39 +28,92 @@ pub fn hot_queries() -> Vec<HotQuery> {
     let sym = || Value::Text("BTCUSDT".into());
     let day_ago = || Value::Integer(crate::domain::model::now_ms() - 86_400_000);
     vec![
-        q("balance_by_user_account", balances::BY_USER_ACCOUNT, vec![u(), demo()]),
-        q("positions_by_user_account", positions::BY_USER, vec![u(), demo()]),
+        q(
+            "balance_by_user_account",
+            balances::BY_USER_ACCOUNT,
+            vec![u(), demo()],
+        ),
+        q(
+            "positions_by_user_account",
+            positions::BY_USER,
+            vec![u(), demo()],
+        ),
         q("positions_by_symbol", positions::BY_SYMBOL, vec![sym()]),
-        q("pending_orders_by_user", orders::PENDING_BY_USER, vec![u(), demo()]),
-        q("pending_orders_by_symbol_price", orders::PENDING_BY_SYMBOL, vec![sym()]),
+        q(
+            "pending_orders_by_user",
+            orders::PENDING_BY_USER,
+            vec![u(), demo()],
+        ),
+        q(
+            "pending_orders_by_symbol_price",
+            orders::PENDING_BY_SYMBOL,
+            vec![sym()],
+        ),
         q("order_by_id", orders::BY_ID, vec![u()]),
-        q("order_by_client_id", orders::BY_CLIENT_ID, vec![u(), Value::Text("cid".into())]),
-        q("trades_page_by_user", trades::PAGE_BY_USER, vec![u(), Value::Integer(100), Value::Integer(0)]),
+        q(
+            "order_by_client_id",
+            orders::BY_CLIENT_ID,
+            vec![u(), Value::Text("cid".into())],
+        ),
+        q(
+            "trades_page_by_user",
+            trades::PAGE_BY_USER,
+            vec![u(), Value::Integer(100), Value::Integer(0)],
+        ),
         q("trades_count_by_user", trades::COUNT_BY_USER, vec![u()]),
-        q("trades_closed_24h", analytics::TRADES_SINCE, vec![day_ago()]),
+        q("trade_by_position", trades::BY_POSITION, vec![u()]),
+        q(
+            "trades_closed_24h",
+            analytics::TRADES_SINCE,
+            vec![day_ago()],
+        ),
         q("config_by_user", config::BY_USER, vec![u()]),
         q("user_by_id", users::BY_ID, vec![u()]),
-        q("user_by_token_hash", users::BY_TOKEN, vec![Value::Blob(vec![0; 32])]),
-        q("credentials_by_user_exchange", credentials::BY_USER_EXCHANGE, vec![u(), Value::Text("binance".into())]),
+        q(
+            "user_by_token_hash",
+            users::BY_TOKEN,
+            vec![Value::Blob(vec![0; 32])],
+        ),
+        q(
+            "credentials_by_user_exchange",
+            credentials::BY_USER_EXCHANGE,
+            vec![u(), Value::Text("binance".into())],
+        ),
         q("symbol_by_name", symbols::BY_SYMBOL, vec![sym()]),
         q("license_by_user", licenses::BY_USER, vec![u()]),
-        q("promo_by_code", licenses::PROMO_BY_CODE, vec![Value::Text("WELCOME".into())]),
-        q("payments_by_user_time", licenses::PAYMENTS_BY_USER, vec![u(), day_ago()]),
-        q("signals_by_symbol_time", signals::BY_SYMBOL_TIME, vec![sym(), day_ago()]),
+        q(
+            "promo_by_code",
+            licenses::PROMO_BY_CODE,
+            vec![Value::Text("WELCOME".into())],
+        ),
+        q(
+            "payments_by_user_time",
+            licenses::PAYMENTS_BY_USER,
+            vec![u(), day_ago()],
+        ),
+        q(
+            "signals_by_symbol_time",
+            signals::BY_SYMBOL_TIME,
+            vec![sym(), day_ago()],
+        ),
     ]
 }
 
 /// The `EXPLAIN QUERY PLAN` of a query, its detail lines joined with `; `.
 pub fn plan(conn: &rusqlite::Connection, h: &HotQuery) -> rusqlite::Result<String> {
     let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", h.sql))?;
-    let rows = st.query_map(rusqlite::params_from_iter(h.params.iter()), |r| r.get::<_, String>(3))?;
+    let rows = st.query_map(rusqlite::params_from_iter(h.params.iter()), |r| {
+        r.get::<_, String>(3)
+    })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("; "))
 }
 
 /// True when the plan reads a table without an index (a `SCAN` that is not over an index).
 pub fn plan_scans_table(plan: &str) -> bool {
     plan.split("; ").any(|step| {
-        step.starts_with("SCAN ") && !step.contains("USING INDEX") && !step.contains("USING COVERING INDEX")
+        step.starts_with("SCAN ")
+            && !step.contains("USING INDEX")
+            && !step.contains("USING COVERING INDEX")
             && !step.contains("CONSTANT ROW")
     })
 }

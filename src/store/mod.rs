@@ -146,13 +146,13 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
         path: path.display().to_string(),
         reason,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(open_err(format!(
-                "directory {} does not exist",
-                dir.display()
-            )));
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(open_err(format!(
+            "directory {} does not exist",
+            dir.display()
+        )));
     }
     let conn = Connection::open_with_flags(
         path,
@@ -187,10 +187,11 @@ impl Store {
         let conn = open_write_connection(path, &cfg)?;
         let stats = Arc::new(DbStats::default());
         conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
-        let checkpointer = checkpoint::Checkpointer::start(path, &cfg, Duration::from_millis(500)).map_err(|e| StoreError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let checkpointer = checkpoint::Checkpointer::start(path, &cfg, Duration::from_millis(500))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         let writer = writer::Writer::start(conn, cfg.clone(), stats.clone());
         let rcfg = cfg.clone();
         let manager = SqliteConnectionManager::file(path)

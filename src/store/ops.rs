@@ -3,10 +3,10 @@
 use super::tables::{
     balances, config, credentials, licenses, orders, positions, signals, symbols, trades, users,
 };
+use crate::domain::model::UserConfig;
 use crate::domain::model::{AccountType, Id, Ledger, Millis, Order, Position, Promo, Trade};
 use crate::domain::money::Dec;
 use crate::domain::symbol::SymbolSpec;
-use crate::domain::model::UserConfig;
 use rusqlite::Connection;
 
 /// One row change.
@@ -89,14 +89,22 @@ pub enum Op {
 /// Applies one change inside the writer's transaction.
 pub fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
     match op {
-        Op::InsertUser { id, name, telegram_id, token_hash, created_at } => {
-            users::insert(conn, *id, name, *telegram_id, token_hash, *created_at)
-        }
+        Op::InsertUser {
+            id,
+            name,
+            telegram_id,
+            token_hash,
+            created_at,
+        } => users::insert(conn, *id, name, *telegram_id, token_hash, *created_at),
         Op::SaveConfig(u, c, at) => config::save(conn, *u, c, *at),
         Op::SetBot(u, on, at) => config::set_bot(conn, *u, *on, *at),
-        Op::SaveCredentials { user_id, exchange, nonce, ciphertext, at } => {
-            credentials::save(conn, *user_id, exchange, nonce, ciphertext, *at)
-        }
+        Op::SaveCredentials {
+            user_id,
+            exchange,
+            nonce,
+            ciphertext,
+            at,
+        } => credentials::save(conn, *user_id, exchange, nonce, ciphertext, *at),
         Op::SaveBalance(u, a, l, at) => balances::save(conn, *u, *a, l, *at),
         Op::SaveSymbol(s) => symbols::save(conn, s),
         Op::SetLastPrice(s, p, ts) => symbols::set_last(conn, s, *p, *ts),
@@ -105,13 +113,19 @@ pub fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
         Op::DeletePosition(id) => positions::delete(conn, *id),
         Op::InsertTrade(t, lev) => trades::insert(conn, t, *lev),
         Op::InsertSignal(s) => signals::insert(conn, s),
-        Op::SaveLicense { user_id, license_type, starts_at, ends_at } => {
-            licenses::save_license(conn, *user_id, license_type, *starts_at, *ends_at)
-        }
+        Op::SaveLicense {
+            user_id,
+            license_type,
+            starts_at,
+            ends_at,
+        } => licenses::save_license(conn, *user_id, license_type, *starts_at, *ends_at),
         Op::SavePromo(p) => licenses::save_promo(conn, p),
-        Op::InsertRedemption { promo_id, user_id, license_type, at } => {
-            licenses::insert_redemption(conn, *promo_id, *user_id, license_type, *at)
-        }
+        Op::InsertRedemption {
+            promo_id,
+            user_id,
+            license_type,
+            at,
+        } => licenses::insert_redemption(conn, *promo_id, *user_id, license_type, *at),
         Op::InsertDeposit(u, a, amount, at) => balances::insert_deposit(conn, *u, *a, *amount, *at),
     }
 }

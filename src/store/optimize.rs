@@ -176,17 +176,31 @@ impl OptimizeReport {
     /// A plain-text before/after table of the hot queries, then sizes, checks and warnings.
     pub fn render_table(&self) -> String {
         let mut out = String::new();
-        let name_w = self.queries.iter().map(|q| q.name.len()).max().unwrap_or(5).max(5);
+        let name_w = self
+            .queries
+            .iter()
+            .map(|q| q.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         let stat4 = self.queries.iter().any(|q| q.stat4_us.is_some());
         let yn = |b: bool| if b { "yes" } else { "NO" };
-        let _ = write!(out, "{:<name_w$}  {:<10}  {:>10}  ", "query", "index", "before µs");
+        let _ = write!(
+            out,
+            "{:<name_w$}  {:<10}  {:>10}  ",
+            "query", "index", "before µs"
+        );
         if stat4 {
             let _ = write!(out, "{:>10}  ", "stat4 µs");
         }
         let _ = writeln!(out, "{:>10}  plan", "after µs");
         for q in &self.queries {
             let idx = format!("{} → {}", yn(q.uses_index_before), yn(q.uses_index));
-            let _ = write!(out, "{:<name_w$}  {:<10}  {:>10.1}  ", q.name, idx, q.before_us);
+            let _ = write!(
+                out,
+                "{:<name_w$}  {:<10}  {:>10.1}  ",
+                q.name, idx, q.before_us
+            );
             if stat4 {
                 match q.stat4_us {
                     Some(us) => {
@@ -209,7 +223,11 @@ impl OptimizeReport {
             mb(self.wal_size_before),
             mb(self.wal_size_after)
         );
-        let _ = writeln!(out, "free pages:  {} → {}", self.free_pages_before, self.free_pages_after);
+        let _ = writeln!(
+            out,
+            "free pages:  {} → {}",
+            self.free_pages_before, self.free_pages_after
+        );
         let _ = writeln!(
             out,
             "page size:   {} → {}; journal mode {}{}",
@@ -218,7 +236,11 @@ impl OptimizeReport {
             self.journal_mode,
             if self.vacuumed { "; vacuumed" } else { "" }
         );
-        let _ = writeln!(out, "indexes:     {} created, {} in the schema", self.indexes_created, self.indexes_total);
+        let _ = writeln!(
+            out,
+            "indexes:     {} created, {} in the schema",
+            self.indexes_created, self.indexes_total
+        );
         let stat4_text = match self.stat4 {
             Stat4::Cleared => "cleared after ANALYZE (point reads are not re-planned per binding)",
             Stat4::Kept => "kept (--keep-stat4)",
@@ -228,7 +250,10 @@ impl OptimizeReport {
         let _ = writeln!(out, "stat4:       {stat4_text}");
         let _ = writeln!(out, "integrity:   {}", self.integrity);
         if let Some(step) = &self.stopped_at {
-            let _ = writeln!(out, "stopped at:  {step} (the file is damaged; restore a backup)");
+            let _ = writeln!(
+                out,
+                "stopped at:  {step} (the file is damaged; restore a backup)"
+            );
         }
         for p in &self.problems {
             let _ = writeln!(out, "  problem: {p}");
@@ -264,11 +289,17 @@ impl From<StoreError> for Fail {
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
 }
 
 fn file_len(p: &Path) -> u64 {
@@ -297,7 +328,10 @@ pub fn optimize(
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<OptimizeReport, StoreError> {
     let t0 = Instant::now();
-    let open_err = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
+    let open_err = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason,
+    };
     if !path.is_file() {
         return Err(open_err("no such file".into()));
     }
@@ -334,7 +368,9 @@ pub fn optimize(
         Err(Fail::Store(e)) => {
             // Say which step failed.
             return Err(match e {
-                StoreError::Unavailable(m) => StoreError::Unavailable(format!("optimize step {step}: {m}")),
+                StoreError::Unavailable(m) => {
+                    StoreError::Unavailable(format!("optimize step {step}: {m}"))
+                }
                 StoreError::Sqlite(m) => StoreError::Sqlite(format!("optimize step {step}: {m}")),
                 other => other,
             });
@@ -353,7 +389,9 @@ pub fn optimize(
             } else {
                 format!("corrupt ({} problem(s))", rep.problems.len())
             };
-            rep.page_size = pragma_i64(&conn, "page_size").map(|v| v as u32).unwrap_or(0);
+            rep.page_size = pragma_i64(&conn, "page_size")
+                .map(|v| v as u32)
+                .unwrap_or(0);
             rep.journal_mode = conn
                 .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
                 .map(|m| m.to_ascii_lowercase())
@@ -375,7 +413,10 @@ fn run(
     rep: &mut OptimizeReport,
     step: &mut &'static str,
 ) -> Result<(), Fail> {
-    let cfg = StoreConfig { busy_timeout_ms: opts.busy_timeout_ms, ..StoreConfig::default() };
+    let cfg = StoreConfig {
+        busy_timeout_ms: opts.busy_timeout_ms,
+        ..StoreConfig::default()
+    };
     // 0. open: WAL, pragmas, refuse a newer schema, create missing tables.
     *step = "open";
     progress("open", 0, 1);
@@ -416,7 +457,11 @@ fn run(
     let missing = schema::missing_indexes(conn)?;
     let total = missing.len() as u64;
     progress("indexes", 0, total);
-    for (i, (_, sql)) in schema::index_statements().into_iter().filter(|(n, _)| missing.contains(n)).enumerate() {
+    for (i, (_, sql)) in schema::index_statements()
+        .into_iter()
+        .filter(|(n, _)| missing.contains(n))
+        .enumerate()
+    {
         conn.execute_batch(sql)?;
         rep.indexes_created += 1;
         progress("indexes", i as u64 + 1, total);
@@ -446,7 +491,14 @@ fn run(
         rep.stat4 = Stat4::Kept;
     } else {
         *step = "measure_stat4";
-        with_stat4 = Some(measure(path, &cfg, &hot, opts, "measure with stat4", progress)?);
+        with_stat4 = Some(measure(
+            path,
+            &cfg,
+            &hot,
+            opts,
+            "measure with stat4",
+            progress,
+        )?);
         *step = "analyze";
         conn.execute_batch("DELETE FROM sqlite_stat4;")?;
         rep.stat4 = Stat4::Cleared;
@@ -476,7 +528,10 @@ fn run(
     progress("foreign key check", 1, 1);
     rep.integrity = match (corrupt, fk_total) {
         (false, 0) => "ok".into(),
-        (true, 0) => format!("corrupt ({} problem(s) from integrity_check)", rep.problems.len()),
+        (true, 0) => format!(
+            "corrupt ({} problem(s) from integrity_check)",
+            rep.problems.len()
+        ),
         (false, n) => format!("{n} foreign key violation(s)"),
         (true, n) => format!("corrupt, and {n} foreign key violation(s)"),
     };
@@ -529,13 +584,18 @@ fn run(
 }
 
 fn table_exists(c: &Connection, name: &str) -> rusqlite::Result<bool> {
-    c.query_row("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1", [name], |_| Ok(()))
-        .optional()
-        .map(|o| o.is_some())
+    c.query_row(
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
 }
 
 fn journal_mode(c: &Connection) -> rusqlite::Result<String> {
-    c.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).map(|m| m.to_ascii_lowercase())
+    c.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+        .map(|m| m.to_ascii_lowercase())
 }
 
 /// `PRAGMA integrity_check` messages (`["ok"]` for a sound file), at most 100.
@@ -563,14 +623,19 @@ fn foreign_key_messages(c: &Connection) -> rusqlite::Result<(Vec<String>, u64)> 
         }
     }
     if n as usize > out.len() {
-        out.push(format!("… and {} more foreign key violation(s)", n as usize - out.len()));
+        out.push(format!(
+            "… and {} more foreign key violation(s)",
+            n as usize - out.len()
+        ));
     }
     Ok((out, n))
 }
 
 fn checkpoint(c: &Connection, rep: &mut OptimizeReport) -> rusqlite::Result<()> {
     let (busy, log, done): (i64, i64, i64) =
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
     if busy != 0 {
         rep.warnings.push(format!(
             "WAL checkpoint incomplete ({done} of {log} frames): another connection was busy; the server checkpoints later"
@@ -611,7 +676,9 @@ fn vacuum(c: &Connection, rep: &mut OptimizeReport) -> rusqlite::Result<()> {
     let back = back?;
     // Open the new WAL with a read: a checkpoint right after the switch would otherwise open it
     // from inside its own statement and fail with SQLITE_LOCKED ("database table is locked").
-    c.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))?;
+    c.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
     if !back.eq_ignore_ascii_case("wal") {
         rep.warnings.push(format!(
             "the file is left in journal_mode {back}; the server switches it back to WAL when it opens it"
@@ -637,7 +704,10 @@ fn measure(
     label: &str,
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<Vec<Measured>, Fail> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
     apply_pragmas(&c, cfg, true)?;
     let n = hot.len() as u64;
     progress(label, 0, n);
@@ -645,7 +715,12 @@ fn measure(
     for (i, h) in hot.iter().enumerate() {
         let plan = hot::plan(&c, h)?;
         let median_us = time_query(&c, h, opts)?;
-        out.push(Measured { name: h.name, uses_index: !hot::plan_scans_table(&plan), plan, median_us });
+        out.push(Measured {
+            name: h.name,
+            uses_index: !hot::plan_scans_table(&plan),
+            plan,
+            median_us,
+        });
         progress(label, i as u64 + 1, n);
     }
     Ok(out)

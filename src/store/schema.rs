@@ -59,9 +59,12 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         return Ok(());
     }
     if version > SCHEMA_VERSION {
-        return Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(1), Some(format!(
-            "database schema version {version} is newer than this litetrade ({SCHEMA_VERSION})"
-        ))));
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(1),
+            Some(format!(
+                "database schema version {version} is newer than this litetrade ({SCHEMA_VERSION})"
+            )),
+        ));
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let run = || -> rusqlite::Result<()> {

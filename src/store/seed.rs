@@ -36,8 +36,8 @@ use super::tables::{balances, config, orders, positions, symbols, trades, users}
 use super::{StoreConfig, StoreError, open_write_connection};
 use crate::domain::math;
 use crate::domain::model::{
-    AccountType, CloseReason, Id, Ledger, Millis, Order, OrderStatus, OrderType, Position, PositionSide, Side, Trade,
-    UserConfig, now_ms,
+    AccountType, CloseReason, Id, Ledger, Millis, Order, OrderStatus, OrderType, Position,
+    PositionSide, Side, Trade, UserConfig, now_ms,
 };
 use crate::domain::money::{Dec, SCALE};
 use crate::domain::symbol::{DEFAULT_SYMBOLS, SymbolSpec};
@@ -221,7 +221,12 @@ struct Batch<'c> {
 impl<'c> Batch<'c> {
     fn begin(c: &'c Connection, limit: usize) -> rusqlite::Result<Self> {
         c.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(Batch { c, rows: 0, limit: limit.max(1), commits: 0 })
+        Ok(Batch {
+            c,
+            rows: 0,
+            limit: limit.max(1),
+            commits: 0,
+        })
     }
 
     /// Counts rows; at a user boundary, commits when the batch is full. True when it committed.
@@ -248,7 +253,11 @@ impl<'c> Batch<'c> {
 /// `progress(step, done, total)` is called after each transaction (`"users"`, users done of all)
 /// and for the final `"checkpoint"`. Errors: the file cannot be opened or written (nothing of the
 /// transaction in progress is kept; users committed before stay, each one consistent).
-pub fn seed(path: &Path, opts: &SeedOptions, progress: &dyn Fn(&str, u64, u64)) -> Result<SeedReport, StoreError> {
+pub fn seed(
+    path: &Path,
+    opts: &SeedOptions,
+    progress: &dyn Fn(&str, u64, u64),
+) -> Result<SeedReport, StoreError> {
     let t0 = Instant::now();
     let conn = open_write_connection(path, &StoreConfig::default())?;
     let mut rep = SeedReport::default();
@@ -280,14 +289,18 @@ fn write_all(
     let mut syms = Vec::new();
     for name in DEFAULT_SYMBOLS {
         if let Some((spec, last, _)) = symbols::get(c, name)? {
-            let last = last.filter(|p| p.is_positive()).unwrap_or_else(|| default_price(name));
+            let last = last
+                .filter(|p| p.is_positive())
+                .unwrap_or_else(|| default_price(name));
             // on the tick, at least one tick
             let last = offset(last, 0, spec.tick_size);
             syms.push(Sym { spec, last });
         }
     }
     if syms.is_empty() {
-        return Err(StoreError::Sqlite("no default symbol in the symbols table".into()));
+        return Err(StoreError::Sqlite(
+            "no default symbol in the symbols table".into(),
+        ));
     }
     let n = opts.users;
     let first_user = max_id(c, "SELECT COALESCE(MAX(id), 0) FROM users")? + 1;
@@ -336,7 +349,14 @@ fn write_all(
         let mut rows = 0usize;
         let created = now - 60 * DAY + rng.range(0, 20 * DAY);
         let tg = rng.pct(70).then(|| 100_000_000 + uid);
-        users::insert(c, uid, &format!("trader{uid}"), tg, &seeded_token_hash(uid), created)?;
+        users::insert(
+            c,
+            uid,
+            &format!("trader{uid}"),
+            tg,
+            &seeded_token_hash(uid),
+            created,
+        )?;
         rows += 1;
         if rng.pct(20) {
             let cfg = UserConfig {
@@ -402,11 +422,16 @@ fn write_all(
             sums.reserve += o.reserve.raw() as i128;
         }
         // Deposit enough for every loss, fee, margin and reserve, plus a cushion.
-        let need = sums.losses + sums.open_fees + sums.margin + sums.reserve + rng.range(5, 50) as i128 * 1000 * S;
+        let need = sums.losses
+            + sums.open_fees
+            + sums.margin
+            + sums.reserve
+            + rng.range(5, 50) as i128 * 1000 * S;
         let step = 100 * S;
         let deposited = (need + step - 1) / step * step;
-        let deposited = i64::try_from(deposited)
-            .map_err(|_| StoreError::Sqlite(format!("user {uid}: generated deposit out of range")))?;
+        let deposited = i64::try_from(deposited).map_err(|_| {
+            StoreError::Sqlite(format!("user {uid}: generated deposit out of range"))
+        })?;
         let mut left = deposited;
         let mut at = created + MINUTE;
         while left > 0 {
@@ -418,7 +443,9 @@ fn write_all(
             rep.payments += 1;
         }
         let to_i64 = |v: i128| {
-            i64::try_from(v).map_err(|_| StoreError::Sqlite(format!("user {uid}: generated ledger out of range")))
+            i64::try_from(v).map_err(|_| {
+                StoreError::Sqlite(format!("user {uid}: generated ledger out of range"))
+            })
         };
         let ledger = Ledger {
             wallet: Dec(to_i64(deposited as i128 + sums.pnl - sums.open_fees)?),
@@ -450,7 +477,11 @@ fn write_all(
 fn gen_trade(rng: &mut Rng, sym: &Sym, t: &mut Trade) -> u32 {
     let spec = &sym.spec;
     let tick = spec.tick_size;
-    let side = if rng.pct(50) { PositionSide::Long } else { PositionSide::Short };
+    let side = if rng.pct(50) {
+        PositionSide::Long
+    } else {
+        PositionSide::Short
+    };
     let lev = leverage(rng, spec);
     let entry = offset(sym.last, rng.range(-500, 500), tick);
     let qty = qty_for(rng, spec, entry);
@@ -458,30 +489,46 @@ fn gen_trade(rng: &mut Rng, sym: &Sym, t: &mut Trade) -> u32 {
     let good: i64 = if side == PositionSide::Long { 1 } else { -1 };
     let roll = rng.below(100);
     let (reason, mut exit) = match roll {
-        0..40 => (CloseReason::Manual, offset(entry, rng.range(-300, 300), tick)),
-        40..65 => (CloseReason::TakeProfit, offset(entry, good * rng.range(50, 400), tick)),
-        97..100 if lev >= 5 => {
-            (CloseReason::Liquidation, math::liquidation_price(side, entry, lev, spec.mmr_bps, tick))
-        }
-        _ => (CloseReason::StopLoss, offset(entry, -good * rng.range(50, 300), tick)),
+        0..40 => (
+            CloseReason::Manual,
+            offset(entry, rng.range(-300, 300), tick),
+        ),
+        40..65 => (
+            CloseReason::TakeProfit,
+            offset(entry, good * rng.range(50, 400), tick),
+        ),
+        97..100 if lev >= 5 => (
+            CloseReason::Liquidation,
+            math::liquidation_price(side, entry, lev, spec.mmr_bps, tick),
+        ),
+        _ => (
+            CloseReason::StopLoss,
+            offset(entry, -good * rng.range(50, 300), tick),
+        ),
     };
     // A take profit gains and a stop loss loses at least one tick (coarse ticks on cheap coins).
     let up = Dec(entry.raw() + tick.raw());
     let down = Dec((entry.raw() - tick.raw()).max(tick.raw()));
     match (reason, side) {
-        (CloseReason::TakeProfit, PositionSide::Long) | (CloseReason::StopLoss, PositionSide::Short)
+        (CloseReason::TakeProfit, PositionSide::Long)
+        | (CloseReason::StopLoss, PositionSide::Short)
             if exit <= entry =>
         {
             exit = up
         }
-        (CloseReason::TakeProfit, PositionSide::Short) | (CloseReason::StopLoss, PositionSide::Long)
+        (CloseReason::TakeProfit, PositionSide::Short)
+        | (CloseReason::StopLoss, PositionSide::Long)
             if exit >= entry =>
         {
             exit = down
         }
         _ => {}
     }
-    let open_bps = if rng.pct(30) { spec.maker_fee_bps } else { spec.taker_fee_bps };
+    let open_bps = if rng.pct(30) {
+        spec.maker_fee_bps
+    } else {
+        spec.taker_fee_bps
+    };
     let open_fee = math::fee(entry, qty, open_bps).expect("bounded notional");
     let close_fee = math::fee(exit, qty, spec.taker_fee_bps).expect("bounded notional");
     let gross = math::gross_pnl(side, entry, exit, qty);
@@ -501,11 +548,22 @@ fn gen_trade(rng: &mut Rng, sym: &Sym, t: &mut Trade) -> u32 {
 
 /// An open position near the last price, safe from its triggers at that price, and the filled
 /// market order that opened it (taker fee, as the engine charges a market fill).
-fn gen_position(rng: &mut Rng, sym: &Sym, user: Id, id: Id, order_id: Id, opened: Millis) -> (Position, Order) {
+fn gen_position(
+    rng: &mut Rng,
+    sym: &Sym,
+    user: Id,
+    id: Id,
+    order_id: Id,
+    opened: Millis,
+) -> (Position, Order) {
     let spec = &sym.spec;
     let tick = spec.tick_size;
     let last = sym.last;
-    let side = if rng.pct(50) { PositionSide::Long } else { PositionSide::Short };
+    let side = if rng.pct(50) {
+        PositionSide::Long
+    } else {
+        PositionSide::Short
+    };
     let long = side == PositionSide::Long;
     let entry = offset(last, rng.range(-100, 100), tick);
     let qty = qty_for(rng, spec, entry);
@@ -517,19 +575,42 @@ fn gen_position(rng: &mut Rng, sym: &Sym, user: Id, id: Id, order_id: Id, opened
         if safe || lev == 1 {
             break liq;
         }
-        lev = LEVERAGES.iter().copied().filter(|&l| l < lev).max().unwrap_or(1);
+        lev = LEVERAGES
+            .iter()
+            .copied()
+            .filter(|&l| l < lev)
+            .max()
+            .unwrap_or(1);
     };
     let margin = math::margin(entry, qty, lev).expect("bounded notional");
     let open_fee = math::fee(entry, qty, spec.taker_fee_bps).expect("bounded notional");
     // Stop loss between the liquidation price and the nearer of entry/last; take profit beyond.
-    let (near, far) = if long { (entry.min(last), entry.max(last)) } else { (entry.max(last), entry.min(last)) };
+    let (near, far) = if long {
+        (entry.min(last), entry.max(last))
+    } else {
+        (entry.max(last), entry.min(last))
+    };
     let dir: i64 = if long { 1 } else { -1 };
-    let sl = rng.pct(70).then(|| offset(near, -dir * rng.range(100, 300), tick)).filter(|&sl| {
-        if long { sl < near && sl > liq } else { sl > near && sl < liq }
-    });
-    let tp = rng.pct(70).then(|| offset(far, dir * rng.range(200, 600), tick)).filter(|&tp| {
-        if long { tp > far } else { tp < far && tp.is_positive() }
-    });
+    let sl = rng
+        .pct(70)
+        .then(|| offset(near, -dir * rng.range(100, 300), tick))
+        .filter(|&sl| {
+            if long {
+                sl < near && sl > liq
+            } else {
+                sl > near && sl < liq
+            }
+        });
+    let tp = rng
+        .pct(70)
+        .then(|| offset(far, dir * rng.range(200, 600), tick))
+        .filter(|&tp| {
+            if long {
+                tp > far
+            } else {
+                tp < far && tp.is_positive()
+            }
+        });
     let p = Position {
         id,
         user_id: user,
@@ -597,18 +678,34 @@ fn gen_pending_sell(rng: &mut Rng, sym: &Sym, user: Id, id: Id, created: Millis)
     make_pending(rng, &sym.spec, user, id, created, false, price)
 }
 
-fn make_pending(rng: &mut Rng, spec: &SymbolSpec, user: Id, id: Id, created: Millis, buy: bool, price: Dec) -> Order {
+fn make_pending(
+    rng: &mut Rng,
+    spec: &SymbolSpec,
+    user: Id,
+    id: Id,
+    created: Millis,
+    buy: bool,
+    price: Dec,
+) -> Order {
     let tick = spec.tick_size;
     let qty = qty_for(rng, spec, price);
     let lev = leverage(rng, spec);
     let reserve = math::reserve(price, qty, lev, spec.taker_fee_bps).expect("bounded notional");
     let dir: i64 = if buy { 1 } else { -1 };
-    let sl = rng.pct(50).then(|| offset(price, -dir * rng.range(200, 400), tick)).filter(|&sl| {
-        if buy { sl < price } else { sl > price }
-    });
-    let tp = rng.pct(50).then(|| offset(price, dir * rng.range(200, 600), tick)).filter(|&tp| {
-        if buy { tp > price } else { tp < price && tp.is_positive() }
-    });
+    let sl = rng
+        .pct(50)
+        .then(|| offset(price, -dir * rng.range(200, 400), tick))
+        .filter(|&sl| if buy { sl < price } else { sl > price });
+    let tp = rng
+        .pct(50)
+        .then(|| offset(price, dir * rng.range(200, 600), tick))
+        .filter(|&tp| {
+            if buy {
+                tp > price
+            } else {
+                tp < price && tp.is_positive()
+            }
+        });
     Order {
         id,
         user_id: user,

@@ -63,13 +63,21 @@ impl DbStats {
             failures: self.failures.load(Relaxed),
             retries: self.retries.load(Relaxed),
             slow_queries: self.slow_queries.load(Relaxed),
-            avg_query_us: if q == 0 { 0 } else { self.query_us_total.load(Relaxed) / q },
+            avg_query_us: self
+                .query_us_total
+                .load(Relaxed)
+                .checked_div(q)
+                .unwrap_or(0),
             max_query_us: self.query_us_max.load(Relaxed),
             pool_waits: self.pool_waits.load(Relaxed),
             writer_batches: b,
             writer_jobs: self.batched_jobs.load(Relaxed),
             writer_batch_max: self.batch_max.load(Relaxed),
-            writer_avg_commit_us: if b == 0 { 0 } else { self.commit_us_total.load(Relaxed) / b },
+            writer_avg_commit_us: self
+                .commit_us_total
+                .load(Relaxed)
+                .checked_div(b)
+                .unwrap_or(0),
             writer_max_commit_us: self.commit_us_max.load(Relaxed),
             writer_queue: self.writer_queue.load(Relaxed),
         }

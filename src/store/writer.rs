@@ -11,9 +11,9 @@ use super::stats::DbStats;
 use super::{StoreConfig, StoreError};
 use parking_lot::Mutex;
 use rusqlite::{Connection, TransactionBehavior};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,10 @@ impl Writer {
 
     /// Queues a job. If the writer has stopped, the job completes at once with an error.
     pub fn submit(&self, job: Job) {
-        self.shared.stats.writer_queue.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .writer_queue
+            .fetch_add(1, Ordering::Relaxed);
         let guard = self.tx.lock();
         let rejected = match guard.as_ref() {
             Some(tx) => tx.send(Msg::Job(job)).err().map(|e| match e.0 {
@@ -82,8 +85,13 @@ impl Writer {
         };
         drop(guard);
         if let Some(job) = rejected {
-            self.shared.stats.writer_queue.fetch_sub(1, Ordering::Relaxed);
-            (job.done)(Err(StoreError::Unavailable("the writer has stopped".into())));
+            self.shared
+                .stats
+                .writer_queue
+                .fetch_sub(1, Ordering::Relaxed);
+            (job.done)(Err(StoreError::Unavailable(
+                "the writer has stopped".into(),
+            )));
         }
     }
 
@@ -154,7 +162,8 @@ fn run(mut conn: Connection, rx: Receiver<Msg>, cfg: StoreConfig, sh: Arc<Shared
 
 fn commit_batch(conn: &mut Connection, batch: Vec<Job>, cfg: &StoreConfig, sh: &Shared) {
     let rejected_upto = sh.rejected_upto.load(Ordering::SeqCst);
-    let (live, stale): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.epoch > rejected_upto);
+    let (live, stale): (Vec<Job>, Vec<Job>) =
+        batch.into_iter().partition(|j| j.epoch > rejected_upto);
     for j in stale {
         (j.done)(Err(StoreError::Unavailable(
             "an earlier write failed; the engine is reloading, retry".into(),

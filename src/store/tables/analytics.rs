@@ -8,7 +8,8 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
 /// Hot query: trades closed since a time (24 h analytics).
-pub const TRADES_SINCE: &str = "SELECT user_id, symbol, side, qty, exit_price, pnl FROM trade_logs WHERE closed_at >= ?1";
+pub const TRADES_SINCE: &str =
+    "SELECT user_id, symbol, side, qty, exit_price, pnl FROM trade_logs WHERE closed_at >= ?1";
 
 /// One row of a leaderboard.
 #[derive(Clone, Debug, Serialize)]
@@ -66,7 +67,8 @@ pub struct Dashboard {
 }
 
 fn count(c: &Connection, sql: &str) -> rusqlite::Result<u64> {
-    c.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+    c.query_row(sql, [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
 }
 
 fn top(map: &HashMap<Id, i128>, n: usize) -> Vec<UserFigure> {
@@ -74,7 +76,10 @@ fn top(map: &HashMap<Id, i128>, n: usize) -> Vec<UserFigure> {
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v.into_iter()
         .take(n)
-        .map(|(user_id, x)| UserFigure { user_id, value: Dec(x.clamp(i64::MIN as i128, i64::MAX as i128) as i64) })
+        .map(|(user_id, x)| UserFigure {
+            user_id,
+            value: Dec(x.clamp(i64::MIN as i128, i64::MAX as i128) as i64),
+        })
         .collect()
 }
 
@@ -96,7 +101,10 @@ pub fn dashboard(c: &Connection, since: Millis, now: Millis) -> rusqlite::Result
         let user: Id = r.get(0)?;
         let symbol: String = r.get(1)?;
         let side = text_enum(r, 2, PositionSide::parse)?;
-        let notional = div_round_half_away(dec(r, 3)?.raw() as i128 * dec(r, 4)?.raw() as i128, SCALE as i128);
+        let notional = div_round_half_away(
+            dec(r, 3)?.raw() as i128 * dec(r, 4)?.raw() as i128,
+            SCALE as i128,
+        );
         let pnl = dec(r, 5)?.raw() as i128;
         active.insert(user);
         trades += 1;
@@ -115,15 +123,21 @@ pub fn dashboard(c: &Connection, since: Millis, now: Millis) -> rusqlite::Result
     let clamp = |x: i128| Dec(x.clamp(i64::MIN as i128, i64::MAX as i128) as i64);
     let mut symbols: Vec<SymbolFigure> = per_symbol
         .into_iter()
-        .map(|(symbol, (n, vol, pnl, wins, longs, shorts))| SymbolFigure {
-            symbol,
-            trades: n,
-            volume: clamp(vol),
-            pnl: clamp(pnl),
-            win_rate_pct: Dec(div_round_half_away(wins as i128 * 100 * SCALE as i128, n as i128 * 1_000_000) as i64 * 1_000_000),
-            longs,
-            shorts,
-        })
+        .map(
+            |(symbol, (n, vol, pnl, wins, longs, shorts))| SymbolFigure {
+                symbol,
+                trades: n,
+                volume: clamp(vol),
+                pnl: clamp(pnl),
+                win_rate_pct: Dec(div_round_half_away(
+                    wins as i128 * 100 * SCALE as i128,
+                    n as i128 * 1_000_000,
+                ) as i64
+                    * 1_000_000),
+                longs,
+                shorts,
+            },
+        )
         .collect();
     symbols.sort_by(|a, b| a.symbol.cmp(&b.symbol));
     Ok(Dashboard {

@@ -6,11 +6,16 @@ use crate::domain::money::Dec;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Hot query: one balance row.
-pub const BY_USER_ACCOUNT: &str =
-    "SELECT wallet, margin_used, order_reserved, deposited FROM balances WHERE user_id = ?1 AND account_type = ?2";
+pub const BY_USER_ACCOUNT: &str = "SELECT wallet, margin_used, order_reserved, deposited FROM balances WHERE user_id = ?1 AND account_type = ?2";
 
 /// Replaces a balance row.
-pub fn save(c: &Connection, user: Id, acct: AccountType, l: &Ledger, at: Millis) -> rusqlite::Result<()> {
+pub fn save(
+    c: &Connection,
+    user: Id,
+    acct: AccountType,
+    l: &Ledger,
+    at: Millis,
+) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO balances (user_id, account_type, wallet, margin_used, order_reserved, deposited, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(user_id, account_type) DO UPDATE SET wallet = ?3, \
@@ -29,7 +34,13 @@ pub fn save(c: &Connection, user: Id, acct: AccountType, l: &Ledger, at: Millis)
 }
 
 /// Records a deposit in `payments`.
-pub fn insert_deposit(c: &Connection, user: Id, acct: AccountType, amount: Dec, at: Millis) -> rusqlite::Result<()> {
+pub fn insert_deposit(
+    c: &Connection,
+    user: Id,
+    acct: AccountType,
+    amount: Dec,
+    at: Millis,
+) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO payments (user_id, kind, amount, account_type, created_at) VALUES (?1, 'deposit', ?2, ?3, ?4)",
     )?
@@ -41,7 +52,12 @@ pub fn insert_deposit(c: &Connection, user: Id, acct: AccountType, amount: Dec, 
 pub fn get(c: &Connection, user: Id, acct: AccountType) -> rusqlite::Result<Ledger> {
     Ok(c.prepare_cached(BY_USER_ACCOUNT)?
         .query_row(params![user, acct.as_str()], |r| {
-            Ok(Ledger { wallet: dec(r, 0)?, margin_used: dec(r, 1)?, order_reserved: dec(r, 2)?, deposited: dec(r, 3)? })
+            Ok(Ledger {
+                wallet: dec(r, 0)?,
+                margin_used: dec(r, 1)?,
+                order_reserved: dec(r, 2)?,
+                deposited: dec(r, 3)?,
+            })
         })
         .optional()?
         .unwrap_or_default())
@@ -54,7 +70,12 @@ pub fn all(c: &Connection) -> rusqlite::Result<Vec<(Id, AccountType, Ledger)>> {
         Ok((
             r.get(0)?,
             text_enum(r, 1, AccountType::parse)?,
-            Ledger { wallet: dec(r, 2)?, margin_used: dec(r, 3)?, order_reserved: dec(r, 4)?, deposited: dec(r, 5)? },
+            Ledger {
+                wallet: dec(r, 2)?,
+                margin_used: dec(r, 3)?,
+                order_reserved: dec(r, 4)?,
+                deposited: dec(r, 5)?,
+            },
         ))
     })?
     .collect()

@@ -67,5 +67,6 @@ pub fn all(c: &Connection) -> rusqlite::Result<Vec<(Id, UserConfig, bool)>> {
         "SELECT u.id, c.strategy, c.leverage, c.risk_pct, c.sl_pct, c.tp_pct, c.account_type, COALESCE(b.enabled, 0) \
          FROM users u LEFT JOIN user_config c ON c.user_id = u.id LEFT JOIN bot_state b ON b.user_id = u.id",
     )?;
-    st.query_map([], |r| Ok((r.get(0)?, map(r, 1)?, r.get(7)?)))?.collect()
+    st.query_map([], |r| Ok((r.get(0)?, map(r, 1)?, r.get(7)?)))?
+        .collect()
 }

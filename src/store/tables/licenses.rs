@@ -11,7 +11,13 @@ pub const PROMO_BY_CODE: &str = "SELECT id, uses, max_uses FROM promo_codes WHER
 pub const PAYMENTS_BY_USER: &str = "SELECT id, kind, amount, created_at FROM payments WHERE user_id = ?1 AND created_at >= ?2 ORDER BY created_at DESC";
 
 /// Inserts or extends a license.
-pub fn save_license(c: &Connection, user: Id, lt: &str, starts: Millis, ends: Millis) -> rusqlite::Result<()> {
+pub fn save_license(
+    c: &Connection,
+    user: Id,
+    lt: &str,
+    starts: Millis,
+    ends: Millis,
+) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO user_licenses (user_id, license_type, starts_at, ends_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT(user_id, license_type) DO UPDATE SET starts_at = ?3, ends_at = ?4",
@@ -71,9 +77,17 @@ pub fn all_redemptions(c: &Connection) -> rusqlite::Result<Vec<(Id, Id)>> {
 }
 
 /// Records a redemption and its payment row.
-pub fn insert_redemption(c: &Connection, promo: Id, user: Id, lt: &str, at: Millis) -> rusqlite::Result<()> {
-    c.prepare_cached("INSERT INTO promo_redemptions (promo_id, user_id, redeemed_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![promo, user, at])?;
+pub fn insert_redemption(
+    c: &Connection,
+    promo: Id,
+    user: Id,
+    lt: &str,
+    at: Millis,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO promo_redemptions (promo_id, user_id, redeemed_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![promo, user, at])?;
     c.prepare_cached(
         "INSERT INTO payments (user_id, kind, amount, promo_id, license_type, created_at) VALUES (?1, 'promo', 0, ?2, ?3, ?4)",
     )?
@@ -83,5 +97,7 @@ pub fn insert_redemption(c: &Connection, promo: Id, user: Id, lt: &str, at: Mill
 
 /// The highest promo id (0 for none).
 pub fn max_promo_id(c: &Connection) -> rusqlite::Result<Id> {
-    c.query_row("SELECT COALESCE(MAX(id), 0) FROM promo_codes", [], |r| r.get(0))
+    c.query_row("SELECT COALESCE(MAX(id), 0) FROM promo_codes", [], |r| {
+        r.get(0)
+    })
 }

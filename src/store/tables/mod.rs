@@ -27,13 +27,19 @@ pub(crate) fn opt_dec(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<Dec>> {
 }
 
 /// Reads a text column into one of the domain's text enums.
-pub(crate) fn text_enum<T>(r: &Row<'_>, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+pub(crate) fn text_enum<T>(
+    r: &Row<'_>,
+    i: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     parse(&s).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             i,
             Type::Text,
-            Box::new(FromSqlError::Other(format!("unexpected value {s:?}").into())),
+            Box::new(FromSqlError::Other(
+                format!("unexpected value {s:?}").into(),
+            )),
         )
     })
 }

@@ -11,7 +11,8 @@ pub const BY_ID: &str = "SELECT id, user_id, symbol, side, type, qty, price, lev
 /// Hot query: a user's pending orders on one account, oldest first.
 pub const PENDING_BY_USER: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM orders WHERE user_id = ?1 AND account_type = ?2 AND status = 'pending' ORDER BY id";
 /// Hot query: pending orders of a symbol by price (rebuilding the book).
-pub const PENDING_BY_SYMBOL: &str = "SELECT id FROM orders WHERE symbol = ?1 AND status = 'pending' ORDER BY price";
+pub const PENDING_BY_SYMBOL: &str =
+    "SELECT id FROM orders WHERE symbol = ?1 AND status = 'pending' ORDER BY price";
 /// Hot query: an order by its client id.
 pub const BY_CLIENT_ID: &str = "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2";
 
@@ -77,7 +78,11 @@ pub fn get(c: &Connection, id: Id) -> rusqlite::Result<Option<Order>> {
 }
 
 /// A user's pending orders on one account, oldest first.
-pub fn pending_by_user(c: &Connection, user: Id, acct: AccountType) -> rusqlite::Result<Vec<Order>> {
+pub fn pending_by_user(
+    c: &Connection,
+    user: Id,
+    acct: AccountType,
+) -> rusqlite::Result<Vec<Order>> {
     c.prepare_cached(PENDING_BY_USER)?
         .query_map(params![user, acct.as_str()], map)?
         .collect()
@@ -85,9 +90,11 @@ pub fn pending_by_user(c: &Connection, user: Id, acct: AccountType) -> rusqlite:
 
 /// Every pending order, oldest first (engine start-up).
 pub fn all_pending(c: &Connection) -> rusqlite::Result<Vec<Order>> {
-    c.prepare(&format!("SELECT {COLS} FROM orders WHERE status = 'pending' ORDER BY id"))?
-        .query_map([], map)?
-        .collect()
+    c.prepare(&format!(
+        "SELECT {COLS} FROM orders WHERE status = 'pending' ORDER BY id"
+    ))?
+    .query_map([], map)?
+    .collect()
 }
 
 /// Every (user, client_order_id, order id) (engine start-up).

@@ -57,17 +57,23 @@ pub fn insert(c: &Connection, p: &Position) -> rusqlite::Result<()> {
 
 /// Removes a closed position.
 pub fn delete(c: &Connection, id: Id) -> rusqlite::Result<()> {
-    c.prepare_cached("DELETE FROM active_positions WHERE id = ?1")?.execute([id]).map(drop)
+    c.prepare_cached("DELETE FROM active_positions WHERE id = ?1")?
+        .execute([id])
+        .map(drop)
 }
 
 /// A user's open positions on one account, oldest first.
 pub fn by_user(c: &Connection, user: Id, acct: AccountType) -> rusqlite::Result<Vec<Position>> {
-    c.prepare_cached(BY_USER)?.query_map(params![user, acct.as_str()], map)?.collect()
+    c.prepare_cached(BY_USER)?
+        .query_map(params![user, acct.as_str()], map)?
+        .collect()
 }
 
 /// Every open position, oldest first (engine start-up).
 pub fn all(c: &Connection) -> rusqlite::Result<Vec<Position>> {
-    c.prepare(&format!("SELECT {COLS} FROM active_positions ORDER BY id"))?.query_map([], map)?.collect()
+    c.prepare(&format!("SELECT {COLS} FROM active_positions ORDER BY id"))?
+        .query_map([], map)?
+        .collect()
 }
 
 /// The highest position id ever used, open or closed (0 for none).

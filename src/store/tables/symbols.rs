@@ -59,7 +59,9 @@ pub fn set_last(c: &Connection, symbol: &str, price: Dec, ts: Millis) -> rusqlit
 
 /// One symbol.
 pub fn get(c: &Connection, symbol: &str) -> rusqlite::Result<Option<SymbolRow>> {
-    c.prepare_cached(BY_SYMBOL)?.query_row([symbol], map).optional()
+    c.prepare_cached(BY_SYMBOL)?
+        .query_row([symbol], map)
+        .optional()
 }
 
 /// Every symbol, by name.

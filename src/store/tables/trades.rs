@@ -58,24 +58,35 @@ pub fn insert(c: &Connection, t: &Trade, leverage: u32) -> rusqlite::Result<()> 
 }
 
 /// One page of a user's trades (`offset` rows skipped) and the user's total trade count.
-pub fn page(c: &Connection, user: Id, limit: u32, offset: u64) -> rusqlite::Result<(Vec<Trade>, u64)> {
+pub fn page(
+    c: &Connection,
+    user: Id,
+    limit: u32,
+    offset: u64,
+) -> rusqlite::Result<(Vec<Trade>, u64)> {
     let rows = c
         .prepare_cached(PAGE_BY_USER)?
         .query_map(params![user, limit, offset as i64], map)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let total: i64 = c.prepare_cached(COUNT_BY_USER)?.query_row([user], |r| r.get(0))?;
+    let total: i64 = c
+        .prepare_cached(COUNT_BY_USER)?
+        .query_row([user], |r| r.get(0))?;
     Ok((rows, total as u64))
 }
 
 /// The highest trade id (0 for none).
 pub fn max_id(c: &Connection) -> rusqlite::Result<Id> {
-    c.query_row("SELECT COALESCE(MAX(id), 0) FROM trade_logs", [], |r| r.get(0))
+    c.query_row("SELECT COALESCE(MAX(id), 0) FROM trade_logs", [], |r| {
+        r.get(0)
+    })
 }
 
 /// The trade that closed a position, if it is closed.
 pub fn by_position(c: &Connection, position: Id) -> rusqlite::Result<Option<Trade>> {
     use rusqlite::OptionalExtension;
-    c.prepare_cached(BY_POSITION)?.query_row([position], map).optional()
+    c.prepare_cached(BY_POSITION)?
+        .query_row([position], map)
+        .optional()
 }
 
 /// Hot query: the trade of a closed position.

@@ -9,7 +9,14 @@ pub const BY_ID: &str = "SELECT id, name, telegram_id, created_at FROM users WHE
 pub const BY_TOKEN: &str = "SELECT id FROM users WHERE token_hash = ?1";
 
 /// Inserts a user.
-pub fn insert(c: &Connection, id: Id, name: &str, tg: Option<i64>, hash: &[u8], at: Millis) -> rusqlite::Result<()> {
+pub fn insert(
+    c: &Connection,
+    id: Id,
+    name: &str,
+    tg: Option<i64>,
+    hash: &[u8],
+    at: Millis,
+) -> rusqlite::Result<()> {
     c.prepare_cached("INSERT INTO users (id, name, telegram_id, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![id, name, tg, hash, at])
         .map(drop)
@@ -19,14 +26,21 @@ pub fn insert(c: &Connection, id: Id, name: &str, tg: Option<i64>, hash: &[u8], 
 pub fn get(c: &Connection, id: Id) -> rusqlite::Result<Option<User>> {
     c.prepare_cached(BY_ID)?
         .query_row([id], |r| {
-            Ok(User { id: r.get(0)?, name: r.get(1)?, telegram_id: r.get(2)?, created_at: r.get(3)? })
+            Ok(User {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                telegram_id: r.get(2)?,
+                created_at: r.get(3)?,
+            })
         })
         .optional()
 }
 
 /// The user id owning a token hash.
 pub fn id_by_token_hash(c: &Connection, hash: &[u8]) -> rusqlite::Result<Option<Id>> {
-    c.prepare_cached(BY_TOKEN)?.query_row([hash], |r| r.get(0)).optional()
+    c.prepare_cached(BY_TOKEN)?
+        .query_row([hash], |r| r.get(0))
+        .optional()
 }
 
 /// Every user id (engine start-up).
