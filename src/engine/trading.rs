@@ -294,7 +294,7 @@ impl Sequencer {
         match c.fill_now {
             Some(px) => {
                 let fee_bps = spec.taker_fee_bps;
-                self.fill(tx, &mut order, px, fee_bps);
+                self.fill(tx, &mut order, px, fee_bps, false);
             }
             None => {
                 let limit = order.price.expect("validated limit price");
@@ -312,7 +312,8 @@ impl Sequencer {
                     .expect("validated symbol");
                 sym.book.insert(order.side, limit, id);
                 self.st.orders.insert(id, order.clone());
-                tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
+                tx.ops
+                    .push(Op::InsertOrder(Box::new(order.clone()), tx.now));
             }
         }
         order
@@ -325,6 +326,7 @@ impl Sequencer {
         order: &mut Order,
         px: Dec,
         fee_bps: crate::domain::symbol::Bps,
+        was_resting: bool,
     ) {
         let spec = &self.st.symbols[&order.symbol].spec;
         let margin = math::margin(px, order.qty, order.leverage).expect("validated size");
@@ -365,7 +367,12 @@ impl Sequencer {
         order.fee = Some(fee);
         order.position_id = Some(position.id);
         order.filled_at = Some(tx.now);
-        tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
+        let row = Box::new(order.clone());
+        tx.ops.push(if was_resting {
+            Op::UpdateOrder(row, tx.now)
+        } else {
+            Op::InsertOrder(row, tx.now)
+        });
         tx.ops.push(Op::InsertPosition(Box::new(position.clone())));
         tx.inval.push(Inval::Positions(order.user_id));
         tx.events.push(Event::OrderFilled {
@@ -410,7 +417,8 @@ impl Sequencer {
         tx.touch(user, order.account_type);
         order.reserve = Dec::ZERO;
         order.status = OrderStatus::Cancelled;
-        tx.ops.push(Op::SaveOrder(Box::new(order.clone()), tx.now));
+        tx.ops
+            .push(Op::UpdateOrder(Box::new(order.clone()), tx.now));
         tx.inval.push(Inval::Orders(user));
         tx.events.push(Event::OrderCancelled {
             order: order.clone(),
@@ -574,7 +582,7 @@ impl Sequencer {
                 .book
                 .remove(order.side, limit, id);
             tx.inval.push(Inval::Orders(order.user_id));
-            self.fill(tx, &mut order, limit, maker);
+            self.fill(tx, &mut order, limit, maker, true);
             out.fills += 1;
         }
         let hits = self.st.symbols[symbol].triggers.triggered_by(price);

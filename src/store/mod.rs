@@ -49,6 +49,9 @@ pub struct StoreConfig {
     pub busy_retries: u32,
     /// Most jobs in one writer transaction.
     pub max_batch: usize,
+    /// Group commit: how long (µs) the writer keeps collecting after the last job arrived
+    /// before it commits. 0 commits whatever is queued at once.
+    pub commit_delay_us: u64,
     /// A cap on the file size in pages (`PRAGMA max_page_count`): a quota, and the way the
     /// disk-full tests make the disk "full". None: no cap.
     pub max_page_count: Option<u64>,
@@ -64,6 +67,7 @@ impl Default for StoreConfig {
             busy_timeout_ms: 10_000,
             busy_retries: 3,
             max_batch: 4096,
+            commit_delay_us: 50,
             max_page_count: None,
         }
     }

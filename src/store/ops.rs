@@ -48,8 +48,10 @@ pub enum Op {
     SaveSymbol(SymbolSpec),
     /// Record a symbol's last price.
     SetLastPrice(String, Dec, Millis),
-    /// Insert or update an order row.
-    SaveOrder(Box<Order>, Millis),
+    /// A new order row.
+    InsertOrder(Box<Order>, Millis),
+    /// An order's new status, fill and reserve.
+    UpdateOrder(Box<Order>, Millis),
     /// A newly opened position.
     InsertPosition(Box<Position>),
     /// A closed position leaves the active table.
@@ -108,7 +110,8 @@ pub fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
         Op::SaveBalance(u, a, l, at) => balances::save(conn, *u, *a, l, *at),
         Op::SaveSymbol(s) => symbols::save(conn, s),
         Op::SetLastPrice(s, p, ts) => symbols::set_last(conn, s, *p, *ts),
-        Op::SaveOrder(o, at) => orders::save(conn, o, *at),
+        Op::InsertOrder(o, at) => orders::insert(conn, o, *at),
+        Op::UpdateOrder(o, at) => orders::update(conn, o, *at),
         Op::InsertPosition(p) => positions::insert(conn, p),
         Op::DeletePosition(id) => positions::delete(conn, *id),
         Op::InsertTrade(t, lev) => trades::insert(conn, t, *lev),

@@ -401,7 +401,7 @@ fn write_all(
             let sym = &syms[rng.below(syms.len() as u64) as usize];
             let opened = now - 3 * DAY + rng.range(0, 2 * DAY);
             let (p, o) = gen_position(&mut rng, sym, uid, next_position, next_order, opened);
-            orders::save(c, &o, opened)?;
+            orders::insert(c, &o, opened)?;
             positions::insert(c, &p)?;
             next_position += 1;
             next_order += 1;
@@ -415,7 +415,7 @@ fn write_all(
             let sym = &syms[rng.below(syms.len() as u64) as usize];
             let created_at = now - DAY + rng.range(0, DAY - MINUTE);
             let o = gen_pending(&mut rng, sym, uid, next_order, created_at);
-            orders::save(c, &o, created_at)?;
+            orders::insert(c, &o, created_at)?;
             next_order += 1;
             rows += 1;
             rep.pending_orders += 1;

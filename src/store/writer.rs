@@ -138,10 +138,19 @@ fn run(mut conn: Connection, rx: Receiver<Msg>, cfg: StoreConfig, sh: Arc<Shared
             Ok(Msg::Shutdown(ack)) => shutdown_ack = Some(ack),
             Err(_) => break,
         }
+        // group commit: take what is queued, and keep taking while jobs still arrive (up to
+        // `commit_delay_us` after the last one), so a burst shares one transaction
+        let mut last_arrival = Instant::now();
         while batch.len() < cfg.max_batch && shutdown_ack.is_none() {
             match rx.try_recv() {
-                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(Msg::Job(j)) => {
+                    batch.push(j);
+                    last_arrival = Instant::now();
+                }
                 Ok(Msg::Shutdown(ack)) => shutdown_ack = Some(ack),
+                Err(_) if last_arrival.elapsed() < Duration::from_micros(cfg.commit_delay_us) => {
+                    std::thread::yield_now()
+                }
                 Err(_) => break,
             }
         }
