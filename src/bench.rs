@@ -272,8 +272,37 @@ async fn reads(
         Some(sr.rows_per_sec as f64),
         format!("{:.1} s", t0.elapsed().as_secs_f64()),
     );
-    progress("reads: measuring");
+    progress("reads: hot queries through the pool");
     let engine = Engine::open(&cfg)?;
+    for h in crate::store::hot::hot_queries() {
+        let mut lat = Lat::default();
+        let runs = if h.name == "trades_closed_24h" {
+            20
+        } else {
+            2000
+        };
+        for _ in 0..runs {
+            lat.time(|| {
+                engine.store().read(h.name, |c| {
+                    let mut st = c.prepare_cached(h.sql)?;
+                    let mut rows = st.query(rusqlite::params_from_iter(h.params.iter()))?;
+                    let mut n = 0u64;
+                    while rows.next()?.is_some() {
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+            })?;
+        }
+        rep.add(
+            "hot queries",
+            h.name,
+            Some(&lat),
+            None,
+            "uncached, through the pool",
+        );
+    }
+    progress("reads: measuring");
     let store = engine.store();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let sample: Vec<Id> = (0..2000)

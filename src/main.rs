@@ -161,6 +161,46 @@ fn bar(total: u64, what: &str) -> ProgressBar {
     b
 }
 
+/// Progress of a multi-step command: a bar per step on a terminal, one line per step otherwise
+/// (nothing at all when `quiet`).
+struct Steps {
+    quiet: bool,
+    current: std::sync::Mutex<(String, Option<ProgressBar>)>,
+}
+
+impl Steps {
+    fn new(quiet: bool) -> Steps {
+        Steps {
+            quiet,
+            current: std::sync::Mutex::new((String::new(), None)),
+        }
+    }
+
+    fn update(&self, step: &str, done: u64, total: u64) {
+        let mut g = self.current.lock().expect("progress lock");
+        if g.0 != step {
+            if let Some(b) = g.1.take() {
+                b.finish_and_clear();
+            }
+            g.0 = step.to_string();
+            if !self.quiet && !std::io::stderr().is_terminal() {
+                eprintln!("{step}...");
+            }
+            g.1 = (!self.quiet).then(|| bar(total, step));
+        }
+        if let Some(b) = &g.1 {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.current.lock().expect("progress lock").1.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -309,23 +349,8 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
     if !cfg.db.exists() {
         bail!("database {} does not exist", cfg.db.display());
     }
-    let pb = std::sync::Mutex::new(None::<ProgressBar>);
-    let progress = |step: &str, done: u64, total: u64| {
-        let mut g = pb.lock().expect("progress lock");
-        if g.as_ref().is_none_or(|b| b.message() != step) {
-            if let Some(b) = g.take() {
-                b.finish_and_clear();
-            }
-            if !json && !std::io::stderr().is_terminal() {
-                eprintln!("{step}...");
-            }
-            *g = Some(bar(total, step));
-        }
-        if let Some(b) = g.as_ref() {
-            b.set_length(total);
-            b.set_position(done);
-        }
-    };
+    let steps = Steps::new(json);
+    let progress = |step: &str, done: u64, total: u64| steps.update(step, done, total);
     let report = litetrade::store::optimize::optimize(
         &cfg.db,
         &litetrade::store::optimize::OptimizeOptions {
@@ -335,9 +360,7 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
         &progress,
     )
     .with_context(|| format!("optimize {}", cfg.db.display()))?;
-    if let Some(b) = pb.lock().expect("progress lock").take() {
-        b.finish_and_clear();
-    }
+    steps.finish();
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -360,24 +383,11 @@ fn seed(
         pending_orders,
         ..Default::default()
     };
-    let pb = std::sync::Mutex::new(None::<ProgressBar>);
-    let progress = |step: &str, done: u64, total: u64| {
-        let mut g = pb.lock().expect("progress lock");
-        if g.as_ref().is_none_or(|b| b.message() != step) {
-            if let Some(b) = g.take() {
-                b.finish_and_clear();
-            }
-            *g = Some(bar(total, step));
-        }
-        if let Some(b) = g.as_ref() {
-            b.set_position(done);
-        }
-    };
+    let steps = Steps::new(false);
+    let progress = |step: &str, done: u64, total: u64| steps.update(step, done, total);
     let report = litetrade::store::seed::seed(&cfg.db, &opts, &progress)
         .with_context(|| format!("seed {}", cfg.db.display()))?;
-    if let Some(b) = pb.lock().expect("progress lock").take() {
-        b.finish_and_clear();
-    }
+    steps.finish();
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
