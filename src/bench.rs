@@ -6,6 +6,7 @@ use crate::cache::{AccountKey, UserKey};
 use crate::config::Config;
 use crate::domain::model::{AccountType, Id, Side};
 use crate::domain::money::Dec;
+use crate::domain::rng::Rng;
 use crate::engine::accounts::{ConfigPatch, Signal};
 use crate::engine::trading::{NewOrder, Tick};
 use crate::error::{Error, Result};
@@ -194,16 +195,6 @@ fn fresh(dir: &Path, name: &str) -> Result<Config> {
         db,
         ..Config::default()
     })
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Runs the chosen scenarios; `progress(line)` reports what is running.

@@ -4,6 +4,7 @@
 use crate::Engine;
 use crate::domain::model::{AccountType, CloseReason, Id, Side};
 use crate::domain::money::Dec;
+use crate::domain::rng::Rng;
 use crate::engine::accounts::{ConfigPatch, Signal};
 use crate::engine::events::Event;
 use crate::engine::trading::{NewOrder, Tick};
@@ -135,17 +136,6 @@ pub fn price_paths(
             )
         })
         .collect())
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// Runs the feed, the signals and the resting orders until `stop` flips; counts into `status`.

@@ -242,7 +242,7 @@ pub fn synthetic(seed: u64, start: Dec, n: usize, step_bps: u32, tick_size: Dec)
     let floor = i128::from(tick.raw()) * FINE;
     let ceil = (i128::from(i64::MAX / 2) * FINE).max(floor);
     let mut level = (i128::from(start.raw()) * FINE).max(floor).min(ceil);
-    let mut rng = SplitMix64(seed);
+    let mut rng = crate::domain::rng::Rng(seed);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         if i > 0 {
@@ -264,19 +264,6 @@ pub fn synthetic(seed: u64, start: Dec, n: usize, step_bps: u32, tick_size: Dec)
         });
     }
     out
-}
-
-/// splitmix64 (Steele, Lea, Flood 2014): small, fast, good enough for a demo price path.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// Nearest multiple of `step` (> 0), half away from zero, at least one step, within i64.

@@ -3,4 +3,5 @@
 pub mod math;
 pub mod model;
 pub mod money;
+pub mod rng;
 pub mod symbol;

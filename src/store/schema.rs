@@ -1,7 +1,7 @@
 //! The embedded schema and its versioned migrations (`PRAGMA user_version`).
 
 use crate::domain::symbol::{DEFAULT_SYMBOLS, SymbolSpec};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 /// The whole schema, tables then indexes.
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
@@ -72,21 +72,9 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(tables_sql())?;
         create_missing_indexes(conn)?;
         for s in DEFAULT_SYMBOLS {
-            let spec = SymbolSpec::default_for(s);
-            conn.execute(
-                "INSERT OR IGNORE INTO symbols (symbol, tick_size, lot_size, min_qty, max_leverage, \
-                 maker_fee_cbps, taker_fee_cbps, mmr_cbps) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    spec.symbol,
-                    spec.tick_size.raw(),
-                    spec.lot_size.raw(),
-                    spec.min_qty.raw(),
-                    spec.max_leverage,
-                    spec.maker_fee_bps.0,
-                    spec.taker_fee_bps.0,
-                    spec.mmr_bps.0
-                ],
-            )?;
+            if super::tables::symbols::get(conn, s)?.is_none() {
+                super::tables::symbols::save(conn, &SymbolSpec::default_for(s))?;
+            }
         }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         Ok(())

@@ -40,6 +40,7 @@ use crate::domain::model::{
     PositionSide, Side, Trade, UserConfig, now_ms,
 };
 use crate::domain::money::{Dec, SCALE};
+use crate::domain::rng::Rng;
 use crate::domain::symbol::{DEFAULT_SYMBOLS, SymbolSpec};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -122,38 +123,6 @@ pub struct SeedReport {
     pub elapsed_ms: u64,
     /// Rows per second.
     pub rows_per_sec: u64,
-}
-
-/// A small deterministic generator (SplitMix64): no dependency, same data for the same seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
-
-    /// True with probability `pct` %.
-    fn pct(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
 }
 
 /// A symbol to trade: its spec (from the file) and the centre price of the generated data.
