@@ -297,7 +297,7 @@ async fn reads(
     let store = engine.store();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let sample: Vec<Id> = (0..2000)
-        .map(|_| sr.first_user_id + (rng.next() % sr.users.max(1)) as Id)
+        .map(|_| sr.first_user_id + (rng.next_u64() % sr.users.max(1)) as Id)
         .collect();
     let demo = AccountType::Demo;
     type Uncached<'a> = Box<dyn Fn(Id) + 'a>;
@@ -406,7 +406,7 @@ async fn reads(
     let t0 = Instant::now();
     let ops = 50_000;
     for i in 0..ops {
-        let u = sample[(rng.next() % sample.len() as u64) as usize];
+        let u = sample[(rng.next_u64() % sample.len() as u64) as usize];
         if i % 20 == 0 {
             engine.deposit(u, Dec::from_int(1), demo).await?;
         } else if i % 2 == 0 {

@@ -186,13 +186,13 @@ pub async fn run(
         step += 1;
         let per_second = (1000 / tick_every.as_millis().max(1)) as usize;
         if step.is_multiple_of(3 * per_second.max(1)) {
-            let (symbol, _) = &paths[rng.next() as usize % paths.len()];
-            let side = if rng.next().is_multiple_of(2) {
+            let (symbol, _) = &paths[rng.next_u64() as usize % paths.len()];
+            let side = if rng.next_u64().is_multiple_of(2) {
                 Side::Buy
             } else {
                 Side::Sell
             };
-            let strategy = STRATEGIES[rng.next() as usize % 2].to_string();
+            let strategy = STRATEGIES[rng.next_u64() as usize % 2].to_string();
             if engine
                 .submit_signal(Signal {
                     strategy,
@@ -208,10 +208,10 @@ pub async fn run(
             }
         }
         if step.is_multiple_of(2 * per_second.max(1)) && !users.is_empty() {
-            let user = users[rng.next() as usize % users.len()];
-            let (symbol, _) = &paths[rng.next() as usize % paths.len()];
+            let user = users[rng.next_u64() as usize % users.len()];
+            let (symbol, _) = &paths[rng.next_u64() as usize % paths.len()];
             if let Ok(Some(last)) = engine.last_price(symbol) {
-                let buy = rng.next().is_multiple_of(2);
+                let buy = rng.next_u64().is_multiple_of(2);
                 // 0.2 % away from the last price, on the tick
                 let off = Dec(last.raw() / 500 / 1_000_000 * 1_000_000);
                 let price = if buy {

@@ -246,9 +246,9 @@ pub fn synthetic(seed: u64, start: Dec, n: usize, step_bps: u32, tick_size: Dec)
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         if i > 0 {
-            let amount = (u128::from(rng.next()) % (span as u128 + 1)) as i128;
+            let amount = (u128::from(rng.next_u64()) % (span as u128 + 1)) as i128;
             let delta = level * amount / (BPS * FINE);
-            level = if rng.next() & 1 == 0 {
+            level = if rng.next_u64() & 1 == 0 {
                 level + delta
             } else {
                 level - delta
