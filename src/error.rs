@@ -93,8 +93,9 @@ impl Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        match e {
+        match e.clone() {
             StoreError::Unavailable(m) => Error::Unavailable(m),
+            StoreError::Open { .. } => Error::Unavailable(e.to_string()),
             other => Error::Internal(other.to_string()),
         }
     }

@@ -220,7 +220,7 @@ async fn shutdown_signal() {
 }
 
 fn open_engine(cfg: &Config) -> Result<Engine> {
-    Engine::open(cfg).with_context(|| format!("cannot open database {}", cfg.db.display()))
+    Ok(Engine::open(cfg)?)
 }
 
 async fn start_server(

@@ -310,6 +310,17 @@ impl Drop for Inner {
 /// Takes an exclusive lock on `<db>.lock` so that two engines never own one database (each would
 /// hold its own in-memory books and they would diverge).
 fn lock_database(cfg: &Config) -> Result<std::fs::File> {
+    if let Some(dir) = cfg
+        .db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Err(Error::Unavailable(format!(
+            "cannot open database {}: directory {} does not exist",
+            cfg.db.display(),
+            dir.display()
+        )));
+    }
     let path = cfg.beside_db("lock");
     let f = std::fs::OpenOptions::new()
         .create(true)

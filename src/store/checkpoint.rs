@@ -1,6 +1,8 @@
-//! WAL checkpoints off the commit path: the writer connection has `wal_autocheckpoint=0`, and this
-//! thread runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection every interval, so a commit
-//! never waits for the checkpoint's copy and fsync. The writer truncates the WAL at shutdown.
+//! WAL checkpoints mostly off the commit path: this thread runs `PRAGMA wal_checkpoint(PASSIVE)`
+//! on its own connection every interval, copying frames and fsyncing while the writer commits.
+//! The writer's own automatic checkpoint then finds little left to copy; because it runs
+//! between batches it completes, and the next transaction rewinds the WAL (bounded size, see
+//! `tests/faults.rs`). The writer truncates the WAL at shutdown.
 
 use super::{StoreConfig, apply_pragmas};
 use parking_lot::{Condvar, Mutex};

@@ -158,6 +158,7 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
             dir.display()
         )));
     }
+    let created = !path.exists();
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -180,6 +181,13 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
         Ok(())
     };
     setup().map_err(|e| open_err(format!("not a usable SQLite database ({e})")))?;
+    #[cfg(unix)]
+    if created {
+        // the file holds balances, hashed tokens and sealed credentials: owner only (SQLite
+        // gives the -wal and -shm files the same mode)
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
     apply_pragmas(&conn, cfg, false).map_err(|e| open_err(e.to_string()))?;
     schema::migrate(&conn).map_err(|e| open_err(e.to_string()))?;
     Ok(conn)
@@ -190,7 +198,11 @@ impl Store {
     pub fn open(path: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         let conn = open_write_connection(path, &cfg)?;
         let stats = Arc::new(DbStats::default());
-        conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        // The checkpointer thread copies WAL frames in the background; the writer keeps SQLite's
+        // automatic checkpoint (1000 pages), which then has little left to copy and, running
+        // between batches, completes, so the next transaction rewinds the WAL. Without it a
+        // never-idle writer outruns a concurrent PASSIVE checkpoint and the WAL grows forever.
+        conn.execute_batch("PRAGMA wal_autocheckpoint=1000; PRAGMA journal_size_limit=67108864;")?;
         let checkpointer = checkpoint::Checkpointer::start(path, &cfg, Duration::from_millis(500))
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
