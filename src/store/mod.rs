@@ -67,7 +67,7 @@ impl Default for StoreConfig {
             busy_timeout_ms: 10_000,
             busy_retries: 3,
             max_batch: 4096,
-            commit_delay_us: 50,
+            commit_delay_us: 0,
             max_page_count: None,
         }
     }
