@@ -256,31 +256,37 @@ fn balance(engine: &Engine, user: Id, args: &[&str]) -> Out {
 fn positions(engine: &Engine, user: Id, args: &[&str]) -> Out {
     let acct = opt_account_filter("positions", args)?;
     let list = engine.positions(user, acct).map_err(|e| err_text(&e))?;
-    if list.is_empty() {
-        return Ok("No open positions.".into());
-    }
-    let mut s = format!("Open positions ({}):\n", list.len());
-    for p in list.iter().take(MAX_LISTED) {
-        s.push_str(&position_line(p));
-        s.push('\n');
-    }
-    more_note(&mut s, list.len());
-    Ok(s)
+    Ok(list_text(
+        "Open positions",
+        "No open positions.",
+        &list,
+        position_line,
+    ))
 }
 
 fn orders(engine: &Engine, user: Id, args: &[&str]) -> Out {
     let acct = opt_account_filter("orders", args)?;
     let list = engine.orders(user, acct).map_err(|e| err_text(&e))?;
+    Ok(list_text(
+        "Pending orders",
+        "No pending orders.",
+        &list,
+        order_line,
+    ))
+}
+
+/// A titled list, one line per item (at most `MAX_LISTED`), or `empty`.
+fn list_text<T>(title: &str, empty: &str, list: &[T], line: fn(&T) -> String) -> String {
     if list.is_empty() {
-        return Ok("No pending orders.".into());
+        return empty.into();
     }
-    let mut s = format!("Pending orders ({}):\n", list.len());
-    for o in list.iter().take(MAX_LISTED) {
-        s.push_str(&order_line(o));
+    let mut s = format!("{title} ({}):\n", list.len());
+    for item in list.iter().take(MAX_LISTED) {
+        s.push_str(&line(item));
         s.push('\n');
     }
     more_note(&mut s, list.len());
-    Ok(s)
+    s
 }
 
 async fn place(engine: &Engine, user: Id, side: Side, args: &[&str]) -> Out {
