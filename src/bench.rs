@@ -452,6 +452,16 @@ fn hit<K: crate::cache::ttl::CacheKey, V: Clone + Send + Sync + 'static>(
     let _ = std::hint::black_box(c.get_or_load(k, || Err(())));
 }
 
+/// One tick: `symbol` at `whole` units.
+async fn set_price(engine: &Engine, symbol: &str, whole: i64) -> Result<()> {
+    let tick = Tick {
+        symbol: symbol.into(),
+        price: Dec::from_int(whole),
+        ts: None,
+    };
+    engine.ingest_ticks(vec![tick]).await.map(drop)
+}
+
 async fn make_users(engine: &Engine, n: u64, deposit: i64, clients: usize) -> Result<Vec<Id>> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -480,13 +490,7 @@ async fn orders_scenario(opts: &BenchOptions, rep: &mut BenchReport) -> Result<(
     let cfg = fresh(&opts.dir, "orders.db")?;
     let engine = Engine::open(&cfg)?;
     let users = make_users(&engine, opts.clients as u64, 1_000_000, opts.clients).await?;
-    engine
-        .ingest_ticks(vec![Tick {
-            symbol: "BTCUSDT".into(),
-            price: Dec::from_int(30_000),
-            ts: None,
-        }])
-        .await?;
+    set_price(&engine, "BTCUSDT", 30_000).await?;
     let per_client = 300;
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -538,13 +542,7 @@ fn px(whole: i64, cents: i64) -> Dec {
 /// Builds `n` resting orders and `n` open positions far from the price, with `clients` callers.
 async fn build_book(engine: &Engine, n: u64, clients: usize) -> Result<()> {
     let users = make_users(engine, (n / 1000).max(1), 100_000_000, clients).await?;
-    engine
-        .ingest_ticks(vec![Tick {
-            symbol: "BTCUSDT".into(),
-            price: Dec::from_int(100),
-            ts: None,
-        }])
-        .await?;
+    set_price(engine, "BTCUSDT", 100).await?;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..clients.max(1) {
@@ -683,13 +681,7 @@ async fn fanout(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
             .await?;
         engine.set_bot_enabled(u, true).await?;
     }
-    engine
-        .ingest_ticks(vec![Tick {
-            symbol: "ETHUSDT".into(),
-            price: Dec::from_int(2000),
-            ts: None,
-        }])
-        .await?;
+    set_price(&engine, "ETHUSDT", 2000).await?;
     let mut lat = Lat::default();
     let mut placed = 0;
     for i in 0..3 {
@@ -725,13 +717,7 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
     engine
         .deposit(user.id, Dec::from_int(100_000_000), AccountType::Demo)
         .await?;
-    engine
-        .ingest_ticks(vec![Tick {
-            symbol: "BTCUSDT".into(),
-            price: Dec::from_int(30_000),
-            ts: None,
-        }])
-        .await?;
+    set_price(&engine, "BTCUSDT", 30_000).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;

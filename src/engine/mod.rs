@@ -66,7 +66,6 @@ struct Inner {
     depth: Arc<AtomicU64>,
     events: broadcast::Sender<Arc<Event>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    cleanup: Mutex<Option<JoinHandle<()>>>,
     cfg: Config,
     /// Held until shutdown: one engine per database file.
     lock: Mutex<Option<std::fs::File>>,
@@ -97,7 +96,7 @@ impl Engine {
             .name("litetrade-sequencer".into())
             .spawn(move || seq.run(rx, d))
             .map_err(|e| Error::Internal(format!("cannot start the sequencer: {e}")))?;
-        let cleanup = spawn_cleanup(&caches, cfg.caches.cleanup_interval_ms);
+        spawn_cleanup(&caches, cfg.caches.cleanup_interval_ms);
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -107,7 +106,6 @@ impl Engine {
                 depth,
                 events,
                 thread: Mutex::new(Some(thread)),
-                cleanup: Mutex::new(cleanup),
                 cfg: cfg.clone(),
                 lock: Mutex::new(Some(lock)),
             }),
@@ -292,7 +290,6 @@ impl Engine {
             let _ = t.join();
         }
         self.inner.store.shutdown();
-        drop(self.inner.cleanup.lock().take());
         drop(self.inner.lock.lock().take());
     }
 }
@@ -344,10 +341,11 @@ fn lock_database(cfg: &Config) -> Result<std::fs::File> {
     }
 }
 
-fn spawn_cleanup(caches: &Arc<Caches>, every_ms: u64) -> Option<JoinHandle<()>> {
+/// Sweeps the caches every `every_ms` until the engine is dropped (the thread holds a `Weak`).
+fn spawn_cleanup(caches: &Arc<Caches>, every_ms: u64) {
     let weak = Arc::downgrade(caches);
     let every = std::time::Duration::from_millis(every_ms.max(10));
-    std::thread::Builder::new()
+    let _ = std::thread::Builder::new()
         .name("litetrade-cache-cleanup".into())
         .spawn(move || {
             loop {
@@ -361,5 +359,5 @@ fn spawn_cleanup(caches: &Arc<Caches>, every_ms: u64) -> Option<JoinHandle<()>> 
                 }
             }
         })
-        .ok()
+        .inspect_err(|e| tracing::warn!(error = %e, "cache cleanup thread not started"));
 }
