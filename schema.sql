@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS orders (
     sl              INTEGER,
     tp              INTEGER,
     account_type    TEXT    NOT NULL,
-    status          TEXT    NOT NULL CHECK (status IN ('pending', 'filled', 'cancelled')),
+    status          TEXT    NOT NULL CHECK (status = 'pending' OR status = 'filled' OR status = 'cancelled'),
     reserve         INTEGER NOT NULL DEFAULT 0,
     fill_price      INTEGER,
     fee             INTEGER,

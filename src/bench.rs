@@ -684,7 +684,7 @@ async fn fanout(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
     set_price(&engine, "ETHUSDT", 2000).await?;
     let mut lat = Lat::default();
     let mut placed = 0;
-    for i in 0..3 {
+    for i in 0..10 {
         let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
         let t = Instant::now();
         let out = engine

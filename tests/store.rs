@@ -2,7 +2,10 @@
 //! (index migration, idempotence, page-size conversion, damaged files, concurrent writers), the
 //! EXPLAIN QUERY PLAN test, the group-committing writer, and `seed`'s ledger invariants.
 
-use litetrade::domain::model::{AccountType, PositionSide};
+use litetrade::domain::model::{
+    AccountType, CloseReason, Ledger, Order, OrderStatus, OrderType, Position, PositionSide, Side,
+    Trade,
+};
 use litetrade::domain::money::Dec;
 use litetrade::domain::symbol::DEFAULT_SYMBOLS;
 use litetrade::store::ops::Op;
@@ -201,6 +204,65 @@ fn an_old_version_file_is_migrated_on_open() {
     Store::open(&path, StoreConfig::default())
         .expect("reopen")
         .shutdown();
+}
+
+/// Version 1 wrote the orders status CHECK as an `IN` list, which SQLite evaluates through an
+/// ephemeral table on every row; version 2 edits it in place into comparisons. The rows stay,
+/// the constraint still refuses a bad status, and an insert plans without an ephemeral table.
+#[test]
+fn a_version_1_file_gets_the_cheaper_status_check() {
+    const V1: &str = "CHECK (status IN ('pending', 'filled', 'cancelled'))";
+    const V2: &str = "CHECK (status = 'pending' OR status = 'filled' OR status = 'cancelled')";
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "v1.db");
+    let c = plain(&path);
+    assert!(schema::SCHEMA_SQL.contains(V2));
+    c.execute_batch(&schema::SCHEMA_SQL.replace(V2, V1))
+        .unwrap();
+    c.execute_batch(
+        "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'00', 1);
+         INSERT INTO orders (id, user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
+         VALUES (7, 1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(c);
+    Store::open(&path, StoreConfig::default())
+        .expect("open migrates")
+        .shutdown();
+    let c = plain(&path);
+    c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    assert_eq!(
+        pragma_text(&c, "user_version"),
+        schema::SCHEMA_VERSION.to_string()
+    );
+    let sql: String = c
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'orders'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(sql.contains(V2) && !sql.contains(V1), "{sql}");
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM orders WHERE id = 7"), 1);
+    assert_eq!(pragma_text(&c, "integrity_check"), "ok");
+    let insert = |status: &str| {
+        c.execute(
+            "INSERT INTO orders (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
+             VALUES (1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', ?1, 1, 1)",
+            [status],
+        )
+    };
+    assert!(insert("done").is_err(), "a bad status is still refused");
+    insert("pending").expect("a good status is accepted");
+    let plan: Vec<String> = c
+        .prepare("EXPLAIN INSERT INTO orders (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at) VALUES (1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1)")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(1))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!plan.iter().any(|op| op == "OpenEphemeral"), "{plan:?}");
 }
 
 #[test]
@@ -1126,4 +1188,194 @@ fn report_on_a_larger_seeded_file() {
         ),
         Err(e) => println!("error: {e}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the writer's grouped, multi-row writes
+
+fn order(id: i64, user: i64, status: OrderStatus) -> Order {
+    Order {
+        id,
+        user_id: user,
+        symbol: "BTCUSDT".into(),
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        qty: Dec::from_int(1),
+        price: Some(Dec::from_int(100)),
+        leverage: 1,
+        sl: None,
+        tp: None,
+        account_type: AccountType::Demo,
+        status,
+        reserve: Dec::from_int(100),
+        fill_price: None,
+        fee: None,
+        position_id: None,
+        client_order_id: None,
+        created_at: id,
+        filled_at: None,
+    }
+}
+
+fn position(id: i64, user: i64) -> Position {
+    Position {
+        id,
+        user_id: user,
+        symbol: "BTCUSDT".into(),
+        side: PositionSide::Long,
+        qty: Dec::from_int(1),
+        entry_price: Dec::from_int(100),
+        leverage: 1,
+        margin: Dec::from_int(100),
+        sl: None,
+        tp: None,
+        liquidation_price: Dec::from_int(1),
+        open_fee: Dec::ZERO,
+        unrealized_pnl: Dec::ZERO,
+        account_type: AccountType::Demo,
+        opened_at: id,
+    }
+}
+
+fn ledger(wallet: i64) -> Ledger {
+    Ledger {
+        wallet: Dec::from_int(wallet),
+        deposited: Dec::from_int(wallet),
+        ..Ledger::default()
+    }
+}
+
+fn user(id: i64) -> Op {
+    Op::InsertUser {
+        id,
+        name: format!("u{id}"),
+        telegram_id: None,
+        token_hash: vec![id as u8; 32],
+        created_at: 1,
+    }
+}
+
+fn commit(store: &Store, ops: Vec<Op>) -> Result<(), StoreError> {
+    let (tx, rx) = mpsc::channel();
+    store.writer().submit(Job {
+        ops,
+        epoch: 0,
+        done: Box::new(move |r| tx.send(r).unwrap()),
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+/// The writer groups a batch's trading ops by table into multi-row statements. Each row's own
+/// changes must still apply in the order they were made (an order inserted then filled, a
+/// position opened then closed, a ledger saved twice), rows made after a barrier op (a new user)
+/// must see it, runs longer than one statement must all land, and a failing op must roll the
+/// whole batch back.
+#[test]
+fn grouped_writes_keep_each_rows_changes_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "grouped.db");
+    let store = Store::open(&path, StoreConfig::default()).expect("open");
+    let mut filled = order(1, 1, OrderStatus::Filled);
+    filled.fill_price = Some(Dec::from_int(99));
+    filled.position_id = Some(1);
+    let trade = Trade {
+        id: 1,
+        position_id: 1,
+        user_id: 1,
+        symbol: "BTCUSDT".into(),
+        side: PositionSide::Long,
+        qty: Dec::from_int(1),
+        entry_price: Dec::from_int(99),
+        exit_price: Dec::from_int(90),
+        open_fee: Dec::ZERO,
+        close_fee: Dec::ZERO,
+        pnl: Dec::from_int(-9),
+        reason: CloseReason::StopLoss,
+        account_type: AccountType::Demo,
+        opened_at: 2,
+        closed_at: 3,
+    };
+    let mut ops = vec![
+        user(1),
+        Op::InsertOrder(Box::new(order(1, 1, OrderStatus::Pending)), 1),
+        Op::SaveBalance(1, AccountType::Demo, ledger(1_000), 1),
+        Op::InsertPosition(Box::new(position(1, 1))),
+        Op::UpdateOrder(Box::new(filled), 2),
+        Op::SaveBalance(1, AccountType::Demo, ledger(991), 2),
+        Op::DeletePosition(1),
+        Op::InsertTrade(Box::new(trade), 1),
+        user(2),
+    ];
+    // 45 rows per table for user 2: statements of 32, 8, 4 and 1 rows
+    for i in 0..45 {
+        ops.push(Op::InsertOrder(
+            Box::new(order(100 + i, 2, OrderStatus::Pending)),
+            1,
+        ));
+        ops.push(Op::InsertPosition(Box::new(position(100 + i, 2))));
+        ops.push(Op::SaveBalance(2, AccountType::Demo, ledger(5_000 - i), 1));
+    }
+    commit(&store, ops).expect("the batch commits");
+
+    // a failing row (user 99 does not exist) takes its whole batch with it
+    let bad = commit(
+        &store,
+        vec![
+            Op::InsertOrder(Box::new(order(500, 2, OrderStatus::Pending)), 1),
+            Op::SaveBalance(2, AccountType::Demo, ledger(1), 1),
+            Op::InsertPosition(Box::new(position(500, 99))),
+        ],
+    );
+    assert!(bad.is_err(), "a position of a missing user must fail");
+    store.shutdown();
+    drop(store);
+
+    let c = read_only(&path);
+    let (status, fill, pid): (String, i64, i64) = c
+        .query_row(
+            "SELECT status, fill_price, position_id FROM orders WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), fill, pid),
+        ("filled", Dec::from_int(99).raw(), 1)
+    );
+    let wallet = |u: i64| -> i64 {
+        c.query_row("SELECT wallet FROM balances WHERE user_id = ?1", [u], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(wallet(1), Dec::from_int(991).raw(), "the later save wins");
+    assert_eq!(
+        wallet(2),
+        Dec::from_int(5_000 - 44).raw(),
+        "the last save wins"
+    );
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM active_positions WHERE id = 1"),
+        0
+    );
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM trade_logs WHERE position_id = 1"),
+        1
+    );
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM orders WHERE user_id = 2"),
+        45
+    );
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) FROM active_positions WHERE user_id = 2"
+        ),
+        45
+    );
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM orders WHERE id = 500"),
+        0,
+        "the failed batch left nothing"
+    );
 }

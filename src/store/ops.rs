@@ -1,4 +1,16 @@
 //! Row changes the engine hands to the writer. Each variant is applied by its table's module.
+//!
+//! [`apply_all`] applies one batch. The trading ops (order, position, trade, balance, price and
+//! signal rows) commute with each other as long as each row's own changes stay in order, so
+//! within a run of them the writer groups them by table and writes each group with multi-row
+//! statements; every other op is a barrier that keeps its place. Why that is safe:
+//! - each group keeps its ops' relative order, so a row's changes (an order inserted then filled,
+//!   a ledger saved twice) apply in the order they were made;
+//! - a row is inserted before it is updated or deleted, and the groups go in that order
+//!   (order inserts before order updates, position inserts before deletes);
+//! - their only foreign keys point at `users`, which trading never deletes and whose inserts are
+//!   barriers, and no statement of one table reads another;
+//! - the whole batch is one transaction, so no reader sees the intermediate order.
 
 use super::tables::{
     balances, config, credentials, licenses, orders, positions, signals, symbols, trades, users,
@@ -88,8 +100,70 @@ pub enum Op {
     InsertDeposit(Id, AccountType, Dec, Millis),
 }
 
+/// Applies a batch's changes in order inside the writer's transaction (see the module docs).
+pub fn apply_all<'a>(
+    conn: &Connection,
+    ops: impl IntoIterator<Item = &'a Op>,
+) -> rusqlite::Result<()> {
+    let mut run = TradingRun::default();
+    for op in ops {
+        if !run.take(op) {
+            run.flush(conn)?;
+            apply(conn, op)?;
+        }
+    }
+    run.flush(conn)
+}
+
+/// A run of trading ops, grouped by table, in the order the groups are written.
+#[derive(Default)]
+struct TradingRun<'a> {
+    new_orders: Vec<(&'a Order, Millis)>,
+    order_updates: Vec<&'a Op>,
+    new_positions: Vec<&'a Position>,
+    closed_positions: Vec<&'a Op>,
+    trades: Vec<(&'a Trade, u32)>,
+    balances: Vec<(Id, AccountType, &'a Ledger, Millis)>,
+    others: Vec<&'a Op>,
+}
+
+impl<'a> TradingRun<'a> {
+    /// Adds a trading op to the run; false for a barrier op.
+    fn take(&mut self, op: &'a Op) -> bool {
+        match op {
+            Op::InsertOrder(o, at) => self.new_orders.push((o, *at)),
+            Op::UpdateOrder(..) => self.order_updates.push(op),
+            Op::InsertPosition(p) => self.new_positions.push(p),
+            Op::DeletePosition(_) => self.closed_positions.push(op),
+            Op::InsertTrade(t, lev) => self.trades.push((t, *lev)),
+            Op::SaveBalance(u, a, l, at) => self.balances.push((*u, *a, l, *at)),
+            Op::SetLastPrice(..) | Op::InsertSignal(_) => self.others.push(op),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Writes the run, group by group, and empties it.
+    fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        orders::insert_many(conn, &self.new_orders)?;
+        positions::insert_many(conn, &self.new_positions)?;
+        trades::insert_many(conn, &self.trades)?;
+        balances::save_many(conn, &self.balances)?;
+        for op in self
+            .order_updates
+            .iter()
+            .chain(&self.closed_positions)
+            .chain(&self.others)
+        {
+            apply(conn, op)?;
+        }
+        *self = TradingRun::default();
+        Ok(())
+    }
+}
+
 /// Applies one change inside the writer's transaction.
-pub fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
+fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
     match op {
         Op::InsertUser {
             id,
@@ -107,14 +181,14 @@ pub fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
             ciphertext,
             at,
         } => credentials::save(conn, *user_id, exchange, nonce, ciphertext, *at),
-        Op::SaveBalance(u, a, l, at) => balances::save(conn, *u, *a, l, *at),
+        Op::SaveBalance(u, a, l, at) => balances::save_many(conn, &[(*u, *a, l, *at)]),
         Op::SaveSymbol(s) => symbols::save(conn, s),
         Op::SetLastPrice(s, p, ts) => symbols::set_last(conn, s, *p, *ts),
-        Op::InsertOrder(o, at) => orders::insert(conn, o, *at),
+        Op::InsertOrder(o, at) => orders::insert_many(conn, &[(o, *at)]),
         Op::UpdateOrder(o, at) => orders::update(conn, o, *at),
-        Op::InsertPosition(p) => positions::insert(conn, p),
+        Op::InsertPosition(p) => positions::insert_many(conn, &[p]),
         Op::DeletePosition(id) => positions::delete(conn, *id),
-        Op::InsertTrade(t, lev) => trades::insert(conn, t, *lev),
+        Op::InsertTrade(t, lev) => trades::insert_many(conn, &[(t, *lev)]),
         Op::InsertSignal(s) => signals::insert(conn, s),
         Op::SaveLicense {
             user_id,

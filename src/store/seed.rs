@@ -357,7 +357,7 @@ fn write_all(
             t.user_id = uid;
             t.closed_at = closed.min(now - 1);
             t.opened_at = t.closed_at - rng.range(MINUTE, 2 * DAY);
-            trades::insert(c, &t, lev)?;
+            trades::insert_many(c, &[(&t, lev)])?;
             next_trade += 1;
             next_position += 1;
             rows += 1;
@@ -370,8 +370,8 @@ fn write_all(
             let sym = &syms[rng.below(syms.len() as u64) as usize];
             let opened = now - 3 * DAY + rng.range(0, 2 * DAY);
             let (p, o) = gen_position(&mut rng, sym, uid, next_position, next_order, opened);
-            orders::insert(c, &o, opened)?;
-            positions::insert(c, &p)?;
+            orders::insert_many(c, &[(&o, opened)])?;
+            positions::insert_many(c, &[&p])?;
             next_position += 1;
             next_order += 1;
             rows += 2;
@@ -384,7 +384,7 @@ fn write_all(
             let sym = &syms[rng.below(syms.len() as u64) as usize];
             let created_at = now - DAY + rng.range(0, DAY - MINUTE);
             let o = gen_pending(&mut rng, sym, uid, next_order, created_at);
-            orders::insert(c, &o, created_at)?;
+            orders::insert_many(c, &[(&o, created_at)])?;
             next_order += 1;
             rows += 1;
             rep.pending_orders += 1;
@@ -423,7 +423,7 @@ fn write_all(
             deposited: Dec(deposited),
         };
         debug_assert!(ledger.available().raw() >= 0);
-        balances::save(c, uid, AccountType::Demo, &ledger, now)?;
+        balances::save_many(c, &[(uid, AccountType::Demo, &ledger, now)])?;
         rows += 1;
         rep.balances += 1;
         rep.users += 1;

@@ -6,7 +6,7 @@
 //! refused too: the sequencer that produced them had already applied them in memory, so it must
 //! reload its state from the database (see `Writer::take_failure`) and continue in a new epoch.
 
-use super::ops::{Op, apply};
+use super::ops::{Op, apply_all};
 use super::stats::DbStats;
 use super::{StoreConfig, StoreError};
 use parking_lot::Mutex;
@@ -224,10 +224,6 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 
 fn try_commit(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for j in jobs {
-        for op in &j.ops {
-            apply(&tx, op)?;
-        }
-    }
+    apply_all(&tx, jobs.iter().flat_map(|j| &j.ops))?;
     tx.commit()
 }

@@ -1,6 +1,6 @@
 //! `balances`: one ledger row per (user, account type); deposits also go to `payments`.
 
-use super::{dec, text_enum};
+use super::{MultiInsert, bind_at, dec, text_enum};
 use crate::domain::model::{AccountType, Id, Ledger, Millis};
 use crate::domain::money::Dec;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -8,29 +8,34 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Hot query: one balance row.
 pub const BY_USER_ACCOUNT: &str = "SELECT wallet, margin_used, order_reserved, deposited FROM balances WHERE user_id = ?1 AND account_type = ?2";
 
-/// Replaces a balance row.
-pub fn save(
+const SAVE: MultiInsert = MultiInsert {
+    head: "INSERT INTO balances (user_id, account_type, wallet, margin_used, order_reserved, deposited, updated_at)",
+    cols: 7,
+    tail: "ON CONFLICT(user_id, account_type) DO UPDATE SET wallet = excluded.wallet, \
+           margin_used = excluded.margin_used, order_reserved = excluded.order_reserved, \
+           deposited = excluded.deposited, updated_at = excluded.updated_at",
+};
+
+/// Replaces balance rows (a later row for the same ledger wins).
+pub fn save_many(
     c: &Connection,
-    user: Id,
-    acct: AccountType,
-    l: &Ledger,
-    at: Millis,
+    rows: &[(Id, AccountType, &Ledger, Millis)],
 ) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO balances (user_id, account_type, wallet, margin_used, order_reserved, deposited, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(user_id, account_type) DO UPDATE SET wallet = ?3, \
-         margin_used = ?4, order_reserved = ?5, deposited = ?6, updated_at = ?7",
-    )?
-    .execute(params![
-        user,
-        acct.as_str(),
-        l.wallet.raw(),
-        l.margin_used.raw(),
-        l.order_reserved.raw(),
-        l.deposited.raw(),
-        at
-    ])
-    .map(drop)
+    SAVE.run(c, rows, |st, at, (user, acct, l, updated)| {
+        bind_at(
+            st,
+            at,
+            params![
+                user,
+                acct.as_str(),
+                l.wallet.raw(),
+                l.margin_used.raw(),
+                l.order_reserved.raw(),
+                l.deposited.raw(),
+                updated
+            ],
+        )
+    })
 }
 
 /// Records a deposit in `payments`.

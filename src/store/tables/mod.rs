@@ -13,8 +13,67 @@ pub mod trades;
 pub mod users;
 
 use crate::domain::money::Dec;
-use rusqlite::Row;
-use rusqlite::types::{FromSqlError, Type};
+use rusqlite::types::{FromSqlError, ToSql, Type};
+use rusqlite::{Connection, Row, Statement};
+
+/// The most rows one multi-row INSERT carries. A run is split into statements of 32, 16, 8, 4,
+/// 2 and 1 rows, so a table has at most six statement shapes in the prepared-statement cache.
+const MAX_ROWS: usize = 32;
+
+/// A multi-row INSERT: `{head} VALUES (?, …), (?, …) {tail}`. One statement per run of rows
+/// opens the table's and indexes' cursors once instead of once per row (BENCHMARKS.md §9).
+pub(crate) struct MultiInsert {
+    /// `INSERT INTO table (columns)`.
+    pub head: &'static str,
+    /// Parameters per row.
+    pub cols: usize,
+    /// Anything after the VALUES list (an `ON CONFLICT` clause), or "".
+    pub tail: &'static str,
+}
+
+impl MultiInsert {
+    /// Inserts `rows` in order; `bind(statement, first_parameter, row)` binds one row.
+    pub(crate) fn run<T>(
+        &self,
+        c: &Connection,
+        rows: &[T],
+        bind: impl Fn(&mut Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let n = 1 << rest.len().min(MAX_ROWS).ilog2();
+            let mut st = c.prepare_cached(&self.sql(n))?;
+            for (i, row) in rest[..n].iter().enumerate() {
+                bind(&mut st, i * self.cols + 1, row)?;
+            }
+            st.raw_execute()?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    fn sql(&self, rows: usize) -> String {
+        let row = format!("({})", vec!["?"; self.cols].join(", "));
+        format!(
+            "{} VALUES {} {}",
+            self.head,
+            vec![row; rows].join(", "),
+            self.tail
+        )
+    }
+}
+
+/// Binds `values` to the parameters from `first` on (1-based).
+pub(crate) fn bind_at(
+    st: &mut Statement<'_>,
+    first: usize,
+    values: &[&dyn ToSql],
+) -> rusqlite::Result<()> {
+    for (k, v) in values.iter().enumerate() {
+        st.raw_bind_parameter(first + k, v)?;
+    }
+    Ok(())
+}
 
 /// Reads a fixed-point column.
 pub(crate) fn dec(r: &Row<'_>, i: usize) -> rusqlite::Result<Dec> {

@@ -1,13 +1,17 @@
 //! `active_positions`: open positions only; a close deletes the row and writes a trade log.
 
-use super::{dec, opt_dec, text_enum};
+use super::{MultiInsert, bind_at, dec, opt_dec, text_enum};
 use crate::domain::model::{AccountType, Id, Position, PositionSide};
 use crate::domain::money::Dec;
 use rusqlite::{Connection, Row, params};
 
 const COLS: &str = "id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at";
-const INSERT: &str = "INSERT INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, \
-    liquidation_price, open_fee, account_type, opened_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+const INSERT: MultiInsert = MultiInsert {
+    head: "INSERT INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, \
+           liquidation_price, open_fee, account_type, opened_at)",
+    cols: 14,
+    tail: "",
+};
 /// Hot query: a user's open positions on one account, oldest first.
 pub const BY_USER: &str = "SELECT id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at FROM active_positions WHERE user_id = ?1 AND account_type = ?2 ORDER BY id";
 /// Hot query: open positions of a symbol.
@@ -33,26 +37,30 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Position> {
     })
 }
 
-/// Inserts a newly opened position.
-pub fn insert(c: &Connection, p: &Position) -> rusqlite::Result<()> {
-    c.prepare_cached(INSERT)?
-        .execute(params![
-            p.id,
-            p.user_id,
-            p.symbol,
-            p.side.as_str(),
-            p.qty.raw(),
-            p.entry_price.raw(),
-            p.leverage,
-            p.margin.raw(),
-            p.sl.map(|d| d.raw()),
-            p.tp.map(|d| d.raw()),
-            p.liquidation_price.raw(),
-            p.open_fee.raw(),
-            p.account_type.as_str(),
-            p.opened_at
-        ])
-        .map(drop)
+/// Inserts newly opened positions.
+pub fn insert_many(c: &Connection, rows: &[&Position]) -> rusqlite::Result<()> {
+    INSERT.run(c, rows, |st, at, p| {
+        bind_at(
+            st,
+            at,
+            params![
+                p.id,
+                p.user_id,
+                p.symbol,
+                p.side.as_str(),
+                p.qty.raw(),
+                p.entry_price.raw(),
+                p.leverage,
+                p.margin.raw(),
+                p.sl.map(|d| d.raw()),
+                p.tp.map(|d| d.raw()),
+                p.liquidation_price.raw(),
+                p.open_fee.raw(),
+                p.account_type.as_str(),
+                p.opened_at
+            ],
+        )
+    })
 }
 
 /// Removes a closed position.

@@ -1,6 +1,6 @@
 //! `trade_logs`: append-only record of closed positions.
 
-use super::{dec, text_enum};
+use super::{MultiInsert, bind_at, dec, text_enum};
 use crate::domain::model::{AccountType, CloseReason, Id, PositionSide, Trade};
 use rusqlite::{Connection, Row, params};
 
@@ -29,32 +29,39 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Trade> {
     })
 }
 
-/// Appends a trade.
-pub fn insert(c: &Connection, t: &Trade, leverage: u32) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
-         close_fee, pnl, reason, account_type, leverage, opened_at, closed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-    )?
-    .execute(params![
-        t.id,
-        t.position_id,
-        t.user_id,
-        t.symbol,
-        t.side.as_str(),
-        t.qty.raw(),
-        t.entry_price.raw(),
-        t.exit_price.raw(),
-        t.open_fee.raw(),
-        t.close_fee.raw(),
-        t.pnl.raw(),
-        t.reason.as_str(),
-        t.account_type.as_str(),
-        leverage,
-        t.opened_at,
-        t.closed_at
-    ])
-    .map(drop)
+const INSERT: MultiInsert = MultiInsert {
+    head: "INSERT INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
+           close_fee, pnl, reason, account_type, leverage, opened_at, closed_at)",
+    cols: 16,
+    tail: "",
+};
+
+/// Appends trades, each with its position's leverage.
+pub fn insert_many(c: &Connection, rows: &[(&Trade, u32)]) -> rusqlite::Result<()> {
+    INSERT.run(c, rows, |st, at, (t, leverage)| {
+        bind_at(
+            st,
+            at,
+            params![
+                t.id,
+                t.position_id,
+                t.user_id,
+                t.symbol,
+                t.side.as_str(),
+                t.qty.raw(),
+                t.entry_price.raw(),
+                t.exit_price.raw(),
+                t.open_fee.raw(),
+                t.close_fee.raw(),
+                t.pnl.raw(),
+                t.reason.as_str(),
+                t.account_type.as_str(),
+                leverage,
+                t.opened_at,
+                t.closed_at
+            ],
+        )
+    })
 }
 
 /// One page of a user's trades (`offset` rows skipped) and the user's total trade count.
