@@ -142,6 +142,7 @@ fn writer(c: &mut Criterion) {
                         store.writer().submit(Job {
                             ops,
                             epoch: 0,
+                            continues: false,
                             done: Box::new(move |r| tx.send(r.is_ok()).unwrap()),
                         });
                         assert!(rx.recv().unwrap());

@@ -3579,3 +3579,52 @@ async fn closing_a_position_a_trigger_just_closed_is_a_conflict() {
     assert!(wrong.is_empty(), "own closed positions answered: {wrong:?}");
     e.shutdown();
 }
+
+/// A signal with more followers than one part (`SIGNAL_PART`) is sent to the writer in parts
+/// that commit as one transaction: every follower's order, position and ledger is there, read
+/// right after the answer (each part's cache entries were invalidated before it), and again
+/// from the file after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_larger_than_one_part_commits_every_follower() {
+    let n = litetrade::engine::accounts::SIGNAL_PART * 2 + 317;
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let mut users = Vec::with_capacity(n);
+    for i in 0..n {
+        let u = user_with(&e, &format!("f{i}"), "1000").await;
+        e.set_config(u, follows("wide", Some(2), Some("10")))
+            .await
+            .unwrap();
+        e.set_bot_enabled(u, true).await.unwrap();
+        // the first followers' caches are warm before the signal: they must not go stale
+        if i % 500 == 0 {
+            assert!(e.positions(u, Some(DEMO)).unwrap().is_empty());
+            e.balance(u, DEMO).unwrap();
+        }
+        users.push(u);
+    }
+    tick(&e, BTC, "100").await;
+    let out = e
+        .submit_signal(Signal {
+            strategy: "wide".into(),
+            symbol: BTC.into(),
+            side: Side::Buy,
+            sl_pct: None,
+            tp_pct: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!((out.orders_placed, out.skipped), (n as u32, 0));
+    let check = |e: &Engine| {
+        for &u in &users {
+            let pos = e.positions(u, Some(DEMO)).unwrap();
+            assert_eq!(pos.len(), 1, "user {u}: one position");
+            let b = e.balance(u, DEMO).unwrap();
+            assert_eq!(b.margin_used, pos[0].margin, "user {u}: margin booked");
+        }
+    };
+    check(&e);
+    let e = reopen(e, &dir);
+    check(&e);
+    e.shutdown();
+}

@@ -154,6 +154,7 @@ fn fresh_file_has_the_designed_pragmas() {
             1,
         )],
         epoch: 0,
+        continues: false,
         done: Box::new(move |r| tx.send(r).unwrap()),
     });
     let res = rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -544,6 +545,7 @@ fn optimize_under_load(path: &Path, opts: &OptimizeOptions) -> (OptimizeReport, 
                 store.writer().submit(Job {
                     ops: vec![Op::InsertDeposit(1, AccountType::Real, Dec(n), n)],
                     epoch: 0,
+                    continues: false,
                     done: Box::new(move |r| tx.send(r).unwrap()),
                 });
                 if rx
@@ -805,6 +807,7 @@ fn the_writer_acknowledges_concurrent_submitters_only_after_commit() {
             })
             .collect(),
         epoch: 0,
+        continues: false,
         done: Box::new(move |r| tx.send(r).unwrap()),
     });
     rx.recv_timeout(Duration::from_secs(10))
@@ -825,6 +828,7 @@ fn the_writer_acknowledges_concurrent_submitters_only_after_commit() {
                             Op::SetLastPrice("BTCUSDT".into(), Dec(amount), i),
                         ],
                         epoch: 0,
+                        continues: false,
                         done: Box::new(move |r| tx.send(r).unwrap()),
                     });
                     rx.recv_timeout(Duration::from_secs(30)).expect("completion").expect("committed");
@@ -1255,14 +1259,69 @@ fn user(id: i64) -> Op {
     }
 }
 
-fn commit(store: &Store, ops: Vec<Op>) -> Result<(), StoreError> {
+/// Submits one job; its completion arrives on the returned channel.
+fn submit(store: &Store, ops: Vec<Op>, continues: bool) -> mpsc::Receiver<Result<(), StoreError>> {
     let (tx, rx) = mpsc::channel();
     store.writer().submit(Job {
         ops,
         epoch: 0,
+        continues,
         done: Box::new(move |r| tx.send(r).unwrap()),
     });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    rx
+}
+
+fn commit(store: &Store, ops: Vec<Op>) -> Result<(), StoreError> {
+    submit(store, ops, false)
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+}
+
+fn users_in(path: &Path) -> i64 {
+    count(&read_only(path), "SELECT COUNT(*) FROM users")
+}
+
+/// A unit sent in parts commits as a whole: a later part's rows land with the first part's, a
+/// failing part takes the parts after it down too, and a writer that stops before the last
+/// part arrives commits none of them.
+#[test]
+fn a_unit_sent_in_parts_commits_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "parts.db");
+    let store = Store::open(&path, StoreConfig::default()).expect("open");
+    let wait = |rx: mpsc::Receiver<Result<(), StoreError>>| {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    };
+
+    // two parts: both complete only after the one COMMIT, and both are there
+    let first = submit(&store, vec![user(1)], true);
+    let last = submit(&store, vec![user(2)], false);
+    wait(first).expect("first part");
+    wait(last).expect("last part");
+    assert_eq!(users_in(&path), 2);
+
+    // a failing last part takes the first part down with it
+    let first = submit(&store, vec![user(3)], true);
+    let last = submit(
+        &store,
+        vec![Op::InsertPosition(Box::new(position(9, 99)))],
+        false,
+    );
+    assert!(wait(first).is_err(), "the first part fails with its unit");
+    assert!(wait(last).is_err(), "a position of a missing user fails");
+    assert_eq!(users_in(&path), 2, "user 3 was rolled back");
+    store.shutdown();
+    drop(store);
+
+    // a unit whose last part never comes: nothing is committed, the part fails
+    let store = Store::open(&path, StoreConfig::default()).expect("reopen");
+    let orphan = submit(&store, vec![user(5)], true);
+    store.shutdown();
+    assert!(
+        wait(orphan).is_err(),
+        "an incomplete unit fails at shutdown"
+    );
+    assert_eq!(users_in(&path), 2);
 }
 
 /// The writer groups a batch's trading ops by table into multi-row statements. Each row's own

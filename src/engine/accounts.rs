@@ -18,6 +18,9 @@ use std::sync::Arc;
 /// Largest single deposit.
 pub const MAX_DEPOSIT: Dec = Dec(1_000_000_000 * crate::domain::money::SCALE);
 const DAY_MS: Millis = 86_400_000;
+/// Followers per part of a signal's fan-out: the writer inserts one part while the sequencer
+/// sizes the next, and the parts commit as one transaction.
+pub const SIGNAL_PART: usize = 1000;
 
 fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -417,7 +420,8 @@ impl Sequencer {
         self.commit(tx, license, reply);
     }
 
-    /// Fans a signal out to every enabled follower of its strategy (API.md §1 "Signals").
+    /// Fans a signal out to every enabled follower of its strategy (API.md §1 "Signals"), in
+    /// one transaction sent to the writer in parts of [`SIGNAL_PART`] followers.
     pub fn submit_signal(&mut self, s: Signal, reply: Reply<SignalOutcome>) {
         let now = crate::domain::model::now_ms();
         let pct_ok = |v: Option<Dec>| v.is_none_or(|p| p.is_positive() && p < Dec::from_int(100));
@@ -449,7 +453,10 @@ impl Sequencer {
         let mut tx = Tx::new(now);
         let (mut placed, mut skipped) = (0u32, 0u32);
         let long = s.side == Side::Buy;
-        for user in followers {
+        for (i, user) in followers.into_iter().enumerate() {
+            if i > 0 && i % SIGNAL_PART == 0 {
+                self.commit_part(&mut tx);
+            }
             let u = &self.st.users[&user];
             let cfg = u.config.clone();
             let risk = match cfg.risk_pct {

@@ -136,7 +136,26 @@ impl Sequencer {
     }
 
     /// Sends a command's changes to the writer; `reply` gets `value` after COMMIT.
-    pub fn commit<T: Send + 'static>(&mut self, mut tx: Tx, value: T, reply: Reply<T>) {
+    pub fn commit<T: Send + 'static>(&mut self, tx: Tx, value: T, reply: Reply<T>) {
+        self.submit(tx, false, move |res| {
+            let _ = reply.send(res.map(|()| value));
+        });
+    }
+
+    /// Sends the changes gathered so far as one part of a unit that the command's final
+    /// [`commit`](Self::commit) completes: the writer starts on them while the command goes on,
+    /// and commits them together with the rest. `tx` is left empty, with its time.
+    pub fn commit_part(&mut self, tx: &mut Tx) {
+        let part = std::mem::replace(tx, Tx::new(tx.now));
+        self.submit(part, true, drop);
+    }
+
+    fn submit(
+        &mut self,
+        mut tx: Tx,
+        continues: bool,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
         for &(user, acct) in &tx.dirty {
             if let Some(u) = self.st.users.get_mut(&user) {
                 let ledger = *u.ledger(acct);
@@ -156,17 +175,16 @@ impl Sequencer {
         self.store.writer().submit(Job {
             ops,
             epoch: self.epoch,
+            continues,
             done: Box::new(move |res| match res {
                 Ok(()) => {
                     apply_invalidations(&caches, &inval);
-                    let _ = reply.send(Ok(value));
+                    done(Ok(()));
                     for e in events {
                         let _ = bus.send(Arc::new(e));
                     }
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(Error::from(e)));
-                }
+                Err(e) => done(Err(Error::from(e))),
             }),
         });
     }
@@ -184,6 +202,7 @@ impl Sequencer {
         self.store.writer().submit(Job {
             ops: Vec::new(),
             epoch: self.epoch,
+            continues: false,
             done: Box::new(move |r| f(r.map_err(Error::from))),
         });
     }

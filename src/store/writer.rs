@@ -1,6 +1,12 @@
 //! The single writer: one thread owns the only write connection, takes whatever jobs are queued,
 //! applies them in one transaction (group commit) and only then runs each job's completion.
 //!
+//! A job marked `continues` is one part of a larger unit (a signal's fan-out is sent in parts,
+//! so the writer inserts the first part while the sequencer computes the next). The writer
+//! applies it at once but does not commit until a job without the mark has been applied too,
+//! so the unit commits or fails as a whole. If the writer stops before the unit is complete,
+//! the transaction is rolled back and every part fails.
+//!
 //! When a batch fails (disk full, lock held too long, I/O error) nothing of it is committed, every
 //! job in it completes with the error, and every later job of the same or an older *epoch* is
 //! refused too: the sequencer that produced them had already applied them in memory, so it must
@@ -26,6 +32,9 @@ pub struct Job {
     pub ops: Vec<Op>,
     /// The submitter's epoch (see the module docs).
     pub epoch: i64,
+    /// More parts of the same unit follow; commit only together with them (see the module
+    /// docs). A submitter that sets it must always send a last part without it.
+    pub continues: bool,
     /// Called once, after COMMIT (Ok) or after the rollback (Err).
     pub done: Completion,
 }
@@ -158,7 +167,8 @@ fn run(mut conn: Connection, rx: Receiver<Msg>, cfg: StoreConfig, sh: Arc<Shared
             sh.stats
                 .writer_queue
                 .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-            commit_batch(&mut conn, std::mem::take(&mut batch), &cfg, &sh);
+            let rest = || next_part(&rx, &sh, &mut shutdown_ack);
+            commit_batch(&mut conn, std::mem::take(&mut batch), rest, &cfg, &sh);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -169,22 +179,60 @@ fn run(mut conn: Connection, rx: Receiver<Msg>, cfg: StoreConfig, sh: Arc<Shared
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<Job>, cfg: &StoreConfig, sh: &Shared) {
-    let rejected_upto = sh.rejected_upto.load(Ordering::SeqCst);
-    let (live, stale): (Vec<Job>, Vec<Job>) =
-        batch.into_iter().partition(|j| j.epoch > rejected_upto);
-    for j in stale {
-        (j.done)(Err(StoreError::Unavailable(
-            "an earlier write failed; the engine is reloading, retry".into(),
-        )));
+/// Waits for the next part of a unit whose earlier parts are applied but not committed. `None`
+/// when the writer is told to stop (or every sender is gone) first.
+fn next_part(rx: &Receiver<Msg>, sh: &Shared, shutdown: &mut Option<Sender<()>>) -> Option<Job> {
+    if shutdown.is_some() {
+        return None;
     }
+    loop {
+        match rx.recv() {
+            Ok(Msg::Job(j)) => {
+                sh.stats.writer_queue.fetch_sub(1, Ordering::Relaxed);
+                match refuse_if_stale(j, sh) {
+                    Some(j) => return Some(j),
+                    None => continue,
+                }
+            }
+            Ok(Msg::Shutdown(ack)) => {
+                *shutdown = Some(ack);
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Completes a job of a failed epoch with an error; passes a live one through.
+fn refuse_if_stale(j: Job, sh: &Shared) -> Option<Job> {
+    if j.epoch > sh.rejected_upto.load(Ordering::SeqCst) {
+        return Some(j);
+    }
+    (j.done)(Err(StoreError::Unavailable(
+        "an earlier write failed; the engine is reloading, retry".into(),
+    )));
+    None
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    mut rest: impl FnMut() -> Option<Job>,
+    cfg: &StoreConfig,
+    sh: &Shared,
+) {
+    let rejected_upto = sh.rejected_upto.load(Ordering::SeqCst);
+    let mut live: Vec<Job> = batch
+        .into_iter()
+        .filter_map(|j| refuse_if_stale(j, sh))
+        .collect();
     if live.is_empty() {
         return;
     }
     let t0 = Instant::now();
     let mut attempt = 0;
     let result = loop {
-        match try_commit(conn, &live) {
+        match try_commit(conn, &mut live, &mut rest) {
             Err(e) if is_busy(&e) && attempt < cfg.busy_retries => {
                 attempt += 1;
                 sh.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -222,8 +270,29 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn try_commit(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<()> {
+/// Applies `jobs` in one transaction, pulling further parts from `rest` while the last job
+/// applied `continues`, then commits. Without its last part the unit is rolled back.
+fn try_commit(
+    conn: &mut Connection,
+    jobs: &mut Vec<Job>,
+    rest: &mut impl FnMut() -> Option<Job>,
+) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    apply_all(&tx, jobs.iter().flat_map(|j| &j.ops))?;
-    tx.commit()
+    let mut applied = 0;
+    loop {
+        apply_all(&tx, jobs[applied..].iter().flat_map(|j| &j.ops))?;
+        applied = jobs.len();
+        if !jobs.last().is_some_and(|j| j.continues) {
+            return tx.commit();
+        }
+        match rest() {
+            Some(j) => jobs.push(j),
+            None => {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some("the writer stopped before every part of a unit arrived".into()),
+                ));
+            }
+        }
+    }
 }
