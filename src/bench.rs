@@ -726,60 +726,78 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
         .map_err(|e| Error::Internal(e.to_string()))?;
     let app = crate::api::router(engine.clone(), "bench-admin-token");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let order = r#"{"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.001"}"#;
     let uid = user.id;
-    let routes: Vec<(String, String, Option<&str>)> = vec![
-        ("GET /health".into(), "GET /api/v1/health".into(), None),
-        (
-            "GET balance".into(),
-            format!("GET /api/v1/users/{uid}/balance"),
-            None,
-        ),
-        (
-            "GET positions".into(),
-            format!("GET /api/v1/users/{uid}/positions"),
-            None,
-        ),
-        (
-            "POST orders".into(),
-            format!("POST /api/v1/users/{uid}/orders"),
-            Some(order),
-        ),
-    ];
-    let mut medians = Vec::new();
-    for (name, line, body) in routes {
-        let (lat, n, secs) = load(
-            addr,
-            &line,
-            body,
-            &token,
-            opts.clients,
-            Duration::from_secs(opts.http_seconds),
-        )
-        .await?;
-        medians.push((name.clone(), n as f64 / secs));
+    let mut floor = None;
+    for (name, path) in [
+        ("GET /health", "/api/v1/health".to_string()),
+        ("GET balance", format!("/api/v1/users/{uid}/balance")),
+        ("GET positions", format!("/api/v1/users/{uid}/positions")),
+    ] {
+        let req = request("GET", &path, None, &token);
+        let (lat, n, secs) = load(addr, &[req], opts.clients, http_time(opts), None).await?;
+        let per_sec = n as f64 / secs;
         rep.add(
             "http",
             format!("{name}, {} connections", opts.clients),
             Some(&lat),
-            Some(n as f64 / secs),
+            Some(per_sec),
             "built-in loopback client, same process",
         );
-        if name == "POST orders" {
-            // keep the position list small for later runs
-            break;
+        match name {
+            "GET /health" => floor = Some(per_sec),
+            "GET balance" => rep.add(
+                "http",
+                "GET balance vs GET health",
+                None,
+                None,
+                format!(
+                    "{:.0} % of the HTTP floor",
+                    100.0 * per_sec / floor.unwrap_or(per_sec)
+                ),
+            ),
+            _ => {}
         }
     }
-    if let (Some(h), Some(b)) = (
-        medians.iter().find(|m| m.0 == "GET /health"),
-        medians.iter().find(|m| m.0 == "GET balance"),
-    ) {
+    // POST orders: one user per connection, as 64 bot users would be
+    let order = r#"{"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.001"}"#;
+    let mut reqs = Vec::new();
+    for i in 0..opts.clients {
+        let (u, t) = engine.create_user(&format!("http-{i}"), None).await?;
+        engine
+            .deposit(u.id, Dec::from_int(100_000_000), AccountType::Demo)
+            .await?;
+        reqs.push(request(
+            "POST",
+            &format!("/api/v1/users/{}/orders", u.id),
+            Some(order),
+            &t,
+        ));
+    }
+    let (lat, n, secs) = load(addr, &reqs, opts.clients, http_time(opts), None).await?;
+    let saturated = n as f64 / secs;
+    rep.add(
+        "http",
+        format!(
+            "POST orders (market, fills), {} connections, closed loop",
+            opts.clients
+        ),
+        Some(&lat),
+        Some(saturated),
+        "as fast as answered: latency ≈ connections / throughput",
+    );
+    for share in [0.1, 0.25, 0.5, 0.75] {
+        let rate = (saturated * share).round().max(1.0);
+        let (lat, n, secs) = load(addr, &reqs, opts.clients, http_time(opts), Some(rate)).await?;
         rep.add(
             "http",
-            "GET balance vs GET health",
-            None,
-            None,
-            format!("{:.0} % of the HTTP floor", 100.0 * b.1 / h.1),
+            format!(
+                "POST orders, {} connections, open loop at {rate:.0}/s ({:.0} % of saturation)",
+                opts.clients,
+                share * 100.0
+            ),
+            Some(&lat),
+            Some(n as f64 / secs),
+            "latency from each request's scheduled send time",
         );
     }
     server.abort();
@@ -787,38 +805,67 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
     Ok(())
 }
 
-/// A tiny keep-alive HTTP/1.1 load generator: `clients` connections for `dur`.
+fn http_time(opts: &BenchOptions) -> Duration {
+    Duration::from_secs(opts.http_seconds)
+}
+
+/// One HTTP/1.1 keep-alive request's bytes.
+fn request(method: &str, path: &str, body: Option<&str>, token: &str) -> Arc<Vec<u8>> {
+    let head =
+        format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n");
+    Arc::new(
+        match body {
+            Some(b) => format!(
+                "{head}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            ),
+            None => format!("{head}\r\n"),
+        }
+        .into_bytes(),
+    )
+}
+
+/// A tiny keep-alive HTTP/1.1 load generator: `clients` connections for `dur`, connection `i`
+/// sending `reqs[i % reqs.len()]`. Without `rate` each connection sends its next request as
+/// soon as the last is answered (closed loop). With `rate` (requests/s over all connections)
+/// each connection sends on a fixed schedule and a request's latency counts from its scheduled
+/// time when the connection was still busy with the previous one, so a stall shows up in
+/// every request it delayed (no coordinated omission).
 async fn load(
     addr: std::net::SocketAddr,
-    line: &str,
-    body: Option<&str>,
-    token: &str,
+    reqs: &[Arc<Vec<u8>>],
     clients: usize,
     dur: Duration,
+    rate: Option<f64>,
 ) -> Result<(Lat, u64, f64)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (method, path) = line.split_once(' ').unwrap_or(("GET", line));
-    let req = match body {
-        Some(b) => format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        ),
-        None => format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n"
-        ),
-    };
-    let req = Arc::new(req.into_bytes());
+    let clients = clients.max(1);
+    let every = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..clients.max(1) {
-        let req = req.clone();
+    for i in 0..clients {
+        let req = reqs[i % reqs.len()].clone();
+        // spread the connections' schedules over one interval
+        let mut next = every.map(|e| t0 + e.mul_f64(i as f64 / clients as f64));
         tasks.push(tokio::spawn(async move {
             let mut s = tokio::net::TcpStream::connect(addr).await?;
             s.set_nodelay(true)?;
             let mut lat = Vec::new();
             let mut buf = vec![0u8; 64 * 1024];
             while t0.elapsed() < dur {
-                let t = Instant::now();
+                let start = match (next.as_mut(), every) {
+                    (Some(at), Some(e)) => {
+                        let due = *at;
+                        *at += e;
+                        if Instant::now() >= due {
+                            due
+                        } else {
+                            tokio::time::sleep_until(due.into()).await;
+                            Instant::now()
+                        }
+                    }
+                    _ => Instant::now(),
+                };
                 s.write_all(&req).await?;
                 // read one response: headers, then Content-Length bytes
                 let mut got = 0;
@@ -845,7 +892,11 @@ async fn load(
                     }
                     got += n;
                 }
-                lat.push(t.elapsed().as_nanos() as u64);
+                lat.push(start.elapsed().as_nanos() as u64);
+                if !buf.starts_with(b"HTTP/1.1 2") {
+                    let text = String::from_utf8_lossy(&buf[..body_end.min(300)]).into_owned();
+                    return Err(std::io::Error::other(format!("not a 2xx answer: {text}")));
+                }
             }
             Ok::<_, std::io::Error>(lat)
         }));
