@@ -3027,6 +3027,17 @@ async fn follower(e: &Engine, name: &str, patch: ConfigPatch, bot: bool, license
     u
 }
 
+/// A BTC buy signal of `strategy` with the followers' own stop-loss and take-profit.
+fn buy_signal(strategy: &str) -> Signal {
+    Signal {
+        strategy: strategy.into(),
+        symbol: BTC.into(),
+        side: Side::Buy,
+        sl_pct: None,
+        tp_pct: None,
+    }
+}
+
 fn follows(strategy: &str, leverage: Option<u32>, risk: Option<&str>) -> ConfigPatch {
     ConfigPatch {
         strategy: Some(Some(strategy.into())),
@@ -3452,16 +3463,7 @@ async fn accounts_are_separate_leverage_defaults_to_the_config_and_trades_page()
     .unwrap();
     e.set_bot_enabled(u, true).await.unwrap();
     let demo_before = e.balance(u, DEMO).unwrap();
-    let out = e
-        .submit_signal(Signal {
-            strategy: "realbot".into(),
-            symbol: BTC.into(),
-            side: Side::Buy,
-            sl_pct: None,
-            tp_pct: None,
-        })
-        .await
-        .unwrap();
+    let out = e.submit_signal(buy_signal("realbot")).await.unwrap();
     assert_eq!((out.orders_placed, out.skipped), (1, 0));
     let p = e
         .positions(u, Some(AccountType::Real))
@@ -3604,16 +3606,7 @@ async fn a_signal_larger_than_one_part_commits_every_follower() {
         users.push(u);
     }
     tick(&e, BTC, "100").await;
-    let out = e
-        .submit_signal(Signal {
-            strategy: "wide".into(),
-            symbol: BTC.into(),
-            side: Side::Buy,
-            sl_pct: None,
-            tp_pct: None,
-        })
-        .await
-        .unwrap();
+    let out = e.submit_signal(buy_signal("wide")).await.unwrap();
     assert_eq!((out.orders_placed, out.skipped), (n as u32, 0));
     let check = |e: &Engine| {
         for &u in &users {
