@@ -189,9 +189,8 @@ fn next_part(rx: &Receiver<Msg>, sh: &Shared, shutdown: &mut Option<Sender<()>>)
         match rx.recv() {
             Ok(Msg::Job(j)) => {
                 sh.stats.writer_queue.fetch_sub(1, Ordering::Relaxed);
-                match refuse_if_stale(j, sh) {
-                    Some(j) => return Some(j),
-                    None => continue,
+                if let Some(j) = refuse_if_stale(j, sh) {
+                    return Some(j);
                 }
             }
             Ok(Msg::Shutdown(ack)) => {

@@ -8,13 +8,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Hot query: one balance row.
 pub const BY_USER_ACCOUNT: &str = "SELECT wallet, margin_used, order_reserved, deposited FROM balances WHERE user_id = ?1 AND account_type = ?2";
 
-const SAVE: MultiInsert = MultiInsert {
-    head: "INSERT INTO balances (user_id, account_type, wallet, margin_used, order_reserved, deposited, updated_at)",
-    cols: 7,
-    tail: "ON CONFLICT(user_id, account_type) DO UPDATE SET wallet = excluded.wallet, \
+static SAVE: MultiInsert = MultiInsert::new(
+    "INSERT INTO balances (user_id, account_type, wallet, margin_used, order_reserved, deposited, updated_at)",
+    7,
+    "ON CONFLICT(user_id, account_type) DO UPDATE SET wallet = excluded.wallet, \
            margin_used = excluded.margin_used, order_reserved = excluded.order_reserved, \
            deposited = excluded.deposited, updated_at = excluded.updated_at",
-};
+);
 
 /// Replaces balance rows (a later row for the same ledger wins).
 pub fn save_many(

@@ -15,23 +15,34 @@ pub mod users;
 use crate::domain::money::Dec;
 use rusqlite::types::{FromSqlError, ToSql, Type};
 use rusqlite::{Connection, Row, Statement};
+use std::sync::OnceLock;
 
 /// The most rows one multi-row INSERT carries. A run is split into statements of 32, 16, 8, 4,
 /// 2 and 1 rows, so a table has at most six statement shapes in the prepared-statement cache.
 const MAX_ROWS: usize = 32;
 
 /// A multi-row INSERT: `{head} VALUES (?, …), (?, …) {tail}`. One statement per run of rows
-/// opens the table's and indexes' cursors once instead of once per row (BENCHMARKS.md §9).
+/// opens the table's and indexes' cursors once instead of once per row (BENCHMARKS.md §9b).
+/// The SQL text of its six shapes is built once, on first use.
 pub(crate) struct MultiInsert {
-    /// `INSERT INTO table (columns)`.
-    pub head: &'static str,
-    /// Parameters per row.
-    pub cols: usize,
-    /// Anything after the VALUES list (an `ON CONFLICT` clause), or "".
-    pub tail: &'static str,
+    head: &'static str,
+    cols: usize,
+    tail: &'static str,
+    shapes: OnceLock<Vec<String>>,
 }
 
 impl MultiInsert {
+    /// `head` is `INSERT INTO table (columns)`, `cols` the parameters per row, `tail` anything
+    /// after the VALUES list (an `ON CONFLICT` clause) or "".
+    pub(crate) const fn new(head: &'static str, cols: usize, tail: &'static str) -> MultiInsert {
+        MultiInsert {
+            head,
+            cols,
+            tail,
+            shapes: OnceLock::new(),
+        }
+    }
+
     /// Inserts `rows` in order; `bind(statement, first_parameter, row)` binds one row.
     pub(crate) fn run<T>(
         &self,
@@ -39,10 +50,14 @@ impl MultiInsert {
         rows: &[T],
         bind: impl Fn(&mut Statement<'_>, usize, &T) -> rusqlite::Result<()>,
     ) -> rusqlite::Result<()> {
+        let shapes = self
+            .shapes
+            .get_or_init(|| (0..=MAX_ROWS.ilog2()).map(|k| self.sql(1 << k)).collect());
         let mut rest = rows;
         while !rest.is_empty() {
-            let n = 1 << rest.len().min(MAX_ROWS).ilog2();
-            let mut st = c.prepare_cached(&self.sql(n))?;
+            let k = rest.len().min(MAX_ROWS).ilog2();
+            let n = 1 << k;
+            let mut st = c.prepare_cached(&shapes[k as usize])?;
             for (i, row) in rest[..n].iter().enumerate() {
                 bind(&mut st, i * self.cols + 1, row)?;
             }

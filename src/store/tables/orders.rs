@@ -6,12 +6,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 const COLS: &str = "id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, \
                     fill_price, fee, position_id, client_order_id, created_at, filled_at";
-const INSERT: MultiInsert = MultiInsert {
-    head: "INSERT INTO orders (id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, \
+static INSERT: MultiInsert = MultiInsert::new(
+    "INSERT INTO orders (id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, \
            status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at, updated_at)",
-    cols: 20,
-    tail: "",
-};
+    20,
+    "",
+);
 /// Hot query: one order.
 pub const BY_ID: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM orders WHERE id = ?1";
 /// Hot query: a user's pending orders on one account, oldest first.

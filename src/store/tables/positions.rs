@@ -6,12 +6,12 @@ use crate::domain::money::Dec;
 use rusqlite::{Connection, Row, params};
 
 const COLS: &str = "id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at";
-const INSERT: MultiInsert = MultiInsert {
-    head: "INSERT INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, \
+static INSERT: MultiInsert = MultiInsert::new(
+    "INSERT INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, \
            liquidation_price, open_fee, account_type, opened_at)",
-    cols: 14,
-    tail: "",
-};
+    14,
+    "",
+);
 /// Hot query: a user's open positions on one account, oldest first.
 pub const BY_USER: &str = "SELECT id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at FROM active_positions WHERE user_id = ?1 AND account_type = ?2 ORDER BY id";
 /// Hot query: open positions of a symbol.

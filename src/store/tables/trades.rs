@@ -29,12 +29,12 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Trade> {
     })
 }
 
-const INSERT: MultiInsert = MultiInsert {
-    head: "INSERT INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
+static INSERT: MultiInsert = MultiInsert::new(
+    "INSERT INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
            close_fee, pnl, reason, account_type, leverage, opened_at, closed_at)",
-    cols: 16,
-    tail: "",
-};
+    16,
+    "",
+);
 
 /// Appends trades, each with its position's leverage.
 pub fn insert_many(c: &Connection, rows: &[(&Trade, u32)]) -> rusqlite::Result<()> {
