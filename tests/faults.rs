@@ -16,8 +16,8 @@ use litetrade::{Config, Engine, Error, NewOrder, Tick};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_litetrade");
@@ -641,7 +641,7 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
 // disk full (HTTP)
 
 mod common;
-use common::free_port;
+use common::{Serve, free_port, litetrade, wait_for};
 
 /// One request with an optional bearer token: (status, body).
 fn http(
@@ -655,36 +655,20 @@ fn http(
     common::http(addr, method, path, auth.as_deref(), body)
 }
 
-/// The binary with a clean `LITETRADE_*` environment.
-fn litetrade() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LITETRADE_") {
-            c.env_remove(k);
-        }
-    }
-    c.env_remove("RUST_LOG");
-    c
-}
+/// A running `litetrade serve` (see `common::Serve`) with this file's request helper.
+struct Server(Serve);
 
-fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+impl std::ops::Deref for Server {
+    type Target = Serve;
+    fn deref(&self) -> &Serve {
+        &self.0
     }
 }
 
-/// A running `litetrade serve`; killed on drop.
-struct Server {
-    child: Option<Child>,
-    addr: String,
-    log: PathBuf,
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Serve {
+        &mut self.0
+    }
 }
 
 impl Server {
@@ -701,41 +685,12 @@ impl Server {
         if let Some(p) = config {
             c.arg("--config").arg(p);
         }
-        let child = c
-            .env("LITETRADE_ADMIN_TOKEN", ADMIN)
+        c.env("LITETRADE_ADMIN_TOKEN", ADMIN)
             .env("LITETRADE_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut s = Server {
-            child: Some(child),
-            addr,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("serve exited with {st}: {}", s.log_text());
-            }
-            if matches!(
-                http(&s.addr, "GET", "/api/v1/health", None, None),
-                Ok((200, _))
-            ) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not start: {}",
-                s.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+            .stderr(std::fs::File::create(&log).unwrap());
+        Server(Serve::spawn(&mut c, addr, log))
     }
 
     #[track_caller]
@@ -751,36 +706,6 @@ impl Server {
         let v = serde_json::from_str(&b)
             .unwrap_or_else(|e| panic!("{method} {path} ({st}): not JSON ({e}): {b}"));
         (st, v)
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.as_ref().unwrap().id();
-        assert!(
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut c = self.child.take().unwrap();
-        wait_for(&mut c, Duration::from_secs(20)).unwrap_or_else(|| {
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!(
-                "serve did not exit within 20 s of SIGTERM: {}",
-                self.log_text()
-            );
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -10,14 +10,15 @@
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const BIN: &str = env!("CARGO_BIN_EXE_litetrade");
+mod common;
+use common::{free_port, wait_for};
 const ADMIN: &str = "test-admin-token-7f3a9c0e5b1d";
 const SECRET: &str = "s3cr3t-API-secret-never-shown-0xC0FFEE";
 
@@ -337,40 +338,12 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The binary with a clean `LITETRADE_*` environment, the known admin token and quiet logs.
 fn litetrade() -> Command {
-    let mut c = Command::new(BIN);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LITETRADE_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = common::litetrade();
     c.env("LITETRADE_ADMIN_TOKEN", ADMIN)
-        .env("LITETRADE_LOG", "warn")
-        .env_remove("RUST_LOG");
+        .env("LITETRADE_LOG", "warn");
     c
-}
-
-/// Waits for a child up to `limit`; None when it is still running.
-fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs the CLI to completion (killed after `limit`): (status, stdout, stderr).

@@ -9,34 +9,29 @@
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
-const BIN: &str = env!("CARGO_BIN_EXE_litetrade");
 const API_KEY: &str = "AKIA-LITETRADE-KEY-7d41c9e2b8a3";
 const API_SECRET: &str = "SECRET-litetrade-5a9f3e1c7b0d-do-not-log";
 
 mod common;
-use common::{free_port, http};
+use common::{Serve, free_port, http, litetrade};
 
-fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some(st);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// A running `litetrade serve` with stdout and stderr in one log file (see `common::Serve`),
+/// with this file's request helpers.
+struct Server(Serve);
+
+impl std::ops::Deref for Server {
+    type Target = Serve;
+    fn deref(&self) -> &Serve {
+        &self.0
     }
 }
 
-/// A running `litetrade serve` with stdout and stderr in one log file; killed on drop.
-struct Server {
-    child: Option<Child>,
-    addr: String,
-    log: PathBuf,
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Serve {
+        &mut self.0
+    }
 }
 
 impl Server {
@@ -46,54 +41,19 @@ impl Server {
         let addr = format!("127.0.0.1:{port}");
         let log = db.with_extension(format!("serve-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let mut c = Command::new(BIN);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("LITETRADE_") {
-                c.env_remove(k);
-            }
-        }
-        c.env_remove("RUST_LOG");
+        let mut c = litetrade();
         for (k, v) in env {
             c.env(k, v);
         }
-        let child = c
-            .arg("serve")
+        c.arg("serve")
             .arg("--db")
             .arg(db)
             .arg("--listen")
             .arg(&addr)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut s = Server {
-            child: Some(child),
-            addr,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("serve exited with {st}: {}", s.log_text());
-            }
-            if matches!(
-                http(&s.addr, "GET", "/api/v1/health", None, None),
-                Ok((200, _))
-            ) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not start: {}",
-                s.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+            .stderr(out);
+        Server(Serve::spawn(&mut c, addr, log))
     }
 
     /// A request with `Authorization: Bearer token` (or the raw header when it has a space).
@@ -128,33 +88,6 @@ impl Server {
         let (st, v) = self.req(method, path, Some(token), body);
         assert!((200..300).contains(&st), "{method} {path}: {st} {v}");
         v
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.as_ref().unwrap().id();
-        assert!(
-            Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut c = self.child.take().unwrap();
-        wait_for(&mut c, Duration::from_secs(20)).unwrap_or_else(|| {
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!("serve did not exit within 20 s of SIGTERM");
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -1,9 +1,12 @@
-//! Helpers shared by the black-box test files: a minimal std-only HTTP/1.1 client.
+//! Helpers shared by the black-box test files: a minimal std-only HTTP/1.1 client, and a
+//! `litetrade serve` child process that is up when returned and killed on drop.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 request with `Connection: close` and an optional raw `Authorization` header
 /// value: (status, body, de-chunked).
@@ -69,4 +72,105 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The `litetrade` binary with none of the caller's `LITETRADE_*` variables or `RUST_LOG`.
+pub fn litetrade() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_litetrade"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LITETRADE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// Waits up to `limit` for `child` to exit.
+pub fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `litetrade serve` with its output in a log file; killed on drop.
+pub struct Serve {
+    child: Option<Child>,
+    /// `host:port` it listens on.
+    pub addr: String,
+    /// The file its stdout/stderr go to.
+    pub log: PathBuf,
+}
+
+impl Serve {
+    /// Spawns `cmd`, a `serve` on `addr` that writes its output to `log`, and returns once
+    /// `GET /api/v1/health` answers 200 (panics with the log if it exits or takes over 60 s).
+    pub fn spawn(cmd: &mut Command, addr: String, log: PathBuf) -> Serve {
+        let mut s = Serve {
+            child: Some(cmd.spawn().unwrap()),
+            addr,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("serve exited with {st}: {}", s.log_text());
+            }
+            if matches!(
+                http(&s.addr, "GET", "/api/v1/health", None, None),
+                Ok((200, _))
+            ) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not start: {}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// What the server has logged so far.
+    pub fn log_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Sends SIGTERM and waits up to 20 s for a clean exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.as_ref().unwrap().id();
+        assert!(
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut c = self.child.take().unwrap();
+        wait_for(&mut c, Duration::from_secs(20)).unwrap_or_else(|| {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!(
+                "serve did not exit within 20 s of SIGTERM: {}",
+                self.log_text()
+            );
+        })
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
