@@ -119,12 +119,13 @@ pub fn apply_all<'a>(
 #[derive(Default)]
 struct TradingRun<'a> {
     new_orders: Vec<(&'a Order, Millis)>,
-    order_updates: Vec<&'a Op>,
     new_positions: Vec<&'a Position>,
-    closed_positions: Vec<&'a Op>,
     trades: Vec<(&'a Trade, u32)>,
     balances: Vec<(Id, AccountType, &'a Ledger, Millis)>,
-    others: Vec<&'a Op>,
+    order_updates: Vec<(&'a Order, Millis)>,
+    closed_positions: Vec<Id>,
+    prices: Vec<(&'a str, Dec, Millis)>,
+    signals: Vec<&'a signals::SignalRow>,
 }
 
 impl<'a> TradingRun<'a> {
@@ -132,37 +133,43 @@ impl<'a> TradingRun<'a> {
     fn take(&mut self, op: &'a Op) -> bool {
         match op {
             Op::InsertOrder(o, at) => self.new_orders.push((o, *at)),
-            Op::UpdateOrder(..) => self.order_updates.push(op),
             Op::InsertPosition(p) => self.new_positions.push(p),
-            Op::DeletePosition(_) => self.closed_positions.push(op),
             Op::InsertTrade(t, lev) => self.trades.push((t, *lev)),
             Op::SaveBalance(u, a, l, at) => self.balances.push((*u, *a, l, *at)),
-            Op::SetLastPrice(..) | Op::InsertSignal(_) => self.others.push(op),
+            Op::UpdateOrder(o, at) => self.order_updates.push((o, *at)),
+            Op::DeletePosition(id) => self.closed_positions.push(*id),
+            Op::SetLastPrice(sym, p, ts) => self.prices.push((sym, *p, *ts)),
+            Op::InsertSignal(row) => self.signals.push(row),
             _ => return false,
         }
         true
     }
 
-    /// Writes the run, group by group, and empties it.
+    /// Writes the run, group by group (inserts before updates and deletes), and empties it.
     fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         orders::insert_many(conn, &self.new_orders)?;
         positions::insert_many(conn, &self.new_positions)?;
         trades::insert_many(conn, &self.trades)?;
         balances::save_many(conn, &self.balances)?;
-        for op in self
-            .order_updates
-            .iter()
-            .chain(&self.closed_positions)
-            .chain(&self.others)
-        {
-            apply(conn, op)?;
+        for &(o, at) in &self.order_updates {
+            orders::update(conn, o, at)?;
+        }
+        for &id in &self.closed_positions {
+            positions::delete(conn, id)?;
+        }
+        for &(sym, p, ts) in &self.prices {
+            symbols::set_last(conn, sym, p, ts)?;
+        }
+        for row in &self.signals {
+            signals::insert(conn, row)?;
         }
         *self = TradingRun::default();
         Ok(())
     }
 }
 
-/// Applies one change inside the writer's transaction.
+/// Applies one change inside the writer's transaction. `apply_all` sends trading ops through
+/// a [`TradingRun`] instead; a trading op given here on its own is a run of one.
 fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
     match op {
         Op::InsertUser {
@@ -181,15 +188,7 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
             ciphertext,
             at,
         } => credentials::save(conn, *user_id, exchange, nonce, ciphertext, *at),
-        Op::SaveBalance(u, a, l, at) => balances::save_many(conn, &[(*u, *a, l, *at)]),
         Op::SaveSymbol(s) => symbols::save(conn, s),
-        Op::SetLastPrice(s, p, ts) => symbols::set_last(conn, s, *p, *ts),
-        Op::InsertOrder(o, at) => orders::insert_many(conn, &[(o, *at)]),
-        Op::UpdateOrder(o, at) => orders::update(conn, o, *at),
-        Op::InsertPosition(p) => positions::insert_many(conn, &[p]),
-        Op::DeletePosition(id) => positions::delete(conn, *id),
-        Op::InsertTrade(t, lev) => trades::insert_many(conn, &[(t, *lev)]),
-        Op::InsertSignal(s) => signals::insert(conn, s),
         Op::SaveLicense {
             user_id,
             license_type,
@@ -204,5 +203,17 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
             at,
         } => licenses::insert_redemption(conn, *promo_id, *user_id, license_type, *at),
         Op::InsertDeposit(u, a, amount, at) => balances::insert_deposit(conn, *u, *a, *amount, *at),
+        Op::InsertOrder(..)
+        | Op::InsertPosition(_)
+        | Op::InsertTrade(..)
+        | Op::SaveBalance(..)
+        | Op::UpdateOrder(..)
+        | Op::DeletePosition(_)
+        | Op::SetLastPrice(..)
+        | Op::InsertSignal(_) => {
+            let mut run = TradingRun::default();
+            run.take(op);
+            run.flush(conn)
+        }
     }
 }
