@@ -43,6 +43,17 @@ fn tick(px: &str) -> Vec<Tick> {
     }]
 }
 
+/// (wallet, deposited) of a user's demo ledger, read from the file.
+fn stored_demo_ledger(db: &Path, uid: i64) -> (i64, i64) {
+    ro(db)
+        .query_row(
+            "SELECT wallet, deposited FROM balances WHERE user_id = ?1 AND account_type = 'demo'",
+            [uid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+}
+
 /// A read-only connection beside the engine (WAL: sees every committed write).
 fn ro(db: &Path) -> Connection {
     let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
@@ -437,13 +448,7 @@ async fn disk_full_fails_writes_cleanly_and_resumes_when_space_returns() {
         );
     }
     let b = e.balance(uid, AccountType::Demo).unwrap();
-    let deposited: i64 = ro(&db)
-        .query_row(
-            "SELECT deposited FROM balances WHERE user_id = ?1 AND account_type = 'demo'",
-            [uid],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let (_, deposited) = stored_demo_ledger(&db, uid);
     assert_eq!(deposited, m.deposited);
     assert!(b.available.raw() >= 0);
     assert_db_matches(&db, uid, &m, "after writes resumed");
@@ -525,13 +530,7 @@ async fn disk_full_under_concurrent_writers_keeps_exactly_the_acknowledged_write
         assert_db_matches(&db, *uid, m, &format!("user {uid} while full"));
         // the engine's own view agrees with the file
         let b = e.balance(*uid, AccountType::Demo).unwrap();
-        let stored: i64 = ro(&db)
-            .query_row(
-                "SELECT wallet FROM balances WHERE user_id = ?1 AND account_type = 'demo'",
-                [uid],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let (stored, _) = stored_demo_ledger(&db, *uid);
         assert_eq!(
             b.wallet.raw(),
             stored,

@@ -86,16 +86,20 @@ fn legacy_file(path: &Path, page_size: u32, wal: bool) {
     );
 }
 
-fn small_seed(path: &Path) -> SeedReport {
-    let opts = SeedOptions {
+/// 200 users with 5 trades each, 50 open positions and 50 pending orders.
+fn small_opts() -> SeedOptions {
+    SeedOptions {
         users: 200,
         trades_per_user: 5,
         open_positions: 50,
         pending_orders: 50,
         batch_rows: 500,
         ..SeedOptions::default()
-    };
-    seed(path, &opts, &no_progress).expect("seed")
+    }
+}
+
+fn small_seed(path: &Path) -> SeedReport {
+    seed(path, &small_opts(), &no_progress).expect("seed")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1044,14 +1048,7 @@ fn seeded_data_keeps_the_ledger_invariants() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "seed.db");
     let steps = std::sync::Mutex::new(0u64);
-    let opts = SeedOptions {
-        users: 200,
-        trades_per_user: 5,
-        open_positions: 50,
-        pending_orders: 50,
-        batch_rows: 500,
-        ..SeedOptions::default()
-    };
+    let opts = small_opts();
     let rep = seed(&path, &opts, &|_, _, _| *steps.lock().unwrap() += 1).expect("seed");
     assert_eq!(rep.users, 200);
     assert_eq!((rep.first_user_id, rep.last_user_id), (1, 200));
