@@ -55,6 +55,10 @@ pub struct StoreConfig {
     /// A cap on the file size in pages (`PRAGMA max_page_count`): a quota, and the way the
     /// disk-full tests make the disk "full". None: no cap.
     pub max_page_count: Option<u64>,
+    /// The WAL's size budget in MiB. The writer restarts the WAL from its start once it holds
+    /// 7/8 of this (see `checkpoint`), and SQLite trims a longer file back to it. A larger
+    /// budget makes the writer's short checkpoint pause rarer and costs disk space.
+    pub wal_max_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -69,6 +73,7 @@ impl Default for StoreConfig {
             max_batch: 4096,
             commit_delay_us: 0,
             max_page_count: None,
+            wal_max_mb: 256,
         }
     }
 }
@@ -198,17 +203,17 @@ impl Store {
     pub fn open(path: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         let conn = open_write_connection(path, &cfg)?;
         let stats = Arc::new(DbStats::default());
-        // The checkpointer thread copies WAL frames in the background; the writer keeps SQLite's
-        // automatic checkpoint (1000 pages), which then has little left to copy and, running
-        // between batches, completes, so the next transaction rewinds the WAL. Without it a
-        // never-idle writer outruns a concurrent PASSIVE checkpoint and the WAL grows forever.
-        conn.execute_batch("PRAGMA wal_autocheckpoint=1000; PRAGMA journal_size_limit=67108864;")?;
-        let checkpointer = checkpoint::Checkpointer::start(path, &cfg, Duration::from_millis(500))
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        let writer = writer::Writer::start(conn, cfg.clone(), stats.clone());
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        // Checkpoints stay off the commit path: a thread copies WAL frames in the background,
+        // and the writer restarts the WAL only when it nears its budget (see `checkpoint`).
+        let reset = checkpoint::WalReset::install(&conn, cfg.wal_max_mb).map_err(open_err)?;
+        let checkpointer =
+            checkpoint::Checkpointer::start(path, &cfg, checkpoint::BACKGROUND_EVERY)
+                .map_err(open_err)?;
+        let writer = writer::Writer::start(conn, reset, cfg.clone(), stats.clone());
         let rcfg = cfg.clone();
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)

@@ -32,6 +32,8 @@ pub struct DbStats {
     pub commit_us_max: AtomicU64,
     /// Jobs waiting for the writer.
     pub writer_queue: AtomicU64,
+    /// Checkpoints the writer ran itself to let the WAL restart from its start.
+    pub wal_resets: AtomicU64,
 }
 
 impl DbStats {
@@ -80,6 +82,7 @@ impl DbStats {
                 .unwrap_or(0),
             writer_max_commit_us: self.commit_us_max.load(Relaxed),
             writer_queue: self.writer_queue.load(Relaxed),
+            wal_resets: self.wal_resets.load(Relaxed),
         }
     }
 }
@@ -113,4 +116,6 @@ pub struct DbStatsSnapshot {
     pub writer_max_commit_us: u64,
     /// Jobs queued for the writer now.
     pub writer_queue: u64,
+    /// Completed checkpoints run by the writer to restart the WAL.
+    pub wal_resets: u64,
 }

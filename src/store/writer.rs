@@ -12,6 +12,7 @@
 //! refused too: the sequencer that produced them had already applied them in memory, so it must
 //! reload its state from the database (see `Writer::take_failure`) and continue in a new epoch.
 
+use super::checkpoint::WalReset;
 use super::ops::{Op, apply_all};
 use super::stats::DbStats;
 use super::{StoreConfig, StoreError};
@@ -58,8 +59,13 @@ struct Shared {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection, cfg: StoreConfig, stats: Arc<DbStats>) -> Writer {
+    /// Starts the writer thread on `conn`, which `reset` was installed on.
+    pub fn start(
+        conn: Connection,
+        reset: WalReset,
+        cfg: StoreConfig,
+        stats: Arc<DbStats>,
+    ) -> Writer {
         let (tx, rx) = channel();
         let shared = Arc::new(Shared {
             rejected_upto: AtomicI64::new(-1),
@@ -69,7 +75,7 @@ impl Writer {
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("litetrade-writer".into())
-            .spawn(move || run(conn, rx, cfg, sh))
+            .spawn(move || run(conn, reset, rx, cfg, sh))
             .expect("spawn writer thread");
         Writer {
             tx: Mutex::new(Some(tx)),
@@ -138,7 +144,13 @@ impl Drop for Writer {
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<Msg>, cfg: StoreConfig, sh: Arc<Shared>) {
+fn run(
+    mut conn: Connection,
+    mut reset: WalReset,
+    rx: Receiver<Msg>,
+    cfg: StoreConfig,
+    sh: Arc<Shared>,
+) {
     let mut batch: Vec<Job> = Vec::new();
     let mut shutdown_ack = None;
     while shutdown_ack.is_none() {
@@ -169,6 +181,8 @@ fn run(mut conn: Connection, rx: Receiver<Msg>, cfg: StoreConfig, sh: Arc<Shared
                 .fetch_sub(batch.len() as u64, Ordering::Relaxed);
             let rest = || next_part(&rx, &sh, &mut shutdown_ack);
             commit_batch(&mut conn, std::mem::take(&mut batch), rest, &cfg, &sh);
+            // after the acknowledgements: a checkpoint's fsyncs delay only what is queued
+            reset.after_batch(&conn, &sh.stats);
         }
     }
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
