@@ -773,6 +773,8 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
             &t,
         ));
     }
+    let resets = || engine.store().stats().snapshot().wal_resets;
+    let before = resets();
     let (lat, n, secs) = load(addr, &reqs, opts.clients, http_time(opts), None).await?;
     let saturated = n as f64 / secs;
     rep.add(
@@ -783,10 +785,14 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
         ),
         Some(&lat),
         Some(saturated),
-        "as fast as answered: latency ≈ connections / throughput",
+        format!(
+            "as fast as answered: latency ≈ connections / throughput; {} WAL resets",
+            resets() - before
+        ),
     );
     for share in [0.1, 0.25, 0.5, 0.75] {
         let rate = (saturated * share).round().max(1.0);
+        let before = resets();
         let (lat, n, secs) = load(addr, &reqs, opts.clients, http_time(opts), Some(rate)).await?;
         rep.add(
             "http",
@@ -797,7 +803,10 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
             ),
             Some(&lat),
             Some(n as f64 / secs),
-            "latency from each request's scheduled send time",
+            format!(
+                "latency from each request's scheduled send time; {} WAL resets",
+                resets() - before
+            ),
         );
     }
     server.abort();

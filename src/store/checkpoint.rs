@@ -48,7 +48,8 @@ pub struct WalReset {
     at: c_int,
     /// Frames at which it tries next: a checkpoint that could not finish (a reader still used
     /// old frames) or a rewind a reader prevented is retried only after another 1/8 of growth,
-    /// never after every batch.
+    /// never after every batch. One that met the background pass (busy) is retried after the
+    /// next batch.
     next: c_int,
 }
 
@@ -77,7 +78,6 @@ impl WalReset {
         if frames < self.next {
             return;
         }
-        self.next = frames.saturating_add(self.at / 8);
         let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -86,18 +86,20 @@ impl WalReset {
             ))
         });
         match pass {
+            // the background thread is in a pass (it holds the checkpoint lock): try again
+            // after the next batch, the pass takes milliseconds
+            Ok((1, _, _)) => return,
             Ok((0, log, copied)) if log == copied => {
                 stats.wal_resets.fetch_add(1, Ordering::Relaxed);
             }
-            Ok((_, log, copied)) => {
-                tracing::debug!(
-                    log,
-                    copied,
-                    "WAL checkpoint incomplete; a reader holds old frames"
-                )
-            }
+            Ok((_, log, copied)) => tracing::debug!(
+                log,
+                copied,
+                "WAL checkpoint incomplete; a reader holds old frames"
+            ),
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
         }
+        self.next = frames.saturating_add(self.at / 8);
     }
 }
 
