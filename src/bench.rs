@@ -12,7 +12,7 @@ use crate::engine::trading::{NewOrder, Tick};
 use crate::error::{Error, Result};
 use crate::store::tables::{balances, config, orders, positions, trades};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -37,6 +37,9 @@ pub struct BenchOptions {
     pub clients: usize,
     /// Seconds per HTTP route.
     pub http_seconds: u64,
+    /// Store and cache settings for every scenario's engine (`--config`, `LITETRADE_*`); each
+    /// scenario uses its own file in `dir` in place of `settings.db`.
+    pub settings: Config,
 }
 
 impl BenchOptions {
@@ -50,6 +53,7 @@ impl BenchOptions {
             followers: 10_000,
             clients: 64,
             http_seconds: 5,
+            settings: Config::default(),
         }
     }
 
@@ -63,6 +67,7 @@ impl BenchOptions {
             followers: 500,
             clients: 16,
             http_seconds: 1,
+            settings: Config::default(),
         }
     }
 }
@@ -184,8 +189,8 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn fresh(dir: &Path, name: &str) -> Result<Config> {
-    let db = dir.join(name);
+fn fresh(opts: &BenchOptions, name: &str) -> Result<Config> {
+    let db = opts.dir.join(name);
     for suffix in ["", "-wal", "-shm", ".key", ".lock"] {
         let mut p = db.clone().into_os_string();
         p.push(suffix);
@@ -193,7 +198,7 @@ fn fresh(dir: &Path, name: &str) -> Result<Config> {
     }
     Ok(Config {
         db,
-        ..Config::default()
+        ..opts.settings.clone()
     })
 }
 
@@ -246,7 +251,7 @@ async fn reads(
     rep: &mut BenchReport,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<()> {
-    let cfg = fresh(&opts.dir, "reads.db")?;
+    let cfg = fresh(opts, "reads.db")?;
     let seed_opts = crate::store::seed::SeedOptions {
         users: opts.users,
         trades_per_user: 10,
@@ -487,7 +492,7 @@ async fn make_users(engine: &Engine, n: u64, deposit: i64, clients: usize) -> Re
 }
 
 async fn orders_scenario(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
-    let cfg = fresh(&opts.dir, "orders.db")?;
+    let cfg = fresh(opts, "orders.db")?;
     let engine = Engine::open(&cfg)?;
     let users = make_users(&engine, opts.clients as u64, 1_000_000, opts.clients).await?;
     set_price(&engine, "BTCUSDT", 30_000).await?;
@@ -593,7 +598,7 @@ async fn ticks_and_startup(
     let mut per_size = Vec::new();
     for &n in &sizes {
         progress(&format!("ticks: {n} resting orders + {n} open positions"));
-        let cfg = fresh(&opts.dir, &format!("ticks-{n}.db"))?;
+        let cfg = fresh(opts, &format!("ticks-{n}.db"))?;
         let engine = Engine::open(&cfg)?;
         let t0 = Instant::now();
         build_book(&engine, n, opts.clients).await?;
@@ -661,7 +666,7 @@ async fn ticks_and_startup(
 }
 
 async fn fanout(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
-    let cfg = fresh(&opts.dir, "fanout.db")?;
+    let cfg = fresh(opts, "fanout.db")?;
     let engine = Engine::open(&cfg)?;
     let users = make_users(&engine, opts.followers, 10_000, opts.clients).await?;
     let pct = |s: &str| Some(Some(Dec::parse(s).expect("literal")));
@@ -711,7 +716,7 @@ async fn fanout(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
 }
 
 async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
-    let cfg = fresh(&opts.dir, "http.db")?;
+    let cfg = fresh(opts, "http.db")?;
     let engine = Engine::open(&cfg)?;
     let (user, token) = engine.create_user("http", None).await?;
     engine

@@ -478,6 +478,7 @@ fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
 }
 
 async fn bench(
+    cfg: Config,
     scenario: Option<String>,
     json: bool,
     quick: bool,
@@ -491,6 +492,7 @@ async fn bench(
         litetrade::bench::BenchOptions::full(dir)
     };
     opts.scenario = scenario;
+    opts.settings = cfg;
     let report = litetrade::bench::run(&opts, &|line| eprintln!("bench: {line}")).await;
     let _ = std::fs::remove_dir_all(&tmp);
     let report = report?;
@@ -547,7 +549,7 @@ fn run(cli: Cli) -> Result<i32> {
             json,
             quick,
             dir,
-        } => rt()?.block_on(bench(scenario, json, quick, dir))?,
+        } => rt()?.block_on(bench(cfg, scenario, json, quick, dir))?,
     }
     Ok(0)
 }
