@@ -11,9 +11,9 @@
 //! Why not SQLite's automatic checkpoint (every 1,000 pages, inside the committing call)? Each one
 //! costs the writer two or three fsyncs (the WAL, the database, the rewound WAL's header), and on
 //! a shared disk an fsync takes 1–30 ms: every order queued behind it waited. Measured side by
-//! side in BENCHMARKS.md: POST orders p99 at 10 % load fell from 8.7–10 ms to about 1–1.4 ms.
-//! `journal_size_limit` equals the budget, so a rewound WAL is reused in place instead of being
-//! truncated: truncating a 100+ MB file stalled the writer for 100–400 ms.
+//! side (BENCHMARKS.md §9c, medians of six runs): POST orders p99 at 10 % load fell from 12.4
+//! to 1.95 ms. `journal_size_limit` equals the budget, so a rewound WAL is reused in place
+//! instead of being truncated: truncating a 100–500 MiB file stalled the writer for 0.1–1 s.
 
 use super::stats::DbStats;
 use super::{StoreConfig, apply_pragmas};
