@@ -78,14 +78,7 @@ impl WalReset {
         if frames < self.next {
             return;
         }
-        let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        });
-        match pass {
+        match passive(conn) {
             // the background thread is in a pass (it holds the checkpoint lock): try again
             // after the next batch, the pass takes milliseconds
             Ok((1, _, _)) => return,
@@ -101,6 +94,13 @@ impl WalReset {
         }
         self.next = frames.saturating_add(self.at / 8);
     }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)`: (busy, frames in the WAL, frames copied).
+fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
 }
 
 /// Handle to the checkpoint thread; stops it on drop.
@@ -130,8 +130,7 @@ impl Checkpointer {
                     if *stopped {
                         break;
                     }
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
+                    if let Err(e) = passive(&conn) {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
                     }
                 }

@@ -151,10 +151,7 @@ pub fn apply_pragmas(
 
 /// Opens (creating if needed) a file for writing, with WAL on and the schema migrated.
 pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connection, StoreError> {
-    let open_err = |reason: String| StoreError::Open {
-        path: path.display().to_string(),
-        reason,
-    };
+    let open_err = |reason: String| open_error(path, reason);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -198,15 +195,20 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
     Ok(conn)
 }
 
+/// The error for a file that cannot be opened (or created) as a store.
+pub(crate) fn open_error(path: &Path, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
 impl Store {
     /// Opens the file, migrates it, starts the writer thread and the read pool.
     pub fn open(path: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         let conn = open_write_connection(path, &cfg)?;
         let stats = Arc::new(DbStats::default());
-        let open_err = |e: rusqlite::Error| StoreError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
+        let open_err = |e: rusqlite::Error| open_error(path, e);
         // Checkpoints stay off the commit path: a thread copies WAL frames in the background,
         // and the writer restarts the WAL only when it nears its budget (see `checkpoint`).
         let reset = checkpoint::WalReset::install(&conn, cfg.wal_max_mb).map_err(open_err)?;
@@ -224,10 +226,7 @@ impl Store {
             .test_on_check_out(false)
             .connection_timeout(Duration::from_millis(cfg.busy_timeout_ms.max(1000)))
             .build(manager)
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| open_error(path, e))?;
         Ok(Store {
             path: path.to_path_buf(),
             pool,
@@ -307,17 +306,10 @@ impl Store {
 /// safe while another connection or process is writing. `progress(done_pages, total_pages)`.
 pub fn backup_file(src: &Path, dest: &Path, progress: &dyn Fn(u64, u64)) -> Result<(), StoreError> {
     if dest.exists() {
-        return Err(StoreError::Open {
-            path: dest.display().to_string(),
-            reason: "already exists".into(),
-        });
+        return Err(open_error(dest, "already exists"));
     }
-    let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| {
-        StoreError::Open {
-            path: src.display().to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| open_error(src, e))?;
     from.busy_timeout(Duration::from_secs(10))?;
     let mut to = Connection::open(dest)?;
     {

@@ -32,7 +32,7 @@
 
 use super::hot::{self, HotQuery};
 use super::schema;
-use super::{StoreConfig, StoreError, apply_pragmas};
+use super::{StoreConfig, StoreError, apply_pragmas, open_error};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -328,10 +328,7 @@ pub fn optimize(
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<OptimizeReport, StoreError> {
     let t0 = Instant::now();
-    let open_err = |reason: String| StoreError::Open {
-        path: path.display().to_string(),
-        reason,
-    };
+    let open_err = |reason: String| open_error(path, reason);
     if !path.is_file() {
         return Err(open_err("no such file".into()));
     }
@@ -423,13 +420,13 @@ fn run(
     conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))?;
     let version = pragma_i64(conn, "user_version")?;
     if version > schema::SCHEMA_VERSION {
-        return Err(Fail::Store(StoreError::Open {
-            path: path.display().to_string(),
-            reason: format!(
+        return Err(Fail::Store(open_error(
+            path,
+            format!(
                 "database schema version {version} is newer than this litetrade ({})",
                 schema::SCHEMA_VERSION
             ),
-        }));
+        )));
     }
     if pragma_i64(conn, "page_count")? == 0 {
         conn.execute_batch(&format!("PRAGMA page_size={TARGET_PAGE_SIZE};"))?;
