@@ -135,28 +135,25 @@ impl Sequencer {
         }
     }
 
-    /// Sends a command's changes to the writer; `reply` gets `value` after COMMIT.
-    pub fn commit<T: Send + 'static>(&mut self, tx: Tx, value: T, reply: Reply<T>) {
-        self.submit(tx, false, move |res| {
-            let _ = reply.send(res.map(|()| value));
+    /// Sends the row changes gathered so far as one part of a unit that the command's final
+    /// [`commit`](Self::commit) completes: the writer starts on them while the command goes on,
+    /// and commits them together with the rest. The part's cache invalidations and events stay
+    /// in `tx`, so the final commit invalidates the whole unit before answering and publishes
+    /// its events after the answer.
+    pub fn commit_part(&mut self, tx: &mut Tx) {
+        self.save_dirty_ledgers(tx);
+        self.store.writer().submit(Job {
+            ops: std::mem::take(&mut tx.ops),
+            epoch: self.epoch,
+            continues: true,
+            done: Box::new(drop),
         });
     }
 
-    /// Sends the changes gathered so far as one part of a unit that the command's final
-    /// [`commit`](Self::commit) completes: the writer starts on them while the command goes on,
-    /// and commits them together with the rest. `tx` is left empty, with its time.
-    pub fn commit_part(&mut self, tx: &mut Tx) {
-        let part = std::mem::replace(tx, Tx::new(tx.now));
-        self.submit(part, true, drop);
-    }
-
-    fn submit(
-        &mut self,
-        mut tx: Tx,
-        continues: bool,
-        done: impl FnOnce(Result<()>) + Send + 'static,
-    ) {
-        for &(user, acct) in &tx.dirty {
+    /// Adds a save of each ledger `tx` touched, with its invalidation and event, and clears
+    /// the touched set.
+    fn save_dirty_ledgers(&mut self, tx: &mut Tx) {
+        for (user, acct) in std::mem::take(&mut tx.dirty) {
             if let Some(u) = self.st.users.get_mut(&user) {
                 let ledger = *u.ledger(acct);
                 tx.ops.push(Op::SaveBalance(user, acct, ledger, tx.now));
@@ -167,6 +164,13 @@ impl Sequencer {
                 account_type: acct,
             });
         }
+    }
+
+    /// Sends a command's changes to the writer (the last part of a unit, if parts went
+    /// before). After COMMIT the caches are invalidated, `reply` gets `value`, and then the
+    /// events go out.
+    pub fn commit<T: Send + 'static>(&mut self, mut tx: Tx, value: T, reply: Reply<T>) {
+        self.save_dirty_ledgers(&mut tx);
         let caches = self.caches.clone();
         let bus = self.events.clone();
         let Tx {
@@ -175,16 +179,18 @@ impl Sequencer {
         self.store.writer().submit(Job {
             ops,
             epoch: self.epoch,
-            continues,
+            continues: false,
             done: Box::new(move |res| match res {
                 Ok(()) => {
                     apply_invalidations(&caches, &inval);
-                    done(Ok(()));
+                    let _ = reply.send(Ok(value));
                     for e in events {
                         let _ = bus.send(Arc::new(e));
                     }
                 }
-                Err(e) => done(Err(Error::from(e))),
+                Err(e) => {
+                    let _ = reply.send(Err(Error::from(e)));
+                }
             }),
         });
     }
