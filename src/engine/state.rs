@@ -10,7 +10,7 @@ use crate::domain::symbol::SymbolSpec;
 use crate::store::tables::{
     balances, config, licenses, orders, positions, signals, symbols, trades, users,
 };
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// One symbol: spec, last price, books.
 #[derive(Debug)]
@@ -53,6 +53,11 @@ impl UserState {
 }
 
 /// Everything the sequencer owns.
+///
+/// The maps that trading itself grows (orders, positions, client order ids) are B-trees: a
+/// hash map doubles its table when it fills, and rehashing 115k positions stopped the
+/// sequencer, and so every order behind it, for 25–45 ms (BENCHMARKS.md §9d). A B-tree
+/// grows a node at a time. Users, symbols and promos grow only by an admin's hand.
 #[derive(Debug, Default)]
 pub struct State {
     /// Symbols by name.
@@ -60,11 +65,11 @@ pub struct State {
     /// Users by id.
     pub users: HashMap<Id, UserState>,
     /// Pending limit orders by id.
-    pub orders: HashMap<Id, Order>,
+    pub orders: BTreeMap<Id, Order>,
     /// Open positions by id.
-    pub positions: HashMap<Id, Position>,
+    pub positions: BTreeMap<Id, Position>,
     /// (user, client_order_id) → order id.
-    pub client_ids: HashMap<(Id, String), Id>,
+    pub client_ids: BTreeMap<(Id, String), Id>,
     /// Promo codes by code.
     pub promos: HashMap<String, Promo>,
     /// (promo id, user) pairs redeemed.
