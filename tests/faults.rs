@@ -663,44 +663,30 @@ fn http(
     common::http(addr, method, path, auth.as_deref(), body)
 }
 
-/// A running `litetrade serve` (see `common::Serve`) with this file's request helper.
-struct Server(Serve);
-
-impl std::ops::Deref for Server {
-    type Target = Serve;
-    fn deref(&self) -> &Serve {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Server {
-    fn deref_mut(&mut self) -> &mut Serve {
-        &mut self.0
-    }
-}
-
-impl Server {
-    fn start(db: &Path, config: Option<&Path>) -> Server {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = db.with_extension(format!("serve-{port}.log"));
-        let mut c = litetrade();
-        c.arg("serve")
-            .arg("--db")
-            .arg(db)
-            .arg("--listen")
-            .arg(&addr);
+/// Starts `litetrade serve` on `db`, with a config file if given (see `common::Serve`).
+fn start_server(db: &Path, config: Option<&Path>) -> Serve {
+    Serve::start(db, |c| {
         if let Some(p) = config {
             c.arg("--config").arg(p);
         }
         c.env("LITETRADE_ADMIN_TOKEN", ADMIN)
-            .env("LITETRADE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        Server(Serve::spawn(&mut c, addr, log))
-    }
+            .env("LITETRADE_LOG", "warn");
+    })
+}
 
+/// This file's request helper on a running server.
+trait JsonRequest {
+    /// A request with an optional bearer token and JSON body; the answer must be JSON.
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value);
+}
+
+impl JsonRequest for Serve {
     #[track_caller]
     fn req(
         &self,
@@ -721,7 +707,7 @@ impl Server {
 fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("full.db");
-    let mut s = Server::start(&db, None);
+    let mut s = start_server(&db, None);
     let (st, u) = s.req(
         "POST",
         "/api/v1/users",
@@ -751,7 +737,7 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
         format!("[store]\nmax_page_count = {}\n", base + 12),
     )
     .unwrap();
-    let s = Server::start(&db, Some(&cfg_file));
+    let s = start_server(&db, Some(&cfg_file));
     // fill with credentials rows (about 1.1 KB each) until a write answers 503
     let key = "K".repeat(500);
     let secret = "S".repeat(500);
@@ -856,7 +842,7 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
         format!("[store]\nmax_page_count = {}\n", (base + 12) * 10),
     )
     .unwrap();
-    let mut s = Server::start(&db, Some(&cfg_file));
+    let mut s = start_server(&db, Some(&cfg_file));
     for ex in &acked {
         let (st, v) = s.req("GET", &format!("{ub}/credentials/{ex}"), Some(&tok), None);
         assert_eq!(st, 200, "acknowledged credentials {ex}: {v}");

@@ -9,54 +9,35 @@
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 const API_KEY: &str = "AKIA-LITETRADE-KEY-7d41c9e2b8a3";
 const API_SECRET: &str = "SECRET-litetrade-5a9f3e1c7b0d-do-not-log";
 
 mod common;
-use common::{Serve, free_port, http, litetrade};
+use common::{Serve, http};
 
-/// A running `litetrade serve` with stdout and stderr in one log file (see `common::Serve`),
-/// with this file's request helpers.
-struct Server(Serve);
-
-impl std::ops::Deref for Server {
-    type Target = Serve;
-    fn deref(&self) -> &Serve {
-        &self.0
-    }
+/// Starts `litetrade serve` on `db` with `env` (see `common::Serve`).
+fn start_server(db: &Path, env: &[(&str, &str)]) -> Serve {
+    Serve::start(db, |c| {
+        c.envs(env.iter().copied());
+    })
 }
 
-impl std::ops::DerefMut for Server {
-    fn deref_mut(&mut self) -> &mut Serve {
-        &mut self.0
-    }
-}
-
-impl Server {
-    /// `env`: extra variables (every inherited `LITETRADE_*` is removed first).
-    fn start(db: &Path, env: &[(&str, &str)]) -> Server {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = db.with_extension(format!("serve-{port}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut c = litetrade();
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.arg("serve")
-            .arg("--db")
-            .arg(db)
-            .arg("--listen")
-            .arg(&addr)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        Server(Serve::spawn(&mut c, addr, log))
-    }
-
+/// This file's request helpers on a running server.
+trait Requests {
     /// A request with `Authorization: Bearer token` (or the raw header when it has a space).
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value);
+    /// A request that must answer 2xx; its JSON body.
+    fn ok(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Value;
+}
+
+impl Requests for Serve {
     #[track_caller]
     fn req(
         &self,
@@ -128,7 +109,7 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sec.db");
     // no LITETRADE_ADMIN_TOKEN and no LITETRADE_SECRET_KEY: both files are created
-    let mut s = Server::start(&db, &[("LITETRADE_LOG", "debug")]);
+    let mut s = start_server(&db, &[("LITETRADE_LOG", "debug")]);
     let admin_file = beside(&db, "admin-token");
     let key_file = beside(&db, "key");
     let admin = std::fs::read_to_string(&admin_file)
@@ -334,7 +315,7 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
     let key_file = beside(&db, "key");
 
     // with LITETRADE_ADMIN_TOKEN set, no admin-token file is written at all
-    let mut s = Server::start(
+    let mut s = start_server(
         &db,
         &[("LITETRADE_ADMIN_TOKEN", "env-admin-token-0123456789abcdef")],
     );
@@ -354,7 +335,7 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
     let key1 = std::fs::read(&key_file).unwrap();
 
     // without it, the file is created 0600; a restart reuses the same token and key
-    let mut s = Server::start(&db, &[]);
+    let mut s = start_server(&db, &[]);
     #[cfg(unix)]
     assert_eq!(mode(&admin_file), 0o600);
     let token = std::fs::read_to_string(&admin_file)
@@ -370,7 +351,7 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
     );
     assert_eq!(st, 401, "the old env token still works");
     assert!(s.terminate().success());
-    let mut s = Server::start(&db, &[]);
+    let mut s = start_server(&db, &[]);
     assert_eq!(
         std::fs::read_to_string(&admin_file).unwrap().trim(),
         token,
@@ -431,7 +412,7 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
 }
 
 /// What the admin sees of a user: everything a route could change.
-fn state_of(s: &Server, admin: &str, uid: i64, oid: i64) -> Vec<Value> {
+fn state_of(s: &Serve, admin: &str, uid: i64, oid: i64) -> Vec<Value> {
     let u = format!("/api/v1/users/{uid}");
     let mut out = Vec::new();
     for p in [
@@ -458,7 +439,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("iso.db");
     const ADMIN: &str = "security-admin-token-5f0e9d8c7b6a";
-    let s = Server::start(
+    let s = start_server(
         &db,
         &[("LITETRADE_ADMIN_TOKEN", ADMIN), ("LITETRADE_LOG", "warn")],
     );

@@ -4,8 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 request with `Connection: close` and an optional raw `Authorization` header
@@ -110,9 +110,25 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Spawns `cmd`, a `serve` on `addr` that writes its output to `log`, and returns once
-    /// `GET /api/v1/health` answers 200 (panics with the log if it exits or takes over 60 s).
-    pub fn spawn(cmd: &mut Command, addr: String, log: PathBuf) -> Serve {
+    /// Starts `litetrade serve --db db` on a free loopback port, stdout and stderr going to a
+    /// log file beside `db`. `configure` adds arguments and variables (none of the caller's
+    /// `LITETRADE_*` is inherited). Returns once `GET /api/v1/health` answers 200 (panics with
+    /// the log if the server exits or takes over 60 s).
+    pub fn start(db: &Path, configure: impl FnOnce(&mut Command)) -> Serve {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = db.with_extension(format!("serve-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = litetrade();
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(db)
+            .arg("--listen")
+            .arg(&addr)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        configure(&mut cmd);
         let mut s = Serve {
             child: Some(cmd.spawn().unwrap()),
             addr,
