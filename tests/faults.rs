@@ -674,33 +674,20 @@ fn start_server(db: &Path, config: Option<&Path>) -> Serve {
     })
 }
 
-/// This file's request helper on a running server.
-trait JsonRequest {
-    /// A request with an optional bearer token and JSON body; the answer must be JSON.
-    fn req(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, serde_json::Value);
-}
-
-impl JsonRequest for Serve {
-    #[track_caller]
-    fn req(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, serde_json::Value) {
-        let (st, b) = http(&self.addr, method, path, token, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}; log: {}", self.log_text()));
-        let v = serde_json::from_str(&b)
-            .unwrap_or_else(|e| panic!("{method} {path} ({st}): not JSON ({e}): {b}"));
-        (st, v)
-    }
+/// A request with an optional bearer token and JSON body; the answer must be JSON.
+#[track_caller]
+fn req(
+    s: &Serve,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let (st, b) = http(&s.addr, method, path, token, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}; log: {}", s.log_text()));
+    let v = serde_json::from_str(&b)
+        .unwrap_or_else(|e| panic!("{method} {path} ({st}): not JSON ({e}): {b}"));
+    (st, v)
 }
 
 #[test]
@@ -708,7 +695,8 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("full.db");
     let mut s = start_server(&db, None);
-    let (st, u) = s.req(
+    let (st, u) = req(
+        &s,
         "POST",
         "/api/v1/users",
         Some(ADMIN),
@@ -719,7 +707,8 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     let tok = u["token"].as_str().unwrap().to_string();
     let ub = format!("/api/v1/users/{uid}");
     assert_eq!(
-        s.req(
+        req(
+            &s,
             "POST",
             &format!("{ub}/deposit"),
             Some(&tok),
@@ -746,7 +735,8 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     for i in 0..5000 {
         let ex = format!("ex{i:05}");
         let body = format!(r#"{{"api_key":"{key}{i}","api_secret":"{secret}"}}"#);
-        let (st, v) = s.req(
+        let (st, v) = req(
+            &s,
             "PUT",
             &format!("{ub}/credentials/{ex}"),
             Some(&tok),
@@ -780,11 +770,12 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     );
 
     // the server stays up; reads work; the failed write is not there
-    assert_eq!(s.req("GET", "/api/v1/health", None, None).0, 200);
-    let (st, b) = s.req("GET", &format!("{ub}/balance"), Some(&tok), None);
+    assert_eq!(req(&s, "GET", "/api/v1/health", None, None).0, 200);
+    let (st, b) = req(&s, "GET", &format!("{ub}/balance"), Some(&tok), None);
     assert_eq!((st, b["wallet"].as_str()), (200, Some("100")), "{b}");
     assert_eq!(
-        s.req(
+        req(
+            &s,
             "GET",
             &format!("{ub}/credentials/{}", acked[0]),
             Some(&tok),
@@ -793,7 +784,8 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
         .0,
         200
     );
-    let (st, v) = s.req(
+    let (st, v) = req(
+        &s,
         "GET",
         &format!("{ub}/credentials/{failed_ex}"),
         Some(&tok),
@@ -808,7 +800,8 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     let mut saw_503 = false;
     for i in 0..20 {
         let body = format!(r#"{{"api_key":"{key}x{i}","api_secret":"{secret}"}}"#);
-        let (st, v) = s.req(
+        let (st, v) = req(
+            &s,
             "PUT",
             &format!("{ub}/credentials/late{i}"),
             Some(&tok),
@@ -824,9 +817,9 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
         }
     }
     assert!(saw_503, "the disk stopped being full by itself");
-    let (st, b) = s.req("GET", &format!("{ub}/balance"), Some(&tok), None);
+    let (st, b) = req(&s, "GET", &format!("{ub}/balance"), Some(&tok), None);
     assert_eq!((st, b["wallet"].as_str()), (200, Some("100")), "{b}");
-    assert_eq!(s.req("GET", "/api/v1/health", None, None).0, 200);
+    assert_eq!(req(&s, "GET", "/api/v1/health", None, None).0, 200);
     let mut s = s;
     let st = s.terminate();
     assert!(
@@ -844,17 +837,25 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     .unwrap();
     let mut s = start_server(&db, Some(&cfg_file));
     for ex in &acked {
-        let (st, v) = s.req("GET", &format!("{ub}/credentials/{ex}"), Some(&tok), None);
+        let (st, v) = req(
+            &s,
+            "GET",
+            &format!("{ub}/credentials/{ex}"),
+            Some(&tok),
+            None,
+        );
         assert_eq!(st, 200, "acknowledged credentials {ex}: {v}");
     }
-    let (st, v) = s.req(
+    let (st, v) = req(
+        &s,
         "PUT",
         &format!("{ub}/credentials/{failed_ex}"),
         Some(&tok),
         Some(r#"{"api_key":"k-after","api_secret":"s"}"#),
     );
     assert_eq!(st, 200, "{v}");
-    let (st, b) = s.req(
+    let (st, b) = req(
+        &s,
         "POST",
         &format!("{ub}/deposit"),
         Some(&tok),

@@ -23,53 +23,39 @@ fn start_server(db: &Path, env: &[(&str, &str)]) -> Serve {
     })
 }
 
-/// This file's request helpers on a running server.
-trait Requests {
-    /// A request with `Authorization: Bearer token` (or the raw header when it has a space).
-    fn req(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value);
-    /// A request that must answer 2xx; its JSON body.
-    fn ok(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Value;
+/// A request with `Authorization: Bearer token` (or the raw header when it has a space).
+#[track_caller]
+fn req(
+    s: &Serve,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let auth = token.map(|t| {
+        if t.contains(' ') {
+            t.to_string()
+        } else {
+            format!("Bearer {t}")
+        }
+    });
+    let b = body.map(|v| v.to_string());
+    let (st, text) = http(&s.addr, method, path, auth.as_deref(), b.as_deref())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}; log: {}", s.log_text()));
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
+    };
+    (st, v)
 }
 
-impl Requests for Serve {
-    #[track_caller]
-    fn req(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let auth = token.map(|t| {
-            if t.contains(' ') {
-                t.to_string()
-            } else {
-                format!("Bearer {t}")
-            }
-        });
-        let b = body.map(|v| v.to_string());
-        let (st, text) = http(&self.addr, method, path, auth.as_deref(), b.as_deref())
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}; log: {}", self.log_text()));
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
-        };
-        (st, v)
-    }
-
-    #[track_caller]
-    fn ok(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Value {
-        let (st, v) = self.req(method, path, Some(token), body);
-        assert!((200..300).contains(&st), "{method} {path}: {st} {v}");
-        v
-    }
+/// A request that must answer 2xx; its JSON body.
+#[track_caller]
+fn ok(s: &Serve, method: &str, path: &str, token: &str, body: Option<&Value>) -> Value {
+    let (st, v) = req(s, method, path, Some(token), body);
+    assert!((200..300).contains(&st), "{method} {path}: {st} {v}");
+    v
 }
 
 #[cfg(unix)]
@@ -132,7 +118,8 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
     }
 
     // users, credentials, trading, with good and bad tokens
-    let u = s.ok(
+    let u = ok(
+        &s,
         "POST",
         "/api/v1/users",
         &admin,
@@ -142,7 +129,8 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         u["id"].as_i64().unwrap(),
         u["token"].as_str().unwrap().to_string(),
     );
-    let u = s.ok(
+    let u = ok(
+        &s,
         "POST",
         "/api/v1/users",
         &admin,
@@ -153,13 +141,15 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         u["token"].as_str().unwrap().to_string(),
     );
     let ua = format!("/api/v1/users/{a}");
-    s.ok(
+    ok(
+        &s,
         "POST",
         &format!("{ua}/deposit"),
         &ta,
         Some(&json!({"amount": "1000"})),
     );
-    let put = s.ok(
+    let put = ok(
+        &s,
         "PUT",
         &format!("{ua}/credentials/binance"),
         &ta,
@@ -169,27 +159,35 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         !put.to_string().contains(API_KEY) && !put.to_string().contains(API_SECRET),
         "{put}"
     );
-    let got = s.ok("GET", &format!("{ua}/credentials/binance"), &ta, None);
+    let got = ok(&s, "GET", &format!("{ua}/credentials/binance"), &ta, None);
     assert!(
         !got.to_string().contains(API_KEY) && !got.to_string().contains(API_SECRET),
         "{got}"
     );
-    s.ok("GET", &format!("{ua}/credentials/binance"), &admin, None);
-    s.ok(
+    ok(
+        &s,
+        "GET",
+        &format!("{ua}/credentials/binance"),
+        &admin,
+        None,
+    );
+    ok(
+        &s,
         "POST",
         "/api/v1/market/ticks",
         &admin,
         Some(&json!({"ticks": [{"symbol": "BTCUSDT", "price": "30000"}]})),
     );
-    s.ok(
+    ok(
+        &s,
         "POST",
         &format!("{ua}/orders"),
         &ta,
         Some(&json!({"symbol": "BTCUSDT", "side": "buy", "type": "market", "qty": "0.001"})),
     );
-    s.ok("GET", &format!("{ua}/balance"), &ta, None);
-    s.ok("GET", "/api/v1/stats/cache", &admin, None);
-    s.ok("GET", "/api/v1/openapi.json", &ta, None);
+    ok(&s, "GET", &format!("{ua}/balance"), &ta, None);
+    ok(&s, "GET", "/api/v1/stats/cache", &admin, None);
+    ok(&s, "GET", "/api/v1/openapi.json", &ta, None);
     // bad tokens: near misses of the real ones, the wrong scheme, another user's path
     let near_admin = format!("{}x", &admin[..admin.len() - 1]);
     // the user token with its last character changed (to one it does not already have)
@@ -204,20 +202,28 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         "Bearer".to_string(),
     ];
     for t in &bad {
-        let (st, v) = s.req("GET", &format!("{ua}/balance"), Some(t), None);
+        let (st, v) = req(&s, "GET", &format!("{ua}/balance"), Some(t), None);
         assert_eq!(st, 401, "{t}: {v}");
     }
-    let (st, _) = s.req("GET", &format!("{ua}/credentials/binance"), Some(&tb), None);
+    let (st, _) = req(
+        &s,
+        "GET",
+        &format!("{ua}/credentials/binance"),
+        Some(&tb),
+        None,
+    );
     assert_eq!(st, 404);
     // a refused credentials write: the secret is in a body that fails to parse
-    let (st, _) = s.req(
+    let (st, _) = req(
+        &s,
         "PUT",
         &format!("/api/v1/users/{b}/credentials/kraken"),
         Some(&tb),
         Some(&json!({"api_key": API_KEY, "api_secret": API_SECRET, "extra": 1})),
     );
     assert!((400..500).contains(&st), "{st}");
-    let (st, _) = s.req(
+    let (st, _) = req(
+        &s,
         "PUT",
         &format!("{ua}/credentials/kraken"),
         Some(&tb),
@@ -225,7 +231,7 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
     );
     assert_eq!(st, 404);
     // metrics and health need no token and must not carry one
-    let (_, m) = s.req("GET", "/metrics", None, None);
+    let (_, m) = req(&s, "GET", "/metrics", None, None);
     for secret in [&admin, &ta, &tb] {
         assert!(
             !m.to_string().contains(secret.as_str()),
@@ -323,7 +329,8 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
         !admin_file.exists(),
         "an admin-token file was written although the env var is set"
     );
-    s.ok(
+    ok(
+        &s,
         "GET",
         "/api/v1/stats/cache",
         "env-admin-token-0123456789abcdef",
@@ -342,8 +349,9 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
         .unwrap()
         .trim()
         .to_string();
-    s.ok("GET", "/api/v1/stats/cache", &token, None);
-    let (st, _) = s.req(
+    ok(&s, "GET", "/api/v1/stats/cache", &token, None);
+    let (st, _) = req(
+        &s,
         "GET",
         "/api/v1/stats/cache",
         Some("env-admin-token-0123456789abcdef"),
@@ -425,12 +433,9 @@ fn state_of(s: &Serve, admin: &str, uid: i64, oid: i64) -> Vec<Value> {
         "/credentials/binance",
         "/license",
     ] {
-        out.push(s.req("GET", &format!("{u}{p}"), Some(admin), None).1);
+        out.push(req(s, "GET", &format!("{u}{p}"), Some(admin), None).1);
     }
-    out.push(
-        s.req("GET", &format!("{u}/orders/{oid}"), Some(admin), None)
-            .1,
-    );
+    out.push(req(s, "GET", &format!("{u}/orders/{oid}"), Some(admin), None).1);
     out
 }
 
@@ -444,7 +449,13 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         &[("LITETRADE_ADMIN_TOKEN", ADMIN), ("LITETRADE_LOG", "warn")],
     );
     let mk = |name: &str| {
-        let u = s.ok("POST", "/api/v1/users", ADMIN, Some(&json!({"name": name})));
+        let u = ok(
+            &s,
+            "POST",
+            "/api/v1/users",
+            ADMIN,
+            Some(&json!({"name": name})),
+        );
         (
             u["id"].as_i64().unwrap(),
             u["token"].as_str().unwrap().to_string(),
@@ -454,40 +465,54 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     let (b, tb) = mk("bob");
     let ua = format!("/api/v1/users/{a}");
     // A owns one of everything: balance, a position, a resting order, credentials, a license
-    s.ok(
+    ok(
+        &s,
         "POST",
         &format!("{ua}/deposit"),
         &ta,
         Some(&json!({"amount": "1000"})),
     );
-    s.ok(
+    ok(
+        &s,
         "POST",
         "/api/v1/market/ticks",
         ADMIN,
         Some(&json!({"ticks": [{"symbol": "BTCUSDT", "price": "30000"}]})),
     );
-    let o = s.ok(
+    let o = ok(
+        &s,
         "POST",
         &format!("{ua}/orders"),
         &ta,
         Some(&json!({"symbol": "BTCUSDT", "side": "buy", "type": "market", "qty": "0.001"})),
     );
     let apid = o["position_id"].as_i64().unwrap();
-    let o = s.ok("POST", &format!("{ua}/orders"), &ta, Some(&json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "qty": "0.001", "price": "20000"})));
+    let o = ok(
+        &s,
+        "POST",
+        &format!("{ua}/orders"),
+        &ta,
+        Some(
+            &json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "qty": "0.001", "price": "20000"}),
+        ),
+    );
     let aoid = o["id"].as_i64().unwrap();
-    s.ok(
+    ok(
+        &s,
         "PUT",
         &format!("{ua}/credentials/binance"),
         &ta,
         Some(&json!({"api_key": API_KEY, "api_secret": API_SECRET})),
     );
-    s.ok(
+    ok(
+        &s,
         "POST",
         "/api/v1/promo-codes",
         ADMIN,
         Some(&json!({"code": "ISO1", "license_type": "pro", "days": 1, "max_uses": 9})),
     );
-    s.ok(
+    ok(
+        &s,
         "POST",
         &format!("{ua}/redeem"),
         &ta,
@@ -495,7 +520,8 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     );
     let before = state_of(&s, ADMIN, a, aoid);
     // B owns something too, so that B's own ids exist
-    s.ok(
+    ok(
+        &s,
         "POST",
         &format!("/api/v1/users/{b}/deposit"),
         &tb,
@@ -503,7 +529,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     );
 
     // every route of the document
-    let doc = s.ok("GET", "/api/v1/openapi.json", ADMIN, None);
+    let doc = ok(&s, "GET", "/api/v1/openapi.json", ADMIN, None);
     let mut routes: Vec<(String, String)> = Vec::new();
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         for m in ops.as_object().unwrap().keys() {
@@ -527,7 +553,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         let body = body_for(m, p);
         // B's token on A's path, with A's sub-ids
         let path = fill(p, a, aoid, apid);
-        let (st, v) = s.req(&m.to_uppercase(), &path, Some(&tb), body.as_ref());
+        let (st, v) = req(&s, &m.to_uppercase(), &path, Some(&tb), body.as_ref());
         assert_eq!(
             (st, v["error"]["code"].as_str()),
             (404, Some("not_found")),
@@ -536,7 +562,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         // B's token on B's own path with A's sub-ids: the object is not B's either
         if p.contains("{oid}") || p.contains("{pid}") {
             let path = fill(p, b, aoid, apid);
-            let (st, v) = s.req(&m.to_uppercase(), &path, Some(&tb), body.as_ref());
+            let (st, v) = req(&s, &m.to_uppercase(), &path, Some(&tb), body.as_ref());
             assert_eq!(
                 (st, v["error"]["code"].as_str()),
                 (404, Some("not_found")),
@@ -595,7 +621,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         admin_only += 1;
         let path = fill(p, a, aoid, apid);
         let body = body_for(m, p);
-        let (st, v) = s.req(&m.to_uppercase(), &path, Some(&tb), body.as_ref());
+        let (st, v) = req(&s, &m.to_uppercase(), &path, Some(&tb), body.as_ref());
         assert!(
             [401, 403, 404].contains(&st),
             "admin-only {m} {path} with a user token: {st} {v}"
@@ -607,11 +633,12 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     }
     assert!(admin_only >= 8, "only {admin_only} admin-only routes found");
     // nothing of that went through
-    let sy = s.ok("GET", "/api/v1/symbols", &tb, None);
+    let sy = ok(&s, "GET", "/api/v1/symbols", &tb, None);
     assert!(sy.to_string().contains("\"max_leverage\":100"), "{sy}");
-    let t = s.ok("GET", "/api/v1/market/BTCUSDT/ticker", &tb, None);
+    let t = ok(&s, "GET", "/api/v1/market/BTCUSDT/ticker", &tb, None);
     assert_eq!(t["last"], "30000", "{t}");
-    let (st, _) = s.req(
+    let (st, _) = req(
+        &s,
         "POST",
         &format!("/api/v1/users/{b}/redeem"),
         Some(&tb),
