@@ -49,7 +49,8 @@ pub struct WalReset {
     /// Frames at which it tries next: a checkpoint that could not finish (a reader still used
     /// old frames) or a rewind a reader prevented is retried only after another 1/8 of growth,
     /// never after every batch. One that met the background pass (busy) is retried after the
-    /// next batch.
+    /// next batch: the writer does not wait for the pass, so the WAL grows past the reset
+    /// point by what is committed while the pass copies and syncs.
     next: c_int,
 }
 
