@@ -45,7 +45,7 @@ pub enum Inval {
 pub struct Tx {
     /// Row changes.
     pub ops: Vec<Op>,
-    /// Ledgers touched; saved once at the end.
+    /// Ledgers touched; saved (and the set cleared) by each `commit_part` and by `commit`.
     pub dirty: BTreeSet<(Id, AccountType)>,
     /// Cache entries to invalidate after COMMIT.
     pub inval: Vec<Inval>,
@@ -139,7 +139,8 @@ impl Sequencer {
     /// [`commit`](Self::commit) completes: the writer starts on them while the command goes on,
     /// and commits them together with the rest. The part's cache invalidations and events stay
     /// in `tx`, so the final commit invalidates the whole unit before answering and publishes
-    /// its events after the answer.
+    /// its events after the answer. A [`commit`](Self::commit) of the same `tx` must follow:
+    /// until it arrives, the writer holds the write transaction open.
     pub fn commit_part(&mut self, tx: &mut Tx) {
         self.save_dirty_ledgers(tx);
         self.store.writer().submit(Job {

@@ -55,9 +55,9 @@ impl UserState {
 /// Everything the sequencer owns.
 ///
 /// The maps that trading itself grows (orders, positions, client order ids) are B-trees: a
-/// hash map doubles its table when it fills, and rehashing 115k positions stopped the
-/// sequencer, and so every order behind it, for 25–45 ms (BENCHMARKS.md §9d). A B-tree
-/// grows a node at a time. Users, symbols and promos grow only by an admin's hand.
+/// hash map doubles its table when it fills, and each rehash stopped the sequencer, and so
+/// every order behind it, for 8–44 ms as open positions grew to 115k (BENCHMARKS.md §9d).
+/// A B-tree grows a node at a time. Users, symbols and promos grow only by an admin's hand.
 #[derive(Debug, Default)]
 pub struct State {
     /// Symbols by name.

@@ -258,7 +258,8 @@ fn commit_batch(
         Ok(()) => {
             sh.stats
                 .record_batch(live.len() as u64, t0.elapsed().as_micros() as u64);
-            // the row changes are freed after every answer: a fan-out's parts hold 10,000s
+            // the batch's row changes are freed after all its answers (a fan-out's parts
+            // hold tens of thousands of rows)
             let mut spent = Vec::with_capacity(live.len());
             for j in live {
                 spent.push(j.ops);

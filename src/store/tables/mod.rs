@@ -43,7 +43,9 @@ impl MultiInsert {
         }
     }
 
-    /// Inserts `rows` in order; `bind(statement, first_parameter, row)` binds one row.
+    /// Inserts `rows` in order; `bind(statement, first_parameter, row)` binds one row, and
+    /// must bind all `cols` of its parameters: a statement is reused from chunk to chunk, so
+    /// one left out would keep the previous row's value.
     pub(crate) fn run<T>(
         &self,
         c: &Connection,
@@ -54,7 +56,8 @@ impl MultiInsert {
             .shapes
             .get_or_init(|| (0..=MAX_ROWS.ilog2()).map(|k| self.sql(1 << k)).collect());
         let mut rest = rows;
-        // a run of many rows uses the 32-row shape again and again: look it up once
+        // a run of many rows uses the 32-row shape again and again: look each shape up once
+        // per run
         let mut shape: Option<(u32, rusqlite::CachedStatement<'_>)> = None;
         while !rest.is_empty() {
             let k = rest.len().min(MAX_ROWS).ilog2();
