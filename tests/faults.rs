@@ -654,18 +654,6 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
 mod common;
 use common::{Serve, free_port, litetrade, wait_for};
 
-/// One request with an optional bearer token: (status, body).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    common::http(addr, method, path, auth.as_deref(), body)
-}
-
 /// Starts `litetrade serve` on `db`, with a config file if given (see `common::Serve`).
 fn start_server(db: &Path, config: Option<&Path>) -> Serve {
     Serve::start(db, |c| {
@@ -677,45 +665,27 @@ fn start_server(db: &Path, config: Option<&Path>) -> Serve {
     })
 }
 
-/// A request with an optional bearer token and JSON body; the answer must be JSON.
-#[track_caller]
-fn req(
-    s: &Serve,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let (st, b) = http(&s.addr, method, path, token, body)
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}; log: {}", s.log_text()));
-    let v = serde_json::from_str(&b)
-        .unwrap_or_else(|e| panic!("{method} {path} ({st}): not JSON ({e}): {b}"));
-    (st, v)
-}
-
 #[test]
 fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("full.db");
     let mut s = start_server(&db, None);
-    let (st, u) = req(
-        &s,
+    let (st, u) = s.req(
         "POST",
         "/api/v1/users",
         Some(ADMIN),
-        Some(r#"{"name":"alice"}"#),
+        Some(&r#"{"name":"alice"}"#),
     );
     assert_eq!(st, 201, "{u}");
     let uid = u["id"].as_i64().unwrap();
     let tok = u["token"].as_str().unwrap().to_string();
     let ub = format!("/api/v1/users/{uid}");
     assert_eq!(
-        req(
-            &s,
+        s.req(
             "POST",
             &format!("{ub}/deposit"),
             Some(&tok),
-            Some(r#"{"amount":"100"}"#)
+            Some(&r#"{"amount":"100"}"#)
         )
         .0,
         200
@@ -738,8 +708,7 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     for i in 0..5000 {
         let ex = format!("ex{i:05}");
         let body = format!(r#"{{"api_key":"{key}{i}","api_secret":"{secret}"}}"#);
-        let (st, v) = req(
-            &s,
+        let (st, v) = s.req(
             "PUT",
             &format!("{ub}/credentials/{ex}"),
             Some(&tok),
@@ -773,12 +742,11 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     );
 
     // the server stays up; reads work; the failed write is not there
-    assert_eq!(req(&s, "GET", "/api/v1/health", None, None).0, 200);
-    let (st, b) = req(&s, "GET", &format!("{ub}/balance"), Some(&tok), None);
+    assert_eq!(s.req("GET", "/api/v1/health", None, None).0, 200);
+    let (st, b) = s.req("GET", &format!("{ub}/balance"), Some(&tok), None);
     assert_eq!((st, b["wallet"].as_str()), (200, Some("100")), "{b}");
     assert_eq!(
-        req(
-            &s,
+        s.req(
             "GET",
             &format!("{ub}/credentials/{}", acked[0]),
             Some(&tok),
@@ -787,8 +755,7 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
         .0,
         200
     );
-    let (st, v) = req(
-        &s,
+    let (st, v) = s.req(
         "GET",
         &format!("{ub}/credentials/{failed_ex}"),
         Some(&tok),
@@ -803,8 +770,7 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     let mut saw_503 = false;
     for i in 0..20 {
         let body = format!(r#"{{"api_key":"{key}x{i}","api_secret":"{secret}"}}"#);
-        let (st, v) = req(
-            &s,
+        let (st, v) = s.req(
             "PUT",
             &format!("{ub}/credentials/late{i}"),
             Some(&tok),
@@ -820,9 +786,9 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
         }
     }
     assert!(saw_503, "the disk stopped being full by itself");
-    let (st, b) = req(&s, "GET", &format!("{ub}/balance"), Some(&tok), None);
+    let (st, b) = s.req("GET", &format!("{ub}/balance"), Some(&tok), None);
     assert_eq!((st, b["wallet"].as_str()), (200, Some("100")), "{b}");
-    assert_eq!(req(&s, "GET", "/api/v1/health", None, None).0, 200);
+    assert_eq!(s.req("GET", "/api/v1/health", None, None).0, 200);
     let mut s = s;
     let st = s.terminate();
     assert!(
@@ -840,29 +806,21 @@ fn disk_full_over_http_answers_503_json_and_the_server_stays_up() {
     .unwrap();
     let mut s = start_server(&db, Some(&cfg_file));
     for ex in &acked {
-        let (st, v) = req(
-            &s,
-            "GET",
-            &format!("{ub}/credentials/{ex}"),
-            Some(&tok),
-            None,
-        );
+        let (st, v) = s.req("GET", &format!("{ub}/credentials/{ex}"), Some(&tok), None);
         assert_eq!(st, 200, "acknowledged credentials {ex}: {v}");
     }
-    let (st, v) = req(
-        &s,
+    let (st, v) = s.req(
         "PUT",
         &format!("{ub}/credentials/{failed_ex}"),
         Some(&tok),
-        Some(r#"{"api_key":"k-after","api_secret":"s"}"#),
+        Some(&r#"{"api_key":"k-after","api_secret":"s"}"#),
     );
     assert_eq!(st, 200, "{v}");
-    let (st, b) = req(
-        &s,
+    let (st, b) = s.req(
         "POST",
         &format!("{ub}/deposit"),
         Some(&tok),
-        Some(r#"{"amount":"1"}"#),
+        Some(&r#"{"amount":"1"}"#),
     );
     assert_eq!((st, b["wallet"].as_str()), (200, Some("101")), "{b}");
     assert!(s.terminate().success());

@@ -14,48 +14,13 @@ const API_KEY: &str = "AKIA-LITETRADE-KEY-7d41c9e2b8a3";
 const API_SECRET: &str = "SECRET-litetrade-5a9f3e1c7b0d-do-not-log";
 
 mod common;
-use common::{Serve, http};
+use common::Serve;
 
 /// Starts `litetrade serve` on `db` with `env` (see `common::Serve`).
 fn start_server(db: &Path, env: &[(&str, &str)]) -> Serve {
     Serve::start(db, |c| {
         c.envs(env.iter().copied());
     })
-}
-
-/// A request with `Authorization: Bearer token` (or the raw header when it has a space).
-#[track_caller]
-fn req(
-    s: &Serve,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let auth = token.map(|t| {
-        if t.contains(' ') {
-            t.to_string()
-        } else {
-            format!("Bearer {t}")
-        }
-    });
-    let b = body.map(|v| v.to_string());
-    let (st, text) = http(&s.addr, method, path, auth.as_deref(), b.as_deref())
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}; log: {}", s.log_text()));
-    let v = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()))
-    };
-    (st, v)
-}
-
-/// A request that must answer 2xx; its JSON body.
-#[track_caller]
-fn ok(s: &Serve, method: &str, path: &str, token: &str, body: Option<&Value>) -> Value {
-    let (st, v) = req(s, method, path, Some(token), body);
-    assert!((200..300).contains(&st), "{method} {path}: {st} {v}");
-    v
 }
 
 #[cfg(unix)]
@@ -118,8 +83,7 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
     }
 
     // users, credentials, trading, with good and bad tokens
-    let u = ok(
-        &s,
+    let u = s.ok(
         "POST",
         "/api/v1/users",
         &admin,
@@ -129,8 +93,7 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         u["id"].as_i64().unwrap(),
         u["token"].as_str().unwrap().to_string(),
     );
-    let u = ok(
-        &s,
+    let u = s.ok(
         "POST",
         "/api/v1/users",
         &admin,
@@ -141,15 +104,13 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         u["token"].as_str().unwrap().to_string(),
     );
     let ua = format!("/api/v1/users/{a}");
-    ok(
-        &s,
+    s.ok(
         "POST",
         &format!("{ua}/deposit"),
         &ta,
         Some(&json!({"amount": "1000"})),
     );
-    let put = ok(
-        &s,
+    let put = s.ok(
         "PUT",
         &format!("{ua}/credentials/binance"),
         &ta,
@@ -159,35 +120,27 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         !put.to_string().contains(API_KEY) && !put.to_string().contains(API_SECRET),
         "{put}"
     );
-    let got = ok(&s, "GET", &format!("{ua}/credentials/binance"), &ta, None);
+    let got = s.ok("GET", &format!("{ua}/credentials/binance"), &ta, None);
     assert!(
         !got.to_string().contains(API_KEY) && !got.to_string().contains(API_SECRET),
         "{got}"
     );
-    ok(
-        &s,
-        "GET",
-        &format!("{ua}/credentials/binance"),
-        &admin,
-        None,
-    );
-    ok(
-        &s,
+    s.ok("GET", &format!("{ua}/credentials/binance"), &admin, None);
+    s.ok(
         "POST",
         "/api/v1/market/ticks",
         &admin,
         Some(&json!({"ticks": [{"symbol": "BTCUSDT", "price": "30000"}]})),
     );
-    ok(
-        &s,
+    s.ok(
         "POST",
         &format!("{ua}/orders"),
         &ta,
         Some(&json!({"symbol": "BTCUSDT", "side": "buy", "type": "market", "qty": "0.001"})),
     );
-    ok(&s, "GET", &format!("{ua}/balance"), &ta, None);
-    ok(&s, "GET", "/api/v1/stats/cache", &admin, None);
-    ok(&s, "GET", "/api/v1/openapi.json", &ta, None);
+    s.ok("GET", &format!("{ua}/balance"), &ta, None);
+    s.ok("GET", "/api/v1/stats/cache", &admin, None);
+    s.ok("GET", "/api/v1/openapi.json", &ta, None);
     // bad tokens: near misses of the real ones, the wrong scheme, another user's path
     let near_admin = format!("{}x", &admin[..admin.len() - 1]);
     // the user token with its last character changed (to one it does not already have)
@@ -202,28 +155,20 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         "Bearer".to_string(),
     ];
     for t in &bad {
-        let (st, v) = req(&s, "GET", &format!("{ua}/balance"), Some(t), None);
+        let (st, v) = s.req("GET", &format!("{ua}/balance"), Some(t), None);
         assert_eq!(st, 401, "{t}: {v}");
     }
-    let (st, _) = req(
-        &s,
-        "GET",
-        &format!("{ua}/credentials/binance"),
-        Some(&tb),
-        None,
-    );
+    let (st, _) = s.req("GET", &format!("{ua}/credentials/binance"), Some(&tb), None);
     assert_eq!(st, 404);
     // a refused credentials write: the secret is in a body that fails to parse
-    let (st, _) = req(
-        &s,
+    let (st, _) = s.req(
         "PUT",
         &format!("/api/v1/users/{b}/credentials/kraken"),
         Some(&tb),
         Some(&json!({"api_key": API_KEY, "api_secret": API_SECRET, "extra": 1})),
     );
     assert!((400..500).contains(&st), "{st}");
-    let (st, _) = req(
-        &s,
+    let (st, _) = s.req(
         "PUT",
         &format!("{ua}/credentials/kraken"),
         Some(&tb),
@@ -231,7 +176,7 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
     );
     assert_eq!(st, 404);
     // metrics and health need no token and must not carry one
-    let (_, m) = req(&s, "GET", "/metrics", None, None);
+    let (_, m) = s.req("GET", "/metrics", None, None);
     for secret in [&admin, &ta, &tb] {
         assert!(
             !m.to_string().contains(secret.as_str()),
@@ -329,8 +274,7 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
         !admin_file.exists(),
         "an admin-token file was written although the env var is set"
     );
-    ok(
-        &s,
+    s.ok(
         "GET",
         "/api/v1/stats/cache",
         "env-admin-token-0123456789abcdef",
@@ -349,9 +293,8 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
         .unwrap()
         .trim()
         .to_string();
-    ok(&s, "GET", "/api/v1/stats/cache", &token, None);
-    let (st, _) = req(
-        &s,
+    s.ok("GET", "/api/v1/stats/cache", &token, None);
+    let (st, _) = s.req(
         "GET",
         "/api/v1/stats/cache",
         Some("env-admin-token-0123456789abcdef"),
@@ -433,9 +376,12 @@ fn state_of(s: &Serve, admin: &str, uid: i64, oid: i64) -> Vec<Value> {
         "/credentials/binance",
         "/license",
     ] {
-        out.push(req(s, "GET", &format!("{u}{p}"), Some(admin), None).1);
+        out.push(s.req("GET", &format!("{u}{p}"), Some(admin), None).1);
     }
-    out.push(req(s, "GET", &format!("{u}/orders/{oid}"), Some(admin), None).1);
+    out.push(
+        s.req("GET", &format!("{u}/orders/{oid}"), Some(admin), None)
+            .1,
+    );
     out
 }
 
@@ -449,13 +395,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         &[("LITETRADE_ADMIN_TOKEN", ADMIN), ("LITETRADE_LOG", "warn")],
     );
     let mk = |name: &str| {
-        let u = ok(
-            &s,
-            "POST",
-            "/api/v1/users",
-            ADMIN,
-            Some(&json!({"name": name})),
-        );
+        let u = s.ok("POST", "/api/v1/users", ADMIN, Some(&json!({"name": name})));
         (
             u["id"].as_i64().unwrap(),
             u["token"].as_str().unwrap().to_string(),
@@ -465,31 +405,26 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     let (b, tb) = mk("bob");
     let ua = format!("/api/v1/users/{a}");
     // A owns one of everything: balance, a position, a resting order, credentials, a license
-    ok(
-        &s,
+    s.ok(
         "POST",
         &format!("{ua}/deposit"),
         &ta,
         Some(&json!({"amount": "1000"})),
     );
-    ok(
-        &s,
+    s.ok(
         "POST",
         "/api/v1/market/ticks",
         ADMIN,
         Some(&json!({"ticks": [{"symbol": "BTCUSDT", "price": "30000"}]})),
     );
-    let o = ok(
-        &s,
+    let o = s.ok(
         "POST",
         &format!("{ua}/orders"),
         &ta,
         Some(&json!({"symbol": "BTCUSDT", "side": "buy", "type": "market", "qty": "0.001"})),
     );
     let apid = o["position_id"].as_i64().unwrap();
-    let o = ok(
-        &s,
-        "POST",
+    let o = s.ok("POST",
         &format!("{ua}/orders"),
         &ta,
         Some(
@@ -497,22 +432,19 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         ),
     );
     let aoid = o["id"].as_i64().unwrap();
-    ok(
-        &s,
+    s.ok(
         "PUT",
         &format!("{ua}/credentials/binance"),
         &ta,
         Some(&json!({"api_key": API_KEY, "api_secret": API_SECRET})),
     );
-    ok(
-        &s,
+    s.ok(
         "POST",
         "/api/v1/promo-codes",
         ADMIN,
         Some(&json!({"code": "ISO1", "license_type": "pro", "days": 1, "max_uses": 9})),
     );
-    ok(
-        &s,
+    s.ok(
         "POST",
         &format!("{ua}/redeem"),
         &ta,
@@ -520,8 +452,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     );
     let before = state_of(&s, ADMIN, a, aoid);
     // B owns something too, so that B's own ids exist
-    ok(
-        &s,
+    s.ok(
         "POST",
         &format!("/api/v1/users/{b}/deposit"),
         &tb,
@@ -529,7 +460,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     );
 
     // every route of the document
-    let doc = ok(&s, "GET", "/api/v1/openapi.json", ADMIN, None);
+    let doc = s.ok("GET", "/api/v1/openapi.json", ADMIN, None);
     let mut routes: Vec<(String, String)> = Vec::new();
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         for m in ops.as_object().unwrap().keys() {
@@ -553,7 +484,12 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         let body = body_for(m, p);
         // B's token on A's path, with A's sub-ids
         let path = fill(p, a, aoid, apid);
-        let (st, v) = req(&s, &m.to_uppercase(), &path, Some(&tb), body.as_ref());
+        let (st, v) = s.req(
+            &m.to_uppercase(),
+            &path,
+            Some(&tb),
+            body.as_ref().map(|b| b as _),
+        );
         assert_eq!(
             (st, v["error"]["code"].as_str()),
             (404, Some("not_found")),
@@ -562,7 +498,12 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         // B's token on B's own path with A's sub-ids: the object is not B's either
         if p.contains("{oid}") || p.contains("{pid}") {
             let path = fill(p, b, aoid, apid);
-            let (st, v) = req(&s, &m.to_uppercase(), &path, Some(&tb), body.as_ref());
+            let (st, v) = s.req(
+                &m.to_uppercase(),
+                &path,
+                Some(&tb),
+                body.as_ref().map(|b| b as _),
+            );
             assert_eq!(
                 (st, v["error"]["code"].as_str()),
                 (404, Some("not_found")),
@@ -621,7 +562,12 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         admin_only += 1;
         let path = fill(p, a, aoid, apid);
         let body = body_for(m, p);
-        let (st, v) = req(&s, &m.to_uppercase(), &path, Some(&tb), body.as_ref());
+        let (st, v) = s.req(
+            &m.to_uppercase(),
+            &path,
+            Some(&tb),
+            body.as_ref().map(|b| b as _),
+        );
         assert!(
             [401, 403, 404].contains(&st),
             "admin-only {m} {path} with a user token: {st} {v}"
@@ -633,12 +579,11 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
     }
     assert!(admin_only >= 8, "only {admin_only} admin-only routes found");
     // nothing of that went through
-    let sy = ok(&s, "GET", "/api/v1/symbols", &tb, None);
+    let sy = s.ok("GET", "/api/v1/symbols", &tb, None);
     assert!(sy.to_string().contains("\"max_leverage\":100"), "{sy}");
-    let t = ok(&s, "GET", "/api/v1/market/BTCUSDT/ticker", &tb, None);
+    let t = s.ok("GET", "/api/v1/market/BTCUSDT/ticker", &tb, None);
     assert_eq!(t["last"], "30000", "{t}");
-    let (st, _) = req(
-        &s,
+    let (st, _) = s.req(
         "POST",
         &format!("/api/v1/users/{b}/redeem"),
         Some(&tb),

@@ -154,6 +154,49 @@ impl Serve {
         }
     }
 
+    /// A request with `Authorization: Bearer token` (a token with a space is sent as the raw
+    /// header value) and an optional JSON body: (status, body as JSON; `Null` when empty, a
+    /// JSON string when it is not JSON). Panics with the server's log if the request fails.
+    #[track_caller]
+    pub fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&dyn std::fmt::Display>,
+    ) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| {
+            if t.contains(' ') {
+                t.to_string()
+            } else {
+                format!("Bearer {t}")
+            }
+        });
+        let b = body.map(|v| v.to_string());
+        let (st, text) = http(&self.addr, method, path, auth.as_deref(), b.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}; log: {}", self.log_text()));
+        let v = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (st, v)
+    }
+
+    /// A request that must answer 2xx: its body (see [`Serve::req`]).
+    #[track_caller]
+    pub fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&dyn std::fmt::Display>,
+    ) -> serde_json::Value {
+        let (st, v) = self.req(method, path, Some(token), body);
+        assert!((200..300).contains(&st), "{method} {path}: {st} {v}");
+        v
+    }
+
     /// What the server has logged so far.
     pub fn log_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
