@@ -3582,10 +3582,11 @@ async fn closing_a_position_a_trigger_just_closed_is_a_conflict() {
     e.shutdown();
 }
 
-/// A signal with more followers than one part (`SIGNAL_PART`) is sent to the writer in parts
-/// that commit as one transaction: every follower's order, position and ledger is there, read
-/// right after the answer (each part's cache entries were invalidated before it), and again
-/// from the file after a reopen.
+/// A signal with more followers than one part (`SIGNAL_FIRST_PART`, then `SIGNAL_PART` each)
+/// is sent to the writer in parts that commit as one transaction: every follower's order,
+/// position and ledger is there, read right after the answer (the cache entries of every
+/// part, warmed before the signal, were invalidated before it), and again from the file after
+/// a reopen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_larger_than_one_part_commits_every_follower() {
     let n = litetrade::engine::accounts::SIGNAL_PART * 2 + 317;

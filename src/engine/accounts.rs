@@ -21,6 +21,9 @@ const DAY_MS: Millis = 86_400_000;
 /// Followers per part of a signal's fan-out: the writer inserts one part while the sequencer
 /// sizes the next, and the parts commit as one transaction.
 pub const SIGNAL_PART: usize = 1000;
+/// Followers in the first part, smaller so the writer starts sooner; the later parts hold
+/// [`SIGNAL_PART`] each. The writer is the slower side, so it then never waits for a part.
+pub const SIGNAL_FIRST_PART: usize = 100;
 
 fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -421,7 +424,8 @@ impl Sequencer {
     }
 
     /// Fans a signal out to every enabled follower of its strategy (API.md §1 "Signals"), in
-    /// one transaction sent to the writer in parts of [`SIGNAL_PART`] followers.
+    /// one transaction sent to the writer in parts: [`SIGNAL_FIRST_PART`] followers, then
+    /// [`SIGNAL_PART`] at a time.
     pub fn submit_signal(&mut self, s: Signal, reply: Reply<SignalOutcome>) {
         let now = crate::domain::model::now_ms();
         let pct_ok = |v: Option<Dec>| v.is_none_or(|p| p.is_positive() && p < Dec::from_int(100));
@@ -454,7 +458,7 @@ impl Sequencer {
         let (mut placed, mut skipped) = (0u32, 0u32);
         let long = s.side == Side::Buy;
         for (i, user) in followers.into_iter().enumerate() {
-            if i > 0 && i % SIGNAL_PART == 0 {
+            if i % SIGNAL_PART == SIGNAL_FIRST_PART {
                 self.commit_part(&mut tx);
             }
             let u = &self.st.users[&user];
