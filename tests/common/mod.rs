@@ -155,8 +155,8 @@ impl Serve {
     }
 
     /// A request with `Authorization: Bearer token` (a token with a space is sent as the raw
-    /// header value) and an optional JSON body: (status, body as JSON; `Null` when empty, a
-    /// JSON string when it is not JSON). Panics with the server's log if the request fails.
+    /// header value) and an optional JSON body: (status, body as JSON, `Null` when
+    /// empty; any other body that is not JSON panics). Panics with the server's log if the request fails.
     #[track_caller]
     pub fn req(
         &self,
@@ -178,7 +178,8 @@ impl Serve {
         let v = if text.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {path} ({st}): not JSON ({e}): {text}"))
         };
         (st, v)
     }
