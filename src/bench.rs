@@ -778,7 +778,7 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
             &t,
         ));
     }
-    let resets = || engine.store().stats().snapshot().wal_resets;
+    let resets = || engine.store().stats().wal_resets.load(Relaxed);
     let before = resets();
     let (lat, n, secs) = load(addr, &reqs, opts.clients, http_time(opts), None).await?;
     let saturated = n as f64 / secs;

@@ -111,12 +111,8 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing `path` every `every`.
-    pub fn start(
-        path: &Path,
-        cfg: &StoreConfig,
-        every: Duration,
-    ) -> rusqlite::Result<Checkpointer> {
+    /// Starts checkpointing `path` every [`BACKGROUND_EVERY`].
+    pub fn start(path: &Path, cfg: &StoreConfig) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open(path)?;
         apply_pragmas(&conn, cfg, false)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -127,7 +123,7 @@ impl Checkpointer {
                 let (lock, cv) = &*s;
                 let mut stopped = lock.lock();
                 while !*stopped {
-                    cv.wait_for(&mut stopped, every);
+                    cv.wait_for(&mut stopped, BACKGROUND_EVERY);
                     if *stopped {
                         break;
                     }
