@@ -56,21 +56,20 @@ impl MultiInsert {
             .shapes
             .get_or_init(|| (0..=MAX_ROWS.ilog2()).map(|k| self.sql(1 << k)).collect());
         let mut rest = rows;
-        // a run of many rows uses the 32-row shape again and again: look each shape up once
-        // per run
-        let mut shape: Option<(u32, rusqlite::CachedStatement<'_>)> = None;
         while !rest.is_empty() {
             let k = rest.len().min(MAX_ROWS).ilog2();
             let n = 1 << k;
-            if shape.as_ref().is_none_or(|(sk, _)| *sk != k) {
-                shape = Some((k, c.prepare_cached(&shapes[k as usize])?));
+            // every full 32-row chunk shares one statement lookup; a shorter remainder takes
+            // each smaller shape at most once
+            let chunks = if n == MAX_ROWS { rest.len() / n } else { 1 };
+            let mut st = c.prepare_cached(&shapes[k as usize])?;
+            for chunk in rest[..chunks * n].chunks_exact(n) {
+                for (i, row) in chunk.iter().enumerate() {
+                    bind(&mut st, i * self.cols + 1, row)?;
+                }
+                st.raw_execute()?;
             }
-            let (_, st) = shape.as_mut().expect("set above");
-            for (i, row) in rest[..n].iter().enumerate() {
-                bind(st, i * self.cols + 1, row)?;
-            }
-            st.raw_execute()?;
-            rest = &rest[n..];
+            rest = &rest[chunks * n..];
         }
         Ok(())
     }
