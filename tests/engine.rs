@@ -3622,3 +3622,59 @@ async fn a_signal_larger_than_one_part_commits_every_follower() {
     check(&e);
     e.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_stream_keeps_its_events_through_a_signal_to_thousands() {
+    use litetrade::engine::events::{ALL_CAPACITY, RecvError};
+    // four events per follower: more than a shared ring of ALL_CAPACITY events holds
+    let n = ALL_CAPACITY / 4 + 100;
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let mut users = Vec::with_capacity(n);
+    for i in 0..n {
+        let u = user_with(&e, &format!("f{i}"), "1000").await;
+        e.set_config(u, follows("crowd", Some(2), Some("10")))
+            .await
+            .unwrap();
+        e.set_bot_enabled(u, true).await.unwrap();
+        users.push(u);
+    }
+    tick(&e, BTC, "100").await;
+    // a listener that subscribed and left must not leave a stream behind that breaks the next
+    drop(e.subscribe_user(users[0]));
+    let watched = [users[0], users[n / 2], users[n - 1]];
+    let mut streams: Vec<_> = watched.iter().map(|&u| e.subscribe_user(u)).collect();
+    // nobody reads during the signal: everything it publishes arrives at once
+    let out = e.submit_signal(buy_signal("crowd")).await.unwrap();
+    assert_eq!(out.orders_placed, n as u32);
+    for (rx, &u) in streams.iter_mut().zip(&watched) {
+        let mut kinds = Vec::new();
+        while kinds.len() < 4 {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+                .await
+                .expect("the user's events stopped coming")
+                .unwrap_or_else(|err| panic!("user {u}: {err:?} after {kinds:?}"));
+            assert_eq!(ev.user_id(), u, "another user's event on {u}'s stream");
+            kinds.push(ev.kind());
+        }
+        assert_eq!(
+            kinds,
+            [
+                "order_placed",
+                "order_filled",
+                "position_opened",
+                "balance_changed"
+            ],
+            "user {u}"
+        );
+    }
+    e.shutdown();
+    // shutting down ends the streams (an SSE response finishes), for late subscribers too
+    for rx in &mut streams {
+        assert!(matches!(rx.recv().await, Err(RecvError::Closed)));
+    }
+    assert!(matches!(
+        e.subscribe_user(users[1]).recv().await,
+        Err(RecvError::Closed)
+    ));
+}

@@ -2697,7 +2697,7 @@ fn event_user(data: &Value) -> Option<i64> {
 #[test]
 fn sse_streams_only_the_users_own_events() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(&dir.path().join("t.db"));
+    let mut s = Server::start(&dir.path().join("t.db"));
     let (a, ta) = s.create_user("alice");
     let (b, tb) = s.create_user("bob");
     s.deposit(a, &ta, "1000");
@@ -2772,8 +2772,21 @@ fn sse_streams_only_the_users_own_events() {
             "an event of another user (or of nobody) reached A's stream: {e:?}"
         );
     }
-    drop(sse);
     s.assert_clean();
+    // an open stream must not hold up a graceful shutdown: SIGTERM ends it and serve exits
+    let st = s.terminate();
+    assert!(st.success(), "serve exited with {st} after SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sse
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(_) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the SSE response did not end"),
+        }
+    }
 }
 
 // =============================================================================================

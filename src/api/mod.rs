@@ -179,8 +179,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(engine.clone(), admin_token);
+    let e = engine.clone();
     let res = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // SSE responses end only when their stream does
+            e.close_events();
+        })
         .await;
     let e = engine.clone();
     let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;

@@ -3,11 +3,11 @@
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiResult;
+use crate::engine::events::RecvError;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use std::convert::Infallible;
-use tokio::sync::broadcast::error::RecvError;
 
 /// The SSE stream of one user's events; a client too slow to keep up gets a `lagged` event.
 pub async fn events(
@@ -22,24 +22,17 @@ pub async fn events(
         .ok_or_else(|| super::error::ApiError::new(404, "not_found", "user not found"))?;
     caller.may_access(uid)?;
     st.engine.user(uid)?;
-    let rx = st.engine.subscribe();
-    let s = stream::unfold(rx, move |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) if e.user_id() == uid => {
-                    let data = serde_json::to_string(&*e).unwrap_or_default();
-                    return Some((Ok(SseEvent::default().event(e.kind()).data(data)), rx));
-                }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(n)) => {
-                    return Some((
-                        Ok(SseEvent::default().event("lagged").data(n.to_string())),
-                        rx,
-                    ));
-                }
-                Err(RecvError::Closed) => return None,
+    let rx = st.engine.subscribe_user(uid);
+    let s = stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(e) => {
+                let data = serde_json::to_string(&*e).unwrap_or_default();
+                SseEvent::default().event(e.kind()).data(data)
             }
-        }
+            Err(RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
     });
     Ok(Sse::new(s).keep_alive(KeepAlive::default()))
 }

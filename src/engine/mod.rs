@@ -33,7 +33,7 @@ use crate::domain::symbol::SymbolSpec;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use accounts::{ConfigPatch, NewPromo, Signal, SignalOutcome};
-use events::Event;
+use events::{Event, EventBus, UserEvents};
 use parking_lot::Mutex;
 use secrets::Vault;
 use sequencer::{Command, Reply, Sequencer};
@@ -64,7 +64,7 @@ struct Inner {
     vault: Vault,
     commands: Mutex<Option<std::sync::mpsc::Sender<Command>>>,
     depth: Arc<AtomicU64>,
-    events: broadcast::Sender<Arc<Event>>,
+    events: Arc<EventBus>,
     thread: Mutex<Option<JoinHandle<()>>>,
     cfg: Config,
     /// Held until shutdown: one engine per database file.
@@ -82,7 +82,7 @@ impl Engine {
             std::env::var("LITETRADE_SECRET_KEY").ok().as_deref(),
             &cfg.beside_db("key"),
         )?;
-        let (events, _) = broadcast::channel(4096);
+        let events = Arc::new(EventBus::default());
         let seq = Sequencer::new(
             store.clone(),
             caches.clone(),
@@ -152,9 +152,14 @@ impl Engine {
         self.inner.depth.load(Ordering::Relaxed)
     }
 
-    /// Events of every user, published after their write committed.
+    /// Events of every user, published after their write committed (see [`EventBus`]).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.events.subscribe()
+    }
+
+    /// One user's events, published after their write committed (see [`EventBus`]).
+    pub fn subscribe_user(&self, user: Id) -> UserEvents {
+        self.inner.events.subscribe_user(user)
     }
 
     /// Creates a user; returns it and its bearer token (shown only here; stored hashed).
@@ -290,7 +295,15 @@ impl Engine {
             let _ = t.join();
         }
         self.inner.store.shutdown();
+        self.close_events();
         drop(self.inner.lock.lock().take());
+    }
+
+    /// Ends every event stream: listeners get what was already published, then the end (SSE
+    /// responses finish). Later subscribers get the end at once. `api::serve` runs it when
+    /// told to stop, so open SSE connections do not hold up a graceful shutdown.
+    pub fn close_events(&self) {
+        self.inner.events.close();
     }
 }
 

@@ -3,7 +3,7 @@
 //! hands its row changes to the writer. The caller is answered from the writer's completion:
 //! after COMMIT, after the caches were invalidated, before the events go out.
 
-use super::events::Event;
+use super::events::{Event, EventBus};
 use super::state::State;
 use crate::cache::{AccountKey, Caches, CredKey, LastPrice, Secret, SymbolKey, UserKey};
 use crate::domain::model::{AccountType, Id, Ledger, Millis};
@@ -15,7 +15,7 @@ use crate::store::writer::Job;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 /// Where a command's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T>>;
@@ -82,7 +82,7 @@ pub struct Sequencer {
     /// The caches.
     pub caches: Arc<Caches>,
     /// The event bus.
-    pub events: broadcast::Sender<Arc<Event>>,
+    pub events: Arc<EventBus>,
     /// Whether placing orders needs an active license.
     pub require_license: bool,
     epoch: i64,
@@ -93,7 +93,7 @@ impl Sequencer {
     pub fn new(
         store: Arc<Store>,
         caches: Arc<Caches>,
-        events: broadcast::Sender<Arc<Event>>,
+        events: Arc<EventBus>,
         require_license: bool,
     ) -> Result<Sequencer> {
         let st = store.read("load_state", State::load)?;
@@ -185,9 +185,7 @@ impl Sequencer {
                 Ok(()) => {
                     apply_invalidations(&caches, &inval);
                     let _ = reply.send(Ok(value));
-                    for e in events {
-                        let _ = bus.send(Arc::new(e));
-                    }
+                    bus.publish(events);
                 }
                 Err(e) => {
                     let _ = reply.send(Err(Error::from(e)));
