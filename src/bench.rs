@@ -687,9 +687,70 @@ async fn fanout(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
         engine.set_bot_enabled(u, true).await?;
     }
     set_price(&engine, "ETHUSDT", 2000).await?;
+    let (lat, placed) = signals(&engine, 10).await?;
+    rep.add(
+        "fanout",
+        format!("one signal → {} followers, committed", users.len()),
+        Some(&lat),
+        None,
+        format!("{placed} orders placed per signal"),
+    );
+    // the same with an SSE-style listener on each of the first followers' event streams
+    let listeners = users.len().min(FANOUT_LISTENERS);
+    let got = Arc::new(AtomicU64::new(0));
+    let lagged = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = users[..listeners]
+        .iter()
+        .map(|&u| {
+            let mut rx = engine.subscribe_user(u);
+            let (got, lagged) = (got.clone(), lagged.clone());
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(_) => got.fetch_add(1, Relaxed),
+                        Err(crate::engine::events::RecvError::Lagged(_)) => {
+                            lagged.fetch_add(1, Relaxed)
+                        }
+                        Err(_) => return,
+                    };
+                }
+            })
+        })
+        .collect();
+    let (lat, _) = signals(&engine, 10).await?;
+    // each follower gets four events per signal (placed, filled, opened, balance)
+    let want = 10 * 4 * listeners as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.load(Relaxed) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rep.add(
+        "fanout",
+        format!("the same, {listeners} followers listening"),
+        Some(&lat),
+        None,
+        format!(
+            "{} of {want} events delivered, {} lagged",
+            got.load(Relaxed),
+            lagged.load(Relaxed)
+        ),
+    );
+    for t in tasks {
+        t.abort();
+    }
+    engine.shutdown();
+    Ok(())
+}
+
+/// Followers of `fanout` that listen to their events in its second run.
+const FANOUT_LISTENERS: usize = 1_000;
+
+/// Sends `n` signals of the `bench` strategy on ETHUSDT, alternating buy and sell: their
+/// latencies, and the orders the last one placed.
+async fn signals(engine: &Engine, n: usize) -> Result<(Lat, u32)> {
     let mut lat = Lat::default();
     let mut placed = 0;
-    for i in 0..10 {
+    for i in 0..n {
         let side = if i % 2 == 0 { Side::Buy } else { Side::Sell };
         let t = Instant::now();
         let out = engine
@@ -704,15 +765,7 @@ async fn fanout(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
         lat.0.push(t.elapsed().as_nanos() as u64);
         placed = out.orders_placed;
     }
-    rep.add(
-        "fanout",
-        format!("one signal → {} followers, committed", users.len()),
-        Some(&lat),
-        None,
-        format!("{placed} orders placed per signal"),
-    );
-    engine.shutdown();
-    Ok(())
+    Ok((lat, placed))
 }
 
 async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
