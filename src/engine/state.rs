@@ -54,16 +54,17 @@ impl UserState {
 
 /// Everything the sequencer owns.
 ///
-/// The maps that trading itself grows (orders, positions, client order ids) are B-trees: a
+/// The maps that grow with use (users, orders, positions, client order ids) are B-trees: a
 /// hash map doubles its table when it fills, and each rehash stopped the sequencer, and so
-/// every order behind it, for 8–44 ms as open positions grew to 115k (BENCHMARKS.md §9d).
-/// A B-tree grows a node at a time. Users, symbols and promos grow only by an admin's hand.
+/// every command behind it: 8–44 ms as open positions grew to 115k (BENCHMARKS.md §9d), and
+/// 55–57 ms at the 114,689th user. A B-tree grows a node at a time. Symbols and promos stay
+/// small.
 #[derive(Debug, Default)]
 pub struct State {
     /// Symbols by name.
     pub symbols: HashMap<String, SymState>,
     /// Users by id.
-    pub users: HashMap<Id, UserState>,
+    pub users: BTreeMap<Id, UserState>,
     /// Pending limit orders by id.
     pub orders: BTreeMap<Id, Order>,
     /// Open positions by id.
