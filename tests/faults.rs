@@ -648,6 +648,42 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpointer_runs_after_commits_and_sleeps_while_idle() {
+    use litetrade::store::checkpoint::BACKGROUND_EVERY;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("idle.db");
+    let e = Engine::open(&cfg(&db, StoreConfig::default())).unwrap();
+    let passes = || e.store().stats().snapshot().checkpoint_passes;
+    let uid = e.create_user("idle", None).await.unwrap().0.id;
+    // waits (bounded) until a pass after `before` has run
+    let pass_after = |before: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while passes() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint pass after a commit"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    for round in 0..2 {
+        let before = passes();
+        e.deposit(uid, Dec::from_int(1), AccountType::Demo)
+            .await
+            .unwrap();
+        pass_after(before).await;
+        // every frame of the deposit is in the database file now; nothing else is committed,
+        // so over ten intervals the thread runs at most the one pass a commit racing the
+        // last one asked for (it used to run one every interval, idle or not)
+        let settled = passes();
+        tokio::time::sleep(BACKGROUND_EVERY * 10).await;
+        let idle = passes() - settled;
+        assert!(idle <= 1, "round {round}: {idle} passes while idle");
+    }
+    e.shutdown();
+}
+
 // =============================================================================================
 // disk full (HTTP)
 

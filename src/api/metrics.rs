@@ -167,6 +167,7 @@ pub fn render(engine: &Engine, http: &HttpMetrics) -> String {
         ("writer_commit_max_us", "gauge", db.writer_max_commit_us),
         ("writer_queue_depth", "gauge", db.writer_queue),
         ("wal_resets_total", "counter", db.wal_resets),
+        ("checkpoint_passes_total", "counter", db.checkpoint_passes),
         ("sequencer_queue_depth", "gauge", engine.queue_depth()),
     ] {
         let _ = writeln!(o, "# TYPE litetrade_{name} {kind}");

@@ -426,7 +426,7 @@ pub async fn db_pool(State(st): State<AppState>, caller: Caller) -> ApiResult<Js
         "slow_queries": s.slow_queries, "avg_query_us": s.avg_query_us, "max_query_us": s.max_query_us,
         "writer": {"batches": s.writer_batches, "jobs": s.writer_jobs, "batch_max": s.writer_batch_max,
                    "avg_commit_us": s.writer_avg_commit_us, "max_commit_us": s.writer_max_commit_us, "queue": s.writer_queue,
-                   "wal_resets": s.wal_resets},
+                   "wal_resets": s.wal_resets, "checkpoint_passes": s.checkpoint_passes},
         "sequencer_queue": st.engine.queue_depth(),
     })))
 }

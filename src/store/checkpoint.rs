@@ -1,8 +1,10 @@
 //! WAL checkpoints kept off the commit path.
 //!
-//! - A background thread runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection every
-//!   [`BACKGROUND_EVERY`]: it copies new frames into the database and fsyncs both files while
-//!   the writer goes on committing. Running often keeps each pass (and its fsyncs) small.
+//! - A background thread runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection at most
+//!   every [`BACKGROUND_EVERY`] while there are commits to copy: it copies new frames into the
+//!   database and fsyncs both files while the writer goes on committing. Running often keeps
+//!   each pass (and its fsyncs) small. The writer wakes it after each batch; once a pass has
+//!   copied everything, it sleeps until the next commit (an idle server does not poll).
 //! - A PASSIVE pass never catches up with a writer that is never idle, and SQLite restarts the
 //!   WAL from its start only once every frame is copied. So the writer itself runs one
 //!   checkpoint, after acknowledging its batch, when the WAL holds 7/8 of its budget
@@ -27,7 +29,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How often the background thread checkpoints.
+/// The shortest time between two passes of the background thread.
 pub const BACKGROUND_EVERY: Duration = Duration::from_millis(50);
 
 thread_local! {
@@ -44,6 +46,8 @@ fn note_frames(_: &rusqlite::hooks::Wal, frames: c_int) -> rusqlite::Result<()> 
 /// The writer's side: decides after each batch whether to run the checkpoint that lets the WAL
 /// restart. Owned by the writer thread.
 pub struct WalReset {
+    /// Wakes the background thread after each batch.
+    wake: Arc<Wake>,
     /// Frames at which the writer checkpoints (7/8 of the budget).
     at: c_int,
     /// Frames at which it tries next: a checkpoint that could not finish (a reader still used
@@ -57,7 +61,12 @@ pub struct WalReset {
 impl WalReset {
     /// Turns SQLite's automatic checkpoint off on the write connection `conn`, sets
     /// `journal_size_limit` to `budget_mb` MiB and installs the hook that counts frames.
-    pub fn install(conn: &Connection, budget_mb: u64) -> rusqlite::Result<WalReset> {
+    /// `background` is the thread that the writer wakes after each batch.
+    pub fn install(
+        conn: &Connection,
+        budget_mb: u64,
+        background: &Checkpointer,
+    ) -> rusqlite::Result<WalReset> {
         let budget = budget_mb.clamp(1, 1 << 20) << 20;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", budget as i64)?;
@@ -66,11 +75,17 @@ impl WalReset {
         let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let frames = (budget / 8 * 7).saturating_sub(32) / (page.max(512) as u64 + 24);
         let at = c_int::try_from(frames.max(1)).unwrap_or(c_int::MAX);
-        Ok(WalReset { at, next: at })
+        Ok(WalReset {
+            wake: background.wake.clone(),
+            at,
+            next: at,
+        })
     }
 
-    /// Called by the writer after a batch is acknowledged: checkpoints when the WAL is due.
+    /// Called by the writer after a batch is acknowledged: wakes the background thread, and
+    /// checkpoints itself when the WAL is due.
     pub fn after_batch(&mut self, conn: &Connection, stats: &DbStats) {
+        self.wake.commits();
         let frames = WAL_FRAMES.with(Cell::get);
         if frames < self.at {
             self.next = self.at;
@@ -104,48 +119,95 @@ fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
     })
 }
 
+/// What the background thread waits on.
+#[derive(Default)]
+struct Wake {
+    state: Mutex<WakeState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct WakeState {
+    /// Something was committed since the last complete pass.
+    pending: bool,
+    stopped: bool,
+}
+
+impl Wake {
+    /// The writer committed a batch.
+    fn commits(&self) {
+        let mut st = self.state.lock();
+        if !st.pending {
+            st.pending = true;
+            self.cv.notify_one();
+        }
+    }
+}
+
 /// Handle to the checkpoint thread; stops it on drop.
 pub struct Checkpointer {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    /// Starts checkpointing `path` every [`BACKGROUND_EVERY`].
-    pub fn start(path: &Path, cfg: &StoreConfig) -> rusqlite::Result<Checkpointer> {
+    /// Starts the thread that checkpoints `path` (see the module docs); `stats` counts its
+    /// passes.
+    pub fn start(
+        path: &Path,
+        cfg: &StoreConfig,
+        stats: Arc<DbStats>,
+    ) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open(path)?;
         apply_pragmas(&conn, cfg, false)?;
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let s = stop.clone();
+        let wake = Arc::new(Wake::default());
+        let w = wake.clone();
         let thread = std::thread::Builder::new()
             .name("litetrade-checkpoint".into())
-            .spawn(move || {
-                let (lock, cv) = &*s;
-                let mut stopped = lock.lock();
-                while !*stopped {
-                    cv.wait_for(&mut stopped, BACKGROUND_EVERY);
-                    if *stopped {
-                        break;
-                    }
-                    if let Err(e) = passive(&conn) {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                    }
-                }
-            })
+            .spawn(move || background(&conn, &w, &stats))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(Checkpointer {
-            stop,
+            wake,
             thread: Some(thread),
         })
     }
 
     /// Stops the thread (idempotent).
     pub fn stop(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
+        self.wake.state.lock().stopped = true;
+        self.wake.cv.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The background thread: a pass when something was committed, at most one per
+/// [`BACKGROUND_EVERY`]; a pass that could not copy everything is retried after the interval.
+fn background(conn: &Connection, wake: &Wake, stats: &DbStats) {
+    let mut st = wake.state.lock();
+    loop {
+        while !st.pending && !st.stopped {
+            wake.cv.wait(&mut st);
+        }
+        if st.stopped {
+            return;
+        }
+        st.pending = false;
+        drop(st);
+        stats.checkpoint_passes.fetch_add(1, Ordering::Relaxed);
+        let done = match passive(conn) {
+            Ok((0, log, copied)) => log == copied,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                false
+            }
+        };
+        st = wake.state.lock();
+        st.pending |= !done;
+        let until = std::time::Instant::now() + BACKGROUND_EVERY;
+        while !st.stopped && !wake.cv.wait_until(&mut st, until).timed_out() {}
     }
 }
 

@@ -211,8 +211,10 @@ impl Store {
         let open_err = |e: rusqlite::Error| open_error(path, e);
         // Checkpoints stay off the commit path: a thread copies WAL frames in the background,
         // and the writer restarts the WAL only when it nears its budget (see `checkpoint`).
-        let reset = checkpoint::WalReset::install(&conn, cfg.wal_max_mb).map_err(open_err)?;
-        let checkpointer = checkpoint::Checkpointer::start(path, &cfg).map_err(open_err)?;
+        let checkpointer =
+            checkpoint::Checkpointer::start(path, &cfg, stats.clone()).map_err(open_err)?;
+        let reset = checkpoint::WalReset::install(&conn, cfg.wal_max_mb, &checkpointer)
+            .map_err(open_err)?;
         let writer = writer::Writer::start(conn, reset, cfg.clone(), stats.clone());
         let rcfg = cfg.clone();
         let manager = SqliteConnectionManager::file(path)

@@ -34,6 +34,8 @@ pub struct DbStats {
     pub writer_queue: AtomicU64,
     /// Checkpoints the writer ran itself to let the WAL restart from its start.
     pub wal_resets: AtomicU64,
+    /// Passes of the background checkpoint thread.
+    pub checkpoint_passes: AtomicU64,
 }
 
 impl DbStats {
@@ -83,6 +85,7 @@ impl DbStats {
             writer_max_commit_us: self.commit_us_max.load(Relaxed),
             writer_queue: self.writer_queue.load(Relaxed),
             wal_resets: self.wal_resets.load(Relaxed),
+            checkpoint_passes: self.checkpoint_passes.load(Relaxed),
         }
     }
 }
@@ -118,4 +121,6 @@ pub struct DbStatsSnapshot {
     pub writer_queue: u64,
     /// Completed checkpoints run by the writer to restart the WAL.
     pub wal_resets: u64,
+    /// Passes of the background checkpoint thread.
+    pub checkpoint_passes: u64,
 }
