@@ -3678,3 +3678,33 @@ async fn a_users_stream_keeps_its_events_through_a_signal_to_thousands() {
         Err(RecvError::Closed)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_engine_ends_its_event_streams() {
+    use litetrade::engine::events::RecvError;
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let u = user_with(&e, "u", "10").await;
+    let mut one = e.subscribe_user(u);
+    let mut all = e.subscribe();
+    e.deposit(u, d("1"), DEMO).await.unwrap();
+    drop(e);
+    let wait = std::time::Duration::from_secs(20);
+    // what was published still arrives, then the end
+    let first = tokio::time::timeout(wait, one.recv())
+        .await
+        .expect("no end");
+    assert_eq!(first.unwrap().kind(), "balance_changed");
+    let end = tokio::time::timeout(wait, one.recv())
+        .await
+        .expect("no end");
+    assert!(matches!(end, Err(RecvError::Closed)), "{end:?}");
+    let first = tokio::time::timeout(wait, all.recv())
+        .await
+        .expect("no end");
+    assert_eq!(first.unwrap().kind(), "balance_changed");
+    let end = tokio::time::timeout(wait, all.recv())
+        .await
+        .expect("no end");
+    assert!(matches!(end, Err(RecvError::Closed)), "{end:?}");
+}

@@ -314,6 +314,8 @@ impl Drop for Inner {
             let _ = t.join();
         }
         self.store.shutdown();
+        // listeners hold the bus, not the engine: end their streams
+        self.events.close();
     }
 }
 
