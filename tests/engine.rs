@@ -3582,6 +3582,20 @@ async fn closing_a_position_a_trigger_just_closed_is_a_conflict() {
     e.shutdown();
 }
 
+/// `n` users with 1,000 on demo, each following `strategy` with its bot on (leverage 2, 10 %).
+async fn followers(e: &Engine, n: usize, strategy: &str) -> Vec<i64> {
+    let mut users = Vec::with_capacity(n);
+    for i in 0..n {
+        let u = user_with(e, &format!("f{i}"), "1000").await;
+        e.set_config(u, follows(strategy, Some(2), Some("10")))
+            .await
+            .unwrap();
+        e.set_bot_enabled(u, true).await.unwrap();
+        users.push(u);
+    }
+    users
+}
+
 /// A signal with more followers than one part (`SIGNAL_FIRST_PART`, then `SIGNAL_PART` each)
 /// is sent to the writer in parts that commit as one transaction: every follower's order,
 /// position and ledger is there, read right after the answer (the cache entries of every
@@ -3592,19 +3606,11 @@ async fn a_signal_larger_than_one_part_commits_every_follower() {
     let n = litetrade::engine::accounts::SIGNAL_PART * 2 + 317;
     let dir = tempfile::tempdir().unwrap();
     let e = open(&dir);
-    let mut users = Vec::with_capacity(n);
-    for i in 0..n {
-        let u = user_with(&e, &format!("f{i}"), "1000").await;
-        e.set_config(u, follows("wide", Some(2), Some("10")))
-            .await
-            .unwrap();
-        e.set_bot_enabled(u, true).await.unwrap();
-        // the first followers' caches are warm before the signal: they must not go stale
-        if i % 500 == 0 {
-            assert!(e.positions(u, Some(DEMO)).unwrap().is_empty());
-            e.balance(u, DEMO).unwrap();
-        }
-        users.push(u);
+    let users = followers(&e, n, "wide").await;
+    // some followers' caches are warm before the signal, in every part: they must not go stale
+    for &u in users.iter().step_by(500) {
+        assert!(e.positions(u, Some(DEMO)).unwrap().is_empty());
+        e.balance(u, DEMO).unwrap();
     }
     tick(&e, BTC, "100").await;
     let out = e.submit_signal(buy_signal("wide")).await.unwrap();
@@ -3630,15 +3636,7 @@ async fn a_users_stream_keeps_its_events_through_a_signal_to_thousands() {
     let n = ALL_CAPACITY / 4 + 100;
     let dir = tempfile::tempdir().unwrap();
     let e = open(&dir);
-    let mut users = Vec::with_capacity(n);
-    for i in 0..n {
-        let u = user_with(&e, &format!("f{i}"), "1000").await;
-        e.set_config(u, follows("crowd", Some(2), Some("10")))
-            .await
-            .unwrap();
-        e.set_bot_enabled(u, true).await.unwrap();
-        users.push(u);
-    }
+    let users = followers(&e, n, "crowd").await;
     tick(&e, BTC, "100").await;
     // a listener that subscribed and left must not leave a stream behind that breaks the next
     drop(e.subscribe_user(users[0]));
@@ -3691,26 +3689,24 @@ async fn dropping_the_engine_ends_its_event_streams() {
     drop(e);
     // what was published still arrives (the first deposit's event too, if it went out after
     // its answer and after the subscriptions), then the end
-    let wait = std::time::Duration::from_secs(20);
-    let mut kinds = [Vec::new(), Vec::new()];
-    loop {
-        match tokio::time::timeout(wait, one.recv())
-            .await
-            .expect("no end")
-        {
-            Ok(ev) => kinds[0].push(ev.kind()),
-            Err(err) => break assert!(matches!(err, RecvError::Closed), "{err:?}"),
-        }
+    // the kinds a receiver gets until its end, which must be Closed and come within 20 s
+    macro_rules! to_the_end {
+        ($rx:expr) => {{
+            let mut kinds = Vec::new();
+            loop {
+                let wait = std::time::Duration::from_secs(20);
+                match tokio::time::timeout(wait, $rx.recv())
+                    .await
+                    .expect("no end")
+                {
+                    Ok(ev) => kinds.push(ev.kind()),
+                    Err(err) => break assert!(matches!(err, RecvError::Closed), "{err:?}"),
+                }
+            }
+            kinds
+        }};
     }
-    loop {
-        match tokio::time::timeout(wait, all.recv())
-            .await
-            .expect("no end")
-        {
-            Ok(ev) => kinds[1].push(ev.kind()),
-            Err(err) => break assert!(matches!(err, RecvError::Closed), "{err:?}"),
-        }
-    }
+    let kinds = [to_the_end!(one), to_the_end!(all)];
     for k in &kinds {
         assert!(
             (1..=2).contains(&k.len()) && k.iter().all(|k| *k == "balance_changed"),
