@@ -106,16 +106,18 @@ impl Event {
 
 /// Events the stream of every user's events holds for a listener that falls behind.
 pub const ALL_CAPACITY: usize = 4096;
-/// Events one user's stream holds for a listener that falls behind.
-pub const USER_CAPACITY: usize = 1024;
+/// Events one user's stream holds for a listener that falls behind. A stream allocates all
+/// its slots up front, about 40 bytes each, so each listened-to user costs about 10 KiB.
+pub const USER_CAPACITY: usize = 256;
 
 /// Where committed events go: one stream of every user's events, and one stream per user that
 /// someone listens to (SSE).
 ///
 /// Why per user: a signal to 10,000 followers commits 40,000 events at once. On one shared
-/// stream, every single-user listener had to wake for all of them to find its four, and a
-/// 4,096-event ring dropped its own events before it got to them (`lagged`). A user's stream
-/// holds only that user's events, and nothing is built for users no one listens to.
+/// stream, every single-user listener had to receive and discard all of them to find its
+/// four, and a 4,096-event ring overwrote its own events before it got to them (`lagged`). A
+/// user's stream holds only that user's events, and an event nobody listens to is dropped
+/// without being wrapped or sent.
 #[derive(Debug)]
 pub struct EventBus {
     streams: Mutex<Streams>,
@@ -142,15 +144,33 @@ impl Default for EventBus {
 
 impl EventBus {
     /// Publishes `events` in order: each to the stream of every user, if anyone listens, and
-    /// to its user's stream, if that user has a listener.
+    /// to its user's stream, if that user has a listener. The streams are looked up under
+    /// the lock; sending (which wakes listeners) and dropping the unwanted events happen
+    /// after it. Only the writer thread publishes, so the order holds.
     pub fn publish(&self, events: Vec<Event>) {
-        let streams = self.streams.lock();
-        let all = streams.all.as_ref().filter(|tx| tx.receiver_count() > 0);
-        if all.is_none() && streams.users.is_empty() {
+        let (all, users) = {
+            let streams = self.streams.lock();
+            let all = streams
+                .all
+                .as_ref()
+                .filter(|tx| tx.receiver_count() > 0)
+                .cloned();
+            let users: Vec<_> = if streams.users.is_empty() {
+                Vec::new()
+            } else {
+                events
+                    .iter()
+                    .map(|e| streams.users.get(&e.user_id()).cloned())
+                    .collect()
+            };
+            (all, users)
+        };
+        if all.is_none() && users.is_empty() {
             return;
         }
+        let mut users = users.into_iter();
         for e in events {
-            let user = streams.users.get(&e.user_id());
+            let user = users.next().flatten();
             if all.is_none() && user.is_none() {
                 continue;
             }
@@ -158,7 +178,7 @@ impl EventBus {
             if let Some(tx) = user {
                 let _ = tx.send(e.clone());
             }
-            if let Some(tx) = all {
+            if let Some(tx) = &all {
                 let _ = tx.send(e);
             }
         }
@@ -175,7 +195,8 @@ impl EventBus {
     }
 
     /// One user's events from now on; a listener more than [`USER_CAPACITY`] of that user's
-    /// events behind gets [`RecvError::Lagged`].
+    /// events behind gets [`RecvError::Lagged`]. The id is not checked: a user who does not
+    /// exist simply has no events.
     pub fn subscribe_user(self: &Arc<Self>, user: Id) -> UserEvents {
         let mut streams = self.streams.lock();
         let rx = match streams.all {
@@ -184,6 +205,7 @@ impl EventBus {
                 .entry(user)
                 .or_insert_with(|| broadcast::channel(USER_CAPACITY).0)
                 .subscribe(),
+            // closed: a receiver whose sender is gone, Closed at once
             None => broadcast::channel(1).1,
         };
         UserEvents {
@@ -234,5 +256,39 @@ impl Drop for UserEvents {
         {
             streams.users.remove(&self.user);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users(bus: &EventBus) -> usize {
+        bus.streams.lock().users.len()
+    }
+
+    #[tokio::test]
+    async fn a_users_stream_goes_with_its_last_listener() {
+        let bus = Arc::new(EventBus::default());
+        let (mut a, b) = (bus.subscribe_user(1), bus.subscribe_user(1));
+        let other = bus.subscribe_user(2);
+        assert_eq!(users(&bus), 2);
+        drop(b);
+        assert_eq!(users(&bus), 2, "user 1 still has a listener");
+        bus.publish(vec![
+            Event::ConfigChanged { user_id: 2 },
+            Event::ConfigChanged { user_id: 1 },
+        ]);
+        assert_eq!(a.recv().await.unwrap().user_id(), 1);
+        drop(a);
+        assert_eq!(users(&bus), 1);
+        drop(other);
+        assert_eq!(users(&bus), 0, "a stream outlived its listeners");
+        bus.close();
+        assert!(matches!(
+            bus.subscribe_user(1).recv().await,
+            Err(RecvError::Closed)
+        ));
+        assert_eq!(users(&bus), 0, "a stream was made after the close");
     }
 }

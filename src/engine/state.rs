@@ -57,7 +57,7 @@ impl UserState {
 /// The maps that grow with use (users, orders, positions, client order ids) are B-trees: a
 /// hash map doubles its table when it fills, and each rehash stopped the sequencer, and so
 /// every command behind it: 8–44 ms as open positions grew to 115k (BENCHMARKS.md §9d), and
-/// 55–57 ms at the 114,689th user. A B-tree grows a node at a time. Symbols and promos stay
+/// 55–60 ms at about the 114,689th user. A B-tree grows a node at a time. Symbols and promos stay
 /// small.
 #[derive(Debug, Default)]
 pub struct State {
