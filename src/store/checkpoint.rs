@@ -82,10 +82,15 @@ impl WalReset {
         })
     }
 
-    /// Called by the writer after a batch is acknowledged: wakes the background thread, and
-    /// checkpoints itself when the WAL is due.
+    /// Called by the writer after a batch is acknowledged: checkpoints itself when the WAL is
+    /// due, then wakes the background thread (after, so that a pass it wakes cannot take the
+    /// checkpoint lock first and make the writer's own checkpoint busy).
     pub fn after_batch(&mut self, conn: &Connection, stats: &DbStats) {
-        self.wake.commits();
+        self.reset_if_due(conn, stats);
+        self.wake.committed();
+    }
+
+    fn reset_if_due(&mut self, conn: &Connection, stats: &DbStats) {
         let frames = WAL_FRAMES.with(Cell::get);
         if frames < self.at {
             self.next = self.at;
@@ -120,22 +125,21 @@ fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
 }
 
 /// What the background thread waits on.
-#[derive(Default)]
 struct Wake {
     state: Mutex<WakeState>,
     cv: Condvar,
 }
 
-#[derive(Default)]
 struct WakeState {
-    /// Something was committed since the last complete pass.
+    /// Something was committed since the last complete pass (at start: whatever the WAL
+    /// still holds, say after a crash).
     pending: bool,
     stopped: bool,
 }
 
 impl Wake {
     /// The writer committed a batch.
-    fn commits(&self) {
+    fn committed(&self) {
         let mut st = self.state.lock();
         if !st.pending {
             st.pending = true;
@@ -160,7 +164,13 @@ impl Checkpointer {
     ) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open(path)?;
         apply_pragmas(&conn, cfg, false)?;
-        let wake = Arc::new(Wake::default());
+        let wake = Arc::new(Wake {
+            state: Mutex::new(WakeState {
+                pending: true,
+                stopped: false,
+            }),
+            cv: Condvar::new(),
+        });
         let w = wake.clone();
         let thread = std::thread::Builder::new()
             .name("litetrade-checkpoint".into())
