@@ -2774,19 +2774,10 @@ fn sse_streams_only_the_users_own_events() {
     }
     s.assert_clean();
     // an open stream must not hold up a graceful shutdown: SIGTERM ends it and serve exits
+    // (terminate fails after 10 s otherwise)
     let st = s.terminate();
     assert!(st.success(), "serve exited with {st} after SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match sse
-            .rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            Ok(_) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the SSE response did not end"),
-        }
-    }
+    drop(sse);
 }
 
 // =============================================================================================
