@@ -684,6 +684,47 @@ async fn the_checkpointer_runs_after_commits_and_sleeps_while_idle() {
     e.shutdown();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_a_reader_holds_back_is_retried_at_the_pace_then_stops() {
+    use litetrade::store::checkpoint::BACKGROUND_EVERY;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("held.db");
+    let e = Engine::open(&cfg(&db, StoreConfig::default())).unwrap();
+    let passes = || e.store().stats().snapshot().checkpoint_passes;
+    let uid = e.create_user("held", None).await.unwrap().0.id;
+    // a reader inside a transaction keeps its snapshot: frames committed after it cannot be
+    // copied into the database until it ends, so every pass is incomplete
+    let reader = ro(&db);
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    e.deposit(uid, Dec::from_int(1), AccountType::Demo)
+        .await
+        .unwrap();
+    let held = passes();
+    tokio::time::sleep(BACKGROUND_EVERY * 10).await;
+    let retried = passes() - held;
+    // retried while held (about ten in ten intervals), but at the pace, not in a tight loop
+    assert!(
+        (3..=12).contains(&retried),
+        "{retried} passes in ten intervals"
+    );
+    // once the reader is gone, a pass copies everything and the thread goes back to sleep
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = passes();
+        tokio::time::sleep(BACKGROUND_EVERY * 10).await;
+        if passes() - before <= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the passes did not stop");
+    }
+    e.shutdown();
+}
+
 // =============================================================================================
 // disk full (HTTP)
 
