@@ -648,14 +648,26 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
     );
 }
 
+/// The checkpoint tests' set-up: an engine on `dir/name.db` with one user, and a count of the
+/// background thread's passes so far.
+async fn checkpoint_case(
+    dir: &Path,
+    name: &str,
+) -> (Engine, std::path::PathBuf, i64, impl Fn() -> u64) {
+    let db = dir.join(format!("{name}.db"));
+    let e = Engine::open(&cfg(&db, StoreConfig::default())).unwrap();
+    let uid = e.create_user(name, None).await.unwrap().0.id;
+    let stats = e.clone();
+    let passes = move || stats.store().stats().snapshot().checkpoint_passes;
+    (e, db, uid, passes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checkpointer_runs_after_commits_and_sleeps_while_idle() {
     use litetrade::store::checkpoint::BACKGROUND_EVERY;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("idle.db");
-    let e = Engine::open(&cfg(&db, StoreConfig::default())).unwrap();
-    let passes = || e.store().stats().snapshot().checkpoint_passes;
-    let uid = e.create_user("idle", None).await.unwrap().0.id;
+    let (e, _, uid, passes) = checkpoint_case(dir.path(), "idle").await;
+    let passes = &passes;
     // waits (bounded) until a pass after `before` has run
     let pass_after = |before: u64| async move {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -688,10 +700,7 @@ async fn the_checkpointer_runs_after_commits_and_sleeps_while_idle() {
 async fn a_pass_a_reader_holds_back_is_retried_at_the_pace_then_stops() {
     use litetrade::store::checkpoint::BACKGROUND_EVERY;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("held.db");
-    let e = Engine::open(&cfg(&db, StoreConfig::default())).unwrap();
-    let passes = || e.store().stats().snapshot().checkpoint_passes;
-    let uid = e.create_user("held", None).await.unwrap().0.id;
+    let (e, db, uid, passes) = checkpoint_case(dir.path(), "held").await;
     // a reader inside a transaction keeps its snapshot: frames committed after it cannot be
     // copied into the database until it ends, so every pass is incomplete
     let reader = ro(&db);
