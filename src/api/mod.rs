@@ -187,7 +187,6 @@ pub async fn serve(
             e.close_events();
         })
         .await;
-    let e = engine.clone();
-    let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+    let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     res
 }
