@@ -12,8 +12,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 fn id(s: &str, what: &'static str) -> ApiResult<Id> {
     s.parse::<Id>()
@@ -29,8 +30,15 @@ fn user_path(caller: Caller, raw: &str) -> ApiResult<Id> {
     Ok(uid)
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Json<Value> {
-    Json(serde_json::to_value(v).unwrap_or(Value::Null))
+/// A one-field JSON object, `{"name": value}`, serialized straight from the value.
+pub struct Field<T>(&'static str, T);
+
+impl<T: Serialize> Serialize for Field<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, &self.1)?;
+        map.end()
+    }
 }
 
 /// Query of routes that take an account type.
@@ -41,8 +49,8 @@ pub struct AccountQuery {
 }
 
 /// `GET /health`.
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub async fn health() -> impl IntoResponse {
+    Json(Field("status", "ok"))
 }
 
 /// Request shape of its route (see API.md §2).
@@ -71,9 +79,9 @@ pub async fn get_user(
     State(st): State<AppState>,
     caller: Caller,
     Path(uid): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(&st.engine.user(uid)?))
+    Ok(Json(st.engine.user(uid)?))
 }
 
 /// `GET /users/{id}/config`.
@@ -81,9 +89,9 @@ pub async fn get_config(
     State(st): State<AppState>,
     caller: Caller,
     Path(uid): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(&st.engine.user_config(uid)?))
+    Ok(Json(st.engine.user_config(uid)?))
 }
 
 /// `PUT /users/{id}/config`.
@@ -92,9 +100,9 @@ pub async fn put_config(
     caller: Caller,
     Path(uid): Path<String>,
     Body(patch): Body<ConfigPatch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(&st.engine.set_config(uid, patch).await?))
+    Ok(Json(st.engine.set_config(uid, patch).await?))
 }
 
 /// Request shape of its route (see API.md §2).
@@ -110,10 +118,10 @@ pub async fn put_bot(
     caller: Caller,
     Path(uid): Path<String>,
     Body(b): Body<BotSwitch>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
     let enabled = st.engine.set_bot_enabled(uid, b.enabled).await?;
-    Ok(Json(json!({"enabled": enabled})))
+    Ok(Json(Field("enabled", enabled)))
 }
 
 /// Request shape of its route (see API.md §2).
@@ -131,7 +139,7 @@ pub async fn deposit(
     caller: Caller,
     Path(uid): Path<String>,
     Body(b): Body<DepositBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
     let acct = b.account_type.unwrap_or_default();
     if acct == AccountType::Real {
@@ -139,7 +147,7 @@ pub async fn deposit(
             ApiError::new(403, "forbidden", "only the admin deposits to real accounts")
         })?;
     }
-    Ok(to_json(&st.engine.deposit(uid, b.amount, acct).await?))
+    Ok(Json(st.engine.deposit(uid, b.amount, acct).await?))
 }
 
 /// `GET /users/{id}/balance`.
@@ -148,10 +156,10 @@ pub async fn balance(
     caller: Caller,
     Path(uid): Path<String>,
     Query(q): Query<AccountQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(
-        &st.engine.balance(uid, q.account_type.unwrap_or_default())?,
+    Ok(Json(
+        st.engine.balance(uid, q.account_type.unwrap_or_default())?,
     ))
 }
 
@@ -164,7 +172,7 @@ pub async fn place_order(
 ) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
     let order = st.engine.place_order(uid, o).await?;
-    Ok((StatusCode::CREATED, to_json(&order)))
+    Ok((StatusCode::CREATED, Json(order)))
 }
 
 /// `GET /users/{id}/orders` (pending, oldest first).
@@ -173,11 +181,12 @@ pub async fn list_orders(
     caller: Caller,
     Path(uid): Path<String>,
     Query(q): Query<AccountQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(Json(
-        json!({"orders": st.engine.orders(uid, q.account_type)?}),
-    ))
+    Ok(Json(Field(
+        "orders",
+        st.engine.orders(uid, q.account_type)?,
+    )))
 }
 
 /// `GET /users/{id}/orders/{oid}`.
@@ -185,9 +194,9 @@ pub async fn get_order(
     State(st): State<AppState>,
     caller: Caller,
     Path((uid, oid)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(&st.engine.order(uid, id(&oid, "order")?)?))
+    Ok(Json(st.engine.order(uid, id(&oid, "order")?)?))
 }
 
 /// `DELETE /users/{id}/orders/{oid}`.
@@ -195,11 +204,9 @@ pub async fn cancel_order(
     State(st): State<AppState>,
     caller: Caller,
     Path((uid, oid)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(
-        &st.engine.cancel_order(uid, id(&oid, "order")?).await?,
-    ))
+    Ok(Json(st.engine.cancel_order(uid, id(&oid, "order")?).await?))
 }
 
 /// `GET /users/{id}/positions` (open, oldest first).
@@ -208,11 +215,12 @@ pub async fn positions(
     caller: Caller,
     Path(uid): Path<String>,
     Query(q): Query<AccountQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(Json(
-        json!({"positions": st.engine.positions(uid, q.account_type)?}),
-    ))
+    Ok(Json(Field(
+        "positions",
+        st.engine.positions(uid, q.account_type)?,
+    )))
 }
 
 /// `POST /users/{id}/positions/{pid}/close`.
@@ -220,10 +228,10 @@ pub async fn close_position(
     State(st): State<AppState>,
     caller: Caller,
     Path((uid, pid)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(
-        &st.engine.close_position(uid, id(&pid, "position")?).await?,
+    Ok(Json(
+        st.engine.close_position(uid, id(&pid, "position")?).await?,
     ))
 }
 
@@ -241,14 +249,10 @@ pub async fn trades(
     caller: Caller,
     Path(uid): Path<String>,
     Query(q): Query<PageQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000) as u32;
-    Ok(to_json(&st.engine.trades(
-        uid,
-        q.page.unwrap_or(1),
-        limit,
-    )?))
+    Ok(Json(st.engine.trades(uid, q.page.unwrap_or(1), limit)?))
 }
 
 /// Request shape of its route (see API.md §2).
@@ -265,10 +269,10 @@ pub async fn put_credentials(
     caller: Caller,
     Path((uid, exchange)): Path<(String, String)>,
     Body(b): Body<CredentialsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(
-        &st.engine
+    Ok(Json(
+        st.engine
             .set_credentials(uid, &exchange, &b.api_key, &b.api_secret)
             .await?,
     ))
@@ -279,9 +283,9 @@ pub async fn get_credentials(
     State(st): State<AppState>,
     caller: Caller,
     Path((uid, exchange)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(&st.engine.credentials(uid, &exchange)?))
+    Ok(Json(st.engine.credentials(uid, &exchange)?))
 }
 
 /// Request shape of its route (see API.md §2).
@@ -297,9 +301,9 @@ pub async fn redeem(
     caller: Caller,
     Path(uid): Path<String>,
     Body(b): Body<RedeemBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(&st.engine.redeem_promo(uid, &b.code).await?))
+    Ok(Json(st.engine.redeem_promo(uid, &b.code).await?))
 }
 
 /// `GET /users/{id}/license`.
@@ -307,9 +311,9 @@ pub async fn license(
     State(st): State<AppState>,
     caller: Caller,
     Path(uid): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    Ok(to_json(&st.engine.license(uid)?))
+    Ok(Json(st.engine.license(uid)?))
 }
 
 /// Request shape of its route (see API.md §2).
@@ -324,10 +328,10 @@ pub async fn ticks(
     State(st): State<AppState>,
     caller: Caller,
     Body(b): Body<TicksBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     caller.admin()?;
     let out = st.engine.ingest_ticks(b.ticks).await?;
-    Ok(Json(json!({"accepted": out.accepted})))
+    Ok(Json(Field("accepted", out.accepted)))
 }
 
 /// `GET /market/{symbol}/ticker`.
@@ -335,13 +339,13 @@ pub async fn ticker(
     State(st): State<AppState>,
     _caller: Caller,
     Path(symbol): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(to_json(&st.engine.ticker(&symbol)?))
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(st.engine.ticker(&symbol)?))
 }
 
 /// `GET /symbols`.
-pub async fn symbols(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({"symbols": *st.engine.symbols()?})))
+pub async fn symbols(State(st): State<AppState>, _caller: Caller) -> ApiResult<impl IntoResponse> {
+    Ok(Json(Field("symbols", st.engine.symbols()?)))
 }
 
 /// Request shape of its route (see API.md §2).
@@ -363,7 +367,7 @@ pub async fn put_symbol(
     caller: Caller,
     Path(symbol): Path<String>,
     Body(b): Body<SymbolBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     caller.admin()?;
     let base = st
         .engine
@@ -379,7 +383,7 @@ pub async fn put_symbol(
         taker_fee_bps: b.taker_fee_bps.unwrap_or(base.taker_fee_bps),
         mmr_bps: b.mmr_bps.unwrap_or(base.mmr_bps),
     };
-    Ok(to_json(&st.engine.upsert_symbol(spec).await?))
+    Ok(Json(st.engine.upsert_symbol(spec).await?))
 }
 
 /// `POST /signals` (admin).
@@ -387,9 +391,9 @@ pub async fn signal(
     State(st): State<AppState>,
     caller: Caller,
     Body(s): Body<Signal>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<impl IntoResponse> {
     caller.admin()?;
-    Ok(to_json(&st.engine.submit_signal(s).await?))
+    Ok(Json(st.engine.submit_signal(s).await?))
 }
 
 /// `POST /promo-codes` (admin).
@@ -400,23 +404,26 @@ pub async fn create_promo(
 ) -> ApiResult<impl IntoResponse> {
     caller.admin()?;
     let promo = st.engine.create_promo(p).await?;
-    Ok((StatusCode::CREATED, to_json(&promo)))
+    Ok((StatusCode::CREATED, Json(promo)))
 }
 
 /// `GET /admin/dashboard` (admin; may lag by the api_response TTL).
-pub async fn dashboard(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn dashboard(State(st): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
     caller.admin()?;
-    Ok(Json((*st.engine.dashboard()?).clone()))
+    Ok(Json(st.engine.dashboard()?))
 }
 
 /// `GET /stats/cache` (admin).
-pub async fn cache_stats(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn cache_stats(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> ApiResult<impl IntoResponse> {
     caller.admin()?;
-    Ok(Json(json!({"caches": st.engine.caches().stats()})))
+    Ok(Json(Field("caches", st.engine.caches().stats())))
 }
 
 /// `GET /health/db-pool` (admin).
-pub async fn db_pool(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn db_pool(State(st): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
     caller.admin()?;
     let (size, open, idle) = st.engine.store().pool_state();
     let s = st.engine.store().stats().snapshot();
