@@ -27,10 +27,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The shortest time between two passes of the background thread.
 pub const BACKGROUND_EVERY: Duration = Duration::from_millis(50);
+
+/// While passes keep failing, the background thread warns at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 thread_local! {
     /// Frames in the WAL after this thread's last commit (set by [`note_frames`]).
@@ -195,6 +198,7 @@ impl Checkpointer {
 /// The background thread: a pass when something was committed, at most one per
 /// [`BACKGROUND_EVERY`]; a pass that could not copy everything is retried after the interval.
 fn background(conn: &Connection, wake: &Wake, stats: &DbStats) {
+    let mut failures = Failures::default();
     let mut st = wake.state.lock();
     loop {
         while !st.pending && !st.stopped {
@@ -207,22 +211,91 @@ fn background(conn: &Connection, wake: &Wake, stats: &DbStats) {
         drop(st);
         stats.checkpoint_passes.fetch_add(1, Ordering::Relaxed);
         let done = match passive(conn) {
-            Ok((0, log, copied)) => log == copied,
-            Ok(_) => false,
+            Ok((0, log, copied)) => {
+                failures.passed();
+                log == copied
+            }
+            Ok(_) => {
+                failures.passed();
+                false
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
+                if let Some(since) = failures.failed(Instant::now()) {
+                    tracing::warn!(error = %e, failed_passes = since, "WAL checkpoint failed");
+                }
                 false
             }
         };
         st = wake.state.lock();
         st.pending |= !done;
-        let until = std::time::Instant::now() + BACKGROUND_EVERY;
+        let until = Instant::now() + BACKGROUND_EVERY;
         while !st.stopped && !wake.cv.wait_until(&mut st, until).timed_out() {}
+    }
+}
+
+/// A run of failed background passes, so that a pass failing every 50 ms (an I/O error, a
+/// full disk) warns once a minute instead of twenty times a second.
+#[derive(Default)]
+struct Failures {
+    /// Failed passes in the current run.
+    count: u64,
+    /// When the run last warned.
+    warned: Option<Instant>,
+}
+
+impl Failures {
+    /// A pass failed at `now`: `Some(failed passes in this run)` when it should warn (the
+    /// first failure of a run, then once per [`WARN_EVERY`]).
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.count += 1;
+        match self.warned {
+            Some(t) if now.duration_since(t) < WARN_EVERY => None,
+            _ => {
+                self.warned = Some(now);
+                Some(self.count)
+            }
+        }
+    }
+
+    /// A pass ran: the run of failures, if any, is over (said once, at info).
+    fn passed(&mut self) {
+        if self.count > 0 {
+            tracing::info!(failed_passes = self.count, "WAL checkpoints work again");
+        }
+        *self = Failures::default();
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_failures_warns_at_its_start_then_once_a_minute() {
+        let t0 = Instant::now();
+        let mut f = Failures::default();
+        assert_eq!(f.failed(t0), Some(1), "the first failure warns");
+        // a pass every 50 ms for just under a minute: silent
+        for i in 1..1_199u32 {
+            assert_eq!(f.failed(t0 + BACKGROUND_EVERY * i), None, "failure {i}");
+        }
+        assert_eq!(
+            f.failed(t0 + WARN_EVERY),
+            Some(1_200),
+            "a minute on, with the count"
+        );
+        assert_eq!(f.failed(t0 + WARN_EVERY + BACKGROUND_EVERY), None);
+        f.passed();
+        assert_eq!(
+            f.failed(t0 + WARN_EVERY + BACKGROUND_EVERY * 2),
+            Some(1),
+            "a new run warns at once"
+        );
     }
 }
