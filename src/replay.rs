@@ -69,6 +69,7 @@ pub async fn replay(
         total.liquidations += out.liquidations;
         total.stop_losses += out.stop_losses;
         total.take_profits += out.take_profits;
+        total.cancelled += out.cancelled;
         i = end;
         progress(i as u64, ticks.len() as u64);
     }

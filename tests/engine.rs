@@ -1607,6 +1607,50 @@ async fn venue_floor_caps_a_loss_beyond_what_the_account_holds() {
     );
 }
 
+/// A resting order's reserve pays for its fill at the fees of its placement. When the admin
+/// raises the fees in between and the owner cannot pay the rest, the tick cancels the order
+/// instead of driving `available` below zero; an owner who can pay is filled by the same tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_order_its_owner_can_no_longer_pay_for_is_cancelled_not_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    tick(&e, BTC, "100").await;
+    // 1 @ 99 x10 reserves 9.9 + 99 × 5.5 bps = 9.95445
+    let short = user_with(&e, "short", "10").await;
+    let rich = user_with(&e, "rich", "100").await;
+    let buy = || order(BTC, Side::Buy, "1", Some("99"), 10, None, None);
+    let o_short = e.place_order(short, buy()).await.unwrap();
+    let o_rich = e.place_order(rich, buy()).await.unwrap();
+    assert_eq!(e.balance(short, DEMO).unwrap().order_reserved, d("9.95445"));
+    let mut spec = e.symbol(BTC).unwrap();
+    spec.maker_fee_bps = Bps(100_000); // 10 %: the fill now costs 9.9 margin + 9.9 fee
+    spec.taker_fee_bps = Bps(100_000);
+    e.upsert_symbol(spec).await.unwrap();
+
+    let out = tick(&e, BTC, "98").await;
+    assert_eq!((out.fills, out.cancelled), (1, 1), "{out:?}");
+    let e = reopen(e, &dir);
+    let cancelled = e.order(short, o_short.id).unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert_eq!(cancelled.fill_price, None);
+    let b = e.balance(short, DEMO).unwrap();
+    assert_eq!(
+        (b.wallet, b.order_reserved, b.available, b.margin_used),
+        (d("10"), Dec::ZERO, d("10"), Dec::ZERO),
+        "the reserve is released and nothing is charged"
+    );
+    assert!(e.positions(short, None).unwrap().is_empty());
+
+    let filled = e.order(rich, o_rich.id).unwrap();
+    assert_eq!(filled.status, OrderStatus::Filled);
+    assert_eq!(
+        (filled.fill_price, filled.fee),
+        (Some(d("99")), Some(d("9.9")))
+    );
+    let b = e.balance(rich, DEMO).unwrap();
+    assert_eq!((b.wallet, b.available), (d("90.1"), d("80.2")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Recovery.
 
@@ -1727,6 +1771,7 @@ async fn reopening_changes_nothing_and_ticks_then_fill_and_trigger_as_before() {
         liquidations,
         stop_losses,
         take_profits,
+        cancelled: 0,
     };
     assert_eq!(
         outcomes_a,

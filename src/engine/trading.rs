@@ -110,6 +110,9 @@ pub struct TickOutcome {
     pub stop_losses: usize,
     /// Take profits hit.
     pub take_profits: usize,
+    /// Resting orders cancelled instead of filled, because the account could no longer pay
+    /// for the fill (the symbol's fees were raised after the order's reserve was taken).
+    pub cancelled: usize,
 }
 
 /// Everything placing an order needs, validated.
@@ -407,23 +410,46 @@ impl Sequencer {
         if let (Some(sym), Some(px)) = (self.st.symbols.get_mut(&order.symbol), order.price) {
             sym.book.remove(order.side, px, id);
         }
+        self.cancel(&mut tx, &mut order);
+        self.commit(tx, order, reply);
+    }
+
+    /// Cancels `order`, already taken out of the pending map and the book: releases its
+    /// reserve and records the change.
+    fn cancel(&mut self, tx: &mut Tx, order: &mut Order) {
         let l = self
             .st
             .users
-            .get_mut(&user)
+            .get_mut(&order.user_id)
             .expect("order owner exists")
             .ledger(order.account_type);
         l.order_reserved = Dec(l.order_reserved.raw() - order.reserve.raw());
-        tx.touch(user, order.account_type);
+        tx.touch(order.user_id, order.account_type);
         order.reserve = Dec::ZERO;
         order.status = OrderStatus::Cancelled;
         tx.ops
             .push(Op::UpdateOrder(Box::new(order.clone()), tx.now));
-        tx.inval.push(Inval::Orders(user));
+        tx.inval.push(Inval::Orders(order.user_id));
         tx.events.push(Event::OrderCancelled {
             order: order.clone(),
         });
-        self.commit(tx, order, reply);
+    }
+
+    /// Whether the owner of resting `order` can pay for its fill at `px` with `fee_bps`: the
+    /// margin and fee must fit in what is available once the order's reserve is released. The
+    /// reserve always covers them unless the symbol's fees were raised after it was taken.
+    fn can_pay_for_fill(
+        &self,
+        order: &Order,
+        px: Dec,
+        fee_bps: crate::domain::symbol::Bps,
+    ) -> bool {
+        let cost = math::margin(px, order.qty, order.leverage)
+            .zip(math::fee(px, order.qty, fee_bps))
+            .map(|(m, f)| m.raw() as i128 + f.raw() as i128);
+        let ledger = &self.st.users[&order.user_id].ledgers[order.account_type.index()];
+        let room = ledger.available().raw() as i128 + order.reserve.raw() as i128;
+        cost.is_some_and(|c| c <= room)
     }
 
     /// Refuses with 409 when the row exists for this user but is no longer open, else 404. The
@@ -581,9 +607,14 @@ impl Sequencer {
                 .expect("symbol")
                 .book
                 .remove(order.side, limit, id);
-            tx.inval.push(Inval::Orders(order.user_id));
-            self.fill(tx, &mut order, limit, maker, true);
-            out.fills += 1;
+            if self.can_pay_for_fill(&order, limit, maker) {
+                tx.inval.push(Inval::Orders(order.user_id));
+                self.fill(tx, &mut order, limit, maker, true);
+                out.fills += 1;
+            } else {
+                self.cancel(tx, &mut order);
+                out.cancelled += 1;
+            }
         }
         let hits = self.st.symbols[symbol].triggers.triggered_by(price);
         for (trigger, pid) in hits {
