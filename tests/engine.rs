@@ -3250,6 +3250,87 @@ async fn signals_place_sized_protected_orders_for_enabled_licensed_followers() {
     e.shutdown();
 }
 
+/// One config serves every symbol: its leverage is a default that the symbol's maximum caps, for
+/// a manual order that names none as for a signal; and a config and a signal take the same
+/// stop-loss and take-profit percentages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_leverage_and_percentages_mean_the_same_to_orders_and_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let cfg = ConfigPatch {
+        sl_pct: Some(Some(d("99.5"))),
+        ..follows("lev", Some(200), Some("10"))
+    };
+    let u = follower(&e, "lev", cfg, true, false).await;
+    tick(&e, BTC, "100").await;
+
+    let o = e
+        .place_order(u, NewOrder::market(BTC, Side::Buy, d("0.01")))
+        .await
+        .expect("the configured x200 is capped at BTC's x100, not refused");
+    assert_eq!(o.leverage, 100);
+    let explicit = e
+        .place_order(u, order(BTC, Side::Buy, "0.01", None, 200, None, None))
+        .await;
+    assert_eq!(
+        code(explicit),
+        "invalid_request",
+        "a leverage asked for is checked"
+    );
+
+    let avail = e.balance(u, DEMO).unwrap().available;
+    let signal = |side, sl: Option<&str>, tp: Option<&str>| Signal {
+        strategy: "lev".into(),
+        symbol: BTC.into(),
+        side,
+        sl_pct: sl.map(d),
+        tp_pct: tp.map(d),
+    };
+    let out = e
+        .submit_signal(signal(Side::Buy, None, Some("150")))
+        .await
+        .expect("a +150 % take profit on a long is valid");
+    assert_eq!((out.orders_placed, out.skipped), (1, 0));
+    let p = e.positions(u, None).unwrap().pop().unwrap();
+    let want_qty =
+        reference::signal_qty(avail.raw(), 10 * 100_000_000, 100, d("100").raw(), 100_000);
+    assert_eq!(
+        (p.leverage, p.qty.raw(), p.sl, p.tp),
+        (100, want_qty, Some(d("0.5")), Some(d("250"))),
+        "x100; sl 100 × (1 − 99.5 %) from the config; tp 100 × (1 + 150 %) from the signal"
+    );
+    // for a short the same +150 % would put the take profit below zero: it is left out
+    e.submit_signal(signal(Side::Sell, None, Some("150")))
+        .await
+        .unwrap();
+    let p = e.positions(u, None).unwrap().pop().unwrap();
+    assert_eq!(
+        (p.side, p.sl, p.tp),
+        (PositionSide::Short, Some(d("199.5")), None)
+    );
+
+    for (sl, tp) in [
+        (Some("100"), None),
+        (None, Some("1000.00000001")),
+        (Some("0"), None),
+    ] {
+        let before = snapshot(&e, u);
+        assert_eq!(
+            code(e.submit_signal(signal(Side::Buy, sl, tp)).await),
+            "invalid_request",
+            "signal sl {sl:?} tp {tp:?}"
+        );
+        let patch = ConfigPatch {
+            sl_pct: sl.map(|v| Some(d(v))),
+            tp_pct: tp.map(|v| Some(d(v))),
+            ..ConfigPatch::default()
+        };
+        assert_eq!(code(e.set_config(u, patch).await), "invalid_request");
+        assert_eq!(snapshot(&e, u), before);
+    }
+    e.shutdown();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 9. Events.
 

@@ -31,6 +31,21 @@ fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A stop-loss percentage (of a config or a signal) is in (0, 100): a long's stop at 100 % or
+/// more below the price would be at or below zero.
+fn sl_pct_ok(p: Dec) -> bool {
+    p.is_positive() && p < Dec::from_int(100)
+}
+
+/// A take-profit percentage is in (0, 1000]. For a short it moves the price down, so one of
+/// 100 or more is left out of that short's order (README).
+fn tp_pct_ok(p: Dec) -> bool {
+    p.is_positive() && p <= Dec::from_int(1000)
+}
+
+const SL_PCT_RANGE: &str = "sl_pct must be > 0 and < 100";
+const TP_PCT_RANGE: &str = "tp_pct must be > 0 and <= 1000";
+
 /// A partial config update: absent fields stay, `null` clears.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -73,18 +88,17 @@ impl ConfigPatch {
             })?;
             c.leverage = v;
         }
-        let pct_ok =
-            |v: Option<Dec>, max: i64| v.is_none_or(|p| p.is_positive() && p <= Dec::from_int(max));
         if let Some(v) = self.risk_pct {
-            ensure(pct_ok(v, 100), || "risk_pct must be > 0 and <= 100".into())?;
+            let ok = v.is_none_or(|p| p.is_positive() && p <= Dec::from_int(100));
+            ensure(ok, || "risk_pct must be > 0 and <= 100".into())?;
             c.risk_pct = v;
         }
         if let Some(v) = self.sl_pct {
-            ensure(pct_ok(v, 99), || "sl_pct must be > 0 and < 100".into())?;
+            ensure(v.is_none_or(sl_pct_ok), || SL_PCT_RANGE.into())?;
             c.sl_pct = v;
         }
         if let Some(v) = self.tp_pct {
-            ensure(pct_ok(v, 1000), || "tp_pct must be > 0 and <= 1000".into())?;
+            ensure(v.is_none_or(tp_pct_ok), || TP_PCT_RANGE.into())?;
             c.tp_pct = v;
         }
         if let Some(a) = self.account_type {
@@ -428,17 +442,15 @@ impl Sequencer {
     /// [`SIGNAL_PART`] at a time.
     pub fn submit_signal(&mut self, s: Signal, reply: Reply<SignalOutcome>) {
         let now = crate::domain::model::now_ms();
-        let pct_ok = |v: Option<Dec>| v.is_none_or(|p| p.is_positive() && p < Dec::from_int(100));
         let last = match self.st.symbols.get(&s.symbol) {
             None => Err(Error::UnknownSymbol(s.symbol.clone())),
             Some(sym) => sym.last.ok_or_else(|| Error::NoPrice(s.symbol.clone())),
         }
         .and_then(|last| {
-            ensure(
-                !s.strategy.is_empty() && pct_ok(s.sl_pct) && pct_ok(s.tp_pct),
-                || "strategy must be set and sl_pct/tp_pct within (0, 100)".into(),
-            )
-            .map(|()| last)
+            ensure(!s.strategy.is_empty(), || "strategy must be set".into())?;
+            ensure(s.sl_pct.is_none_or(sl_pct_ok), || SL_PCT_RANGE.into())?;
+            ensure(s.tp_pct.is_none_or(tp_pct_ok), || TP_PCT_RANGE.into())?;
+            Ok(last)
         });
         let last = match last {
             Ok(l) => l,
@@ -470,7 +482,7 @@ impl Sequencer {
                     continue;
                 }
             };
-            let leverage = cfg.leverage.unwrap_or(1).clamp(1, spec.max_leverage);
+            let leverage = super::trading::configured_leverage(&cfg, &spec);
             let available = u.ledgers[cfg.account_type.index()].available();
             let qty = math::signal_qty(available, risk, leverage, last, spec.lot_size);
             if qty < spec.min_qty {

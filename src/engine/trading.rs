@@ -6,8 +6,10 @@ use super::sequencer::{Inval, Reply, Sequencer, Tx, ensure};
 use crate::domain::math;
 use crate::domain::model::{
     AccountType, CloseReason, Id, Millis, Order, OrderStatus, OrderType, Position, Side, Trade,
+    UserConfig,
 };
 use crate::domain::money::Dec;
+use crate::domain::symbol::SymbolSpec;
 use crate::error::{Error, Result};
 use crate::store::ops::Op;
 
@@ -115,6 +117,12 @@ pub struct TickOutcome {
     pub cancelled: usize,
 }
 
+/// The leverage an order or signal uses when it names none: the user's configured leverage
+/// (default 1), capped by the symbol's `max_leverage`, since one config serves every symbol.
+pub(super) fn configured_leverage(config: &UserConfig, spec: &SymbolSpec) -> u32 {
+    config.leverage.unwrap_or(1).clamp(1, spec.max_leverage)
+}
+
 /// Everything placing an order needs, validated.
 struct Checked {
     user: Id,
@@ -150,7 +158,10 @@ impl Sequencer {
         ensure(o.qty >= spec.min_qty, || {
             format!("qty must be at least min_qty {}", spec.min_qty)
         })?;
-        let leverage = o.leverage.or(u.config.leverage).unwrap_or(1);
+        // the configured leverage is a default, capped by the symbol like a signal's
+        let leverage = o
+            .leverage
+            .unwrap_or_else(|| configured_leverage(&u.config, spec));
         ensure((1..=spec.max_leverage).contains(&leverage), || {
             format!("leverage must be a whole number 1..={}", spec.max_leverage)
         })?;
