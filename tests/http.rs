@@ -1133,6 +1133,21 @@ fn every_route_answers_its_success_shape() {
     assert_eq!(l0["trades"].as_array().unwrap().len(), 1);
     let l5000 = trades("?limit=5000");
     assert_eq!(l5000["limit"], 1000, "limit=5000 is clamped to 1000");
+    // any whole number is clamped, however far out of range
+    for (q, page, limit) in [
+        ("?limit=-1", 1, 1),
+        ("?limit=99999999999999999999999", 1, 1000),
+        ("?page=-3&limit=2", 1, 2),
+        ("?page=0&limit=2", 1, 2),
+        ("?page=%2B2&limit=%2B2", 2, 2),
+    ] {
+        let v = trades(q);
+        assert_eq!(
+            (&v["page"], &v["limit"]),
+            (&json!(page), &json!(limit)),
+            "{q}: {v}"
+        );
+    }
     assert_eq!(l5000["pages"], 1);
     assert_eq!(l5000["trades"].as_array().unwrap().len(), 3);
     let beyond = trades("?page=7&limit=2");
@@ -2100,6 +2115,7 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         "{}".to_string(),
         "".to_string(),
         "[]".to_string(),
+        r#"["BTCUSDT","buy","market","0.001"]"#.to_string(),
         "null".to_string(),
         "42".to_string(),
         r#"{"symbol":"BTCUSDT","side":"hold","type":"market","qty":"0.001"}"#.to_string(),
@@ -2174,6 +2190,8 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         );
     }
     add!("POST", &dep, t, Some("{}"), Invalid);
+    add!("POST", &dep, t, Some("[1]"), Invalid);
+    add!("POST", &dep, t, Some(r#" ["1", "demo"]"#), Invalid);
     add!(
         "POST",
         &dep,
@@ -2324,6 +2342,7 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         Some(r#"{"name":""}"#),
         Invalid
     );
+    add!("POST", "/api/v1/users", adm, Some(r#"["bob"]"#), Invalid);
     add!(
         "POST",
         "/api/v1/users",
@@ -2396,8 +2415,9 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
     // bad queries
     for q in [
         "trades?page=abc",
-        "trades?limit=-1",
-        "trades?limit=99999999999999999999999",
+        "trades?limit=1.5",
+        "trades?limit=",
+        "trades?page=--1",
         "trades?page=1&limit=2&sort=asc",
         "balance?account_type=gold",
         "balance?foo=1",
@@ -2496,6 +2516,7 @@ fn a_page_beyond_the_end_is_empty_even_for_huge_page_numbers() {
     for q in [
         "?page=9223372036854775809&limit=1",
         "?page=18446744073709551615&limit=1000",
+        "?page=99999999999999999999999999&limit=1",
     ] {
         let v = ok(
             &s.get(&format!("/api/v1/users/{a}/trades{q}"), Some(&ta)),

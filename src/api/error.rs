@@ -74,6 +74,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         } else {
             bytes
         };
+        // every body of API.md is an object; serde's derived structs would also take an array
+        // of the fields in order
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            let status = match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Ok(_) => 422,
+                Err(_) => 400,
+            };
+            return Err(ApiError::invalid(status, "the body must be a JSON object"));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error(&mut de) {
             Ok(v) => Ok(Body(v)),

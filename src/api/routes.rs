@@ -239,8 +239,34 @@ pub async fn close_position(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
-    page: Option<u64>,
-    limit: Option<u64>,
+    page: Option<Whole>,
+    limit: Option<Whole>,
+}
+
+/// A whole number from the query string, saturated into `u64` (a negative one is 0). The
+/// trades page and limit are clamped (API.md §2: limit to 1..=1000, page to at least 1), so
+/// any whole number is a valid request; anything else is `invalid_request`.
+struct Whole(u64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let (negative, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix('+').unwrap_or(&s)),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is not a whole number"
+            )));
+        }
+        // only an overflow is left to fail
+        Ok(Whole(if negative {
+            0
+        } else {
+            digits.parse().unwrap_or(u64::MAX)
+        }))
+    }
 }
 
 /// `GET /users/{id}/trades?page=&limit=`.
@@ -251,8 +277,12 @@ pub async fn trades(
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let uid = user_path(caller, &uid)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as u32;
-    Ok(Json(st.engine.trades(uid, q.page.unwrap_or(1), limit)?))
+    let limit = q.limit.map_or(100, |w| w.0.clamp(1, 1000) as u32);
+    Ok(Json(st.engine.trades(
+        uid,
+        q.page.map_or(1, |w| w.0),
+        limit,
+    )?))
 }
 
 /// Request shape of its route (see API.md §2).
