@@ -842,6 +842,19 @@ fn every_route_answers_its_success_shape() {
         ),
         c3
     );
+    // account_type cannot be empty: null puts it back to its default
+    let cfg_path = format!("/api/v1/users/{uid}/config");
+    let real = ok(
+        &s.put(&cfg_path, Some(&tok), &json!({"account_type": "real"})),
+        200,
+    );
+    assert_eq!(real["account_type"], "real");
+    let reset = ok(
+        &s.put(&cfg_path, Some(&tok), &json!({"account_type": null})),
+        200,
+    );
+    assert_eq!(reset["account_type"], "demo");
+    assert_eq!(reset["strategy"], "trend", "the rest stays");
 
     // PUT /users/{id}/bot
     let b = ok(
@@ -1345,7 +1358,11 @@ fn every_route_answers_its_success_shape() {
     assert!(dp["pool_size"].as_u64().unwrap() >= 1);
     assert!(dp["queries"].as_u64().unwrap() > 0);
 
-    // GET /metrics: Prometheus text, no token needed
+    // GET /metrics: Prometheus text, no token needed. Made-up methods are counted under one
+    // label, so that they cannot add series without end.
+    for method in ["FOO1", "BAR2"] {
+        assert_eq!(s.raw(method, "/api/v1/health", None, None, &[]).status, 405);
+    }
     let m = s.get("/metrics", None);
     assert_eq!(m.status, 200);
     assert!(
@@ -1357,6 +1374,11 @@ fn every_route_answers_its_success_shape() {
     );
     let text = m.text();
     assert!(text.contains("# TYPE "), "no # TYPE line");
+    assert!(!text.contains("FOO1") && !text.contains("BAR2"), "{text}");
+    assert!(
+        text.contains(r#"litetrade_http_responses_total{method="other",route="/api/v1/health",status="405"} 2"#),
+        "{text}"
+    );
     for line in text
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

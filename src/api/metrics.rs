@@ -3,6 +3,7 @@
 
 use crate::Engine;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use parking_lot::RwLock;
@@ -58,14 +59,29 @@ pub async fn track(State(m): State<Arc<HttpMetrics>>, req: Request, next: Next) 
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let span = tracing::info_span!("http", %method, %route);
     let t0 = Instant::now();
     let res = next.run(req).instrument(span).await;
     let secs = t0.elapsed().as_secs_f64();
     tracing::debug!(%method, %route, status = res.status().as_u16(), elapsed_us = (secs * 1e6) as u64, "request");
-    m.observe(&method, &route, res.status().as_u16(), secs);
+    m.observe(method, &route, res.status().as_u16(), secs);
     res
+}
+
+/// The method as a metrics label: the standard ones by name, anything else as `other`, so that
+/// requests with made-up methods cannot add series without end.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 fn esc(s: &str) -> String {

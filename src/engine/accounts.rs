@@ -31,6 +31,13 @@ fn double<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A present field where `null` means the default value (for a field that cannot be empty).
+fn null_is_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> std::result::Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d).map(|v| Some(v.unwrap_or_default()))
+}
+
 /// A stop-loss percentage (of a config or a signal) is in (0, 100): a long's stop at 100 % or
 /// more below the price would be at or below zero.
 fn sl_pct_ok(p: Dec) -> bool {
@@ -65,8 +72,8 @@ pub struct ConfigPatch {
     /// Default take-profit distance, percent.
     #[serde(default, deserialize_with = "double")]
     pub tp_pct: Option<Option<Dec>>,
-    /// Account signals trade on.
-    #[serde(default)]
+    /// Account signals trade on (`null` clears it back to the default, `demo`).
+    #[serde(default, deserialize_with = "null_is_default")]
     pub account_type: Option<AccountType>,
 }
 
