@@ -3537,25 +3537,8 @@ async fn accounts_are_separate_leverage_defaults_to_the_config_and_trades_page()
         d("86.22"),
         "100 × (1 − 1/7 + 0.005) = 86.2142… up to the tick"
     );
-    // a configured leverage above the symbol's maximum is refused on use
-    e.set_config(
-        u,
-        ConfigPatch {
-            leverage: Some(Some(150)),
-            ..ConfigPatch::default()
-        },
-    )
-    .await
-    .unwrap();
-    let before = snapshot(&e, u);
-    assert_eq!(
-        code(
-            e.place_order(u, NewOrder::market(BTC, Side::Buy, d("0.1")))
-                .await
-        ),
-        "invalid_request"
-    );
-    assert_eq!(snapshot(&e, u), before);
+    // (a configured leverage above the symbol's maximum is capped: see
+    // configured_leverage_and_percentages_mean_the_same_to_orders_and_signals)
 
     // the real account is its own ledger
     let demo_before = e.balance(u, DEMO).unwrap();
