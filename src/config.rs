@@ -49,6 +49,9 @@ pub enum ConfigError {
     /// An environment variable has a bad value.
     #[error("invalid environment variable {0}: {1}")]
     Env(&'static str, String),
+    /// A setting has a value that cannot work.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
 }
 
 impl Config {
@@ -56,8 +59,36 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse(path.display().to_string(), e.to_string()))
+        toml::from_str(&text).map_err(|e| {
+            // one line: the message and where (toml's own text adds a snippet of the file)
+            let at = e.span().map_or(String::new(), |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(" (line {line}, column {column})")
+            });
+            ConfigError::Parse(
+                path.display().to_string(),
+                format!("{}{at}", e.message().trim_end()),
+            )
+        })
+    }
+
+    /// Refuses settings that parse but cannot work: a body limit below 1 KiB answers every
+    /// request with 413, a pool of no connections serves no read.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.body_limit < 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "body_limit {} is below the 1024 bytes an order needs",
+                self.body_limit
+            )));
+        }
+        if self.store.pool_size == 0 {
+            return Err(ConfigError::Invalid(
+                "store.pool_size must be at least 1".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Applies the `LITETRADE_*` variables that mirror settings without a flag of their own:
@@ -70,7 +101,16 @@ impl Config {
                 .map_err(|_| ConfigError::Env(name, format!("not a number: {v:?}")))
         }
         if let Some(v) = get("LITETRADE_REQUIRE_LICENSE") {
-            self.require_license = matches!(v.trim(), "1" | "true" | "yes" | "on");
+            self.require_license = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "" | "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(ConfigError::Env(
+                        "LITETRADE_REQUIRE_LICENSE",
+                        format!("use 1 or 0 (true/false, yes/no, on/off), not {v:?}"),
+                    ));
+                }
+            };
         }
         if let Some(v) = get("LITETRADE_POOL_SIZE") {
             self.store.pool_size = num("LITETRADE_POOL_SIZE", &v)?;
@@ -139,6 +179,16 @@ mod tests {
             toml::from_str::<Config>("nope = 1").is_err(),
             "unknown keys are refused"
         );
+        // one setting of one cache: the rest keep their defaults
+        let c: Config = toml::from_str("[caches.order]\nttl_ms = 250\n").unwrap();
+        let d = CacheConfig::default();
+        assert_eq!(
+            (c.caches.order.ttl_ms, c.caches.order.capacity),
+            (250, d.order.capacity)
+        );
+        assert_eq!(c.caches.balance, d.balance);
+        assert!(toml::from_str::<Config>("[caches.order]\nttl = 1\n").is_err());
+        assert!(toml::from_str::<Config>("[caches.nine]\nttl_ms = 1\n").is_err());
         let mut c = Config::default();
         c.apply_env(|k| (k == "LITETRADE_CACHE_PRICE_TTL_MS").then(|| "42".to_string()))
             .unwrap();
@@ -147,5 +197,17 @@ mod tests {
             c.apply_env(|k| (k == "LITETRADE_POOL_SIZE").then(|| "x".to_string()))
                 .is_err()
         );
+        let license = |v: &str| {
+            let mut c = Config::default();
+            c.apply_env(|k| (k == "LITETRADE_REQUIRE_LICENSE").then(|| v.to_string()))
+                .map(|()| c.require_license)
+        };
+        assert!(license("YES").unwrap());
+        assert!(!license("0").unwrap());
+        assert!(license("maybe").is_err(), "a typo is not silently false");
+        let mut c = Config::default();
+        assert!(c.check().is_ok());
+        c.body_limit = 0;
+        assert!(c.check().is_err());
     }
 }

@@ -123,7 +123,8 @@ pub fn price_paths(
     let tick = Dec::parse("0.01").expect("literal");
     if let Some(path) = file {
         let mut ticks = feed::read_feed(path)?;
-        feed::scale_to(&mut ticks, tick);
+        let distorted = feed::scale_to(&mut ticks, tick);
+        feed::warn_if_distorted(distorted, ticks.len(), "BTCUSDT", tick);
         return Ok(vec![("BTCUSDT".to_string(), ticks)]);
     }
     Ok(START_PRICES

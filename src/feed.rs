@@ -85,7 +85,7 @@ pub struct FeedTick {
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The file that failed.
         path: PathBuf,
@@ -94,7 +94,7 @@ pub enum FeedError {
         source: std::io::Error,
     },
     /// The data looked like gzip (or the name ends in `.gz`) but did not decompress.
-    #[error("cannot decompress gzip data: {0}")]
+    #[error("cannot decompress gzip data")]
     Gzip(#[source] std::io::Error),
     /// The decompressed data exceeds [`MAX_DECOMPRESSED_BYTES`].
     #[error("decompressed data is larger than {limit} bytes")]
@@ -109,7 +109,7 @@ pub enum FeedError {
     #[error("feed is empty: no rows")]
     Empty,
     /// The content is not valid JSON.
-    #[error("not valid JSON: {0}")]
+    #[error("not valid JSON")]
     Json(#[from] serde_json::Error),
     /// The content is none of the understood formats.
     #[error("unrecognised feed format: {0}")]
@@ -136,7 +136,7 @@ pub enum FeedError {
         value: String,
     },
     /// A price is not a decimal number (or is out of range).
-    #[error("row {row}: {field} {value:?} is not a valid price: {source}")]
+    #[error("row {row}: {field} {value:?} is not a valid price")]
     BadPrice {
         /// 1-based row number.
         row: usize,
@@ -207,17 +207,37 @@ pub fn parse_feed(file_name: &str, bytes: &[u8]) -> Result<(FeedFormat, Vec<Feed
 }
 
 /// Rounds every price to the nearest multiple of `tick_size` (half away from zero), never below
-/// one tick. A `tick_size` that is not positive leaves the ticks unchanged.
+/// one tick. A `tick_size` that is not positive leaves the ticks unchanged. Returns how many
+/// prices the rounding moved by more than 1 %, for the caller to warn about.
 ///
 /// Needed when a feed is replayed onto a symbol whose tick is coarser than the data, e.g. XRP/ETH
 /// trades at 0.0000273 onto a symbol with tick 0.01 (every such price becomes 0.01). Callers that
 /// want to keep the price path may prefer to upsert a symbol with a finer tick instead.
-pub fn scale_to(ticks: &mut [FeedTick], tick_size: Dec) {
+pub fn scale_to(ticks: &mut [FeedTick], tick_size: Dec) -> usize {
     if !tick_size.is_positive() {
-        return;
+        return 0;
     }
+    let mut distorted = 0;
     for t in ticks {
-        t.price = round_to_tick(t.price, tick_size);
+        let rounded = round_to_tick(t.price, tick_size);
+        let moved = (i128::from(rounded.raw()) - i128::from(t.price.raw())).abs();
+        if moved * 100 > i128::from(t.price.raw()) {
+            distorted += 1;
+        }
+        t.price = rounded;
+    }
+    distorted
+}
+
+/// Warns (through `tracing`) when [`scale_to`] moved `distorted` of `total` prices by more
+/// than 1 %: the feed is finer than the symbol's tick, and its price path is not kept.
+pub fn warn_if_distorted(distorted: usize, total: usize, symbol: &str, tick_size: Dec) {
+    if distorted > 0 {
+        tracing::warn!(
+            "{distorted} of {total} prices moved by more than 1 % when rounded to {symbol}'s \
+             tick_size {tick_size}: the feed is finer than the symbol. To keep its price path, \
+             give the symbol a finer tick first (PUT /api/v1/symbols/{symbol})"
+        );
     }
 }
 
@@ -1407,18 +1427,20 @@ mod tests {
             ("2.5", 3),
             ("100", 4),
         ]);
-        scale_to(&mut t, dec("0.01"));
+        // only 0.0000273 → 0.01 moves by more than 1 %
+        assert_eq!(scale_to(&mut t, dec("0.01")), 1);
         assert_eq!(
             t,
             ticks(&[("0.01", 0), ("1.01", 1), ("1", 2), ("2.5", 3), ("100", 4)])
         );
-        scale_to(&mut t, Dec::ONE);
+        // 0.01 → 1 and 2.5 → 3
+        assert_eq!(scale_to(&mut t, Dec::ONE), 2);
         assert_eq!(
             t,
             ticks(&[("1", 0), ("1", 1), ("1", 2), ("3", 3), ("100", 4)])
         );
         let before = t.clone();
-        scale_to(&mut t, Dec::ZERO);
+        assert_eq!(scale_to(&mut t, Dec::ZERO), 0);
         assert_eq!(t, before);
         let mut big = vec![FeedTick {
             price: Dec(i64::MAX),

@@ -30,9 +30,10 @@ const fn spec(ttl_s: u64, capacity: usize) -> CacheSpec {
     }
 }
 
-/// Tunables of the nine caches (defaults from API.md §3).
+/// Tunables of the nine caches (defaults from API.md §3). In a config file every field is
+/// optional, down to a cache's `ttl_ms` or `capacity` alone (see [`CacheConfigFile`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "CacheConfigFile")]
 pub struct CacheConfig {
     /// user → profile, config, bot switch, licenses.
     pub user_config: CacheSpec,
@@ -54,6 +55,69 @@ pub struct CacheConfig {
     pub api_response: CacheSpec,
     /// How often expired entries are swept, ms.
     pub cleanup_interval_ms: u64,
+}
+
+/// One cache's settings as a config file gives them: either may be left out.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSpecFile {
+    /// Time to live, ms.
+    pub ttl_ms: Option<u64>,
+    /// Most entries.
+    pub capacity: Option<usize>,
+}
+
+impl CacheSpecFile {
+    fn over(self, default: CacheSpec) -> CacheSpec {
+        CacheSpec {
+            ttl_ms: self.ttl_ms.unwrap_or(default.ttl_ms),
+            capacity: self.capacity.unwrap_or(default.capacity),
+        }
+    }
+}
+
+/// [`CacheConfig`] as a config file gives it; what is left out keeps its default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfigFile {
+    /// See [`CacheConfig::user_config`].
+    pub user_config: CacheSpecFile,
+    /// See [`CacheConfig::balance`].
+    pub balance: CacheSpecFile,
+    /// See [`CacheConfig::position`].
+    pub position: CacheSpecFile,
+    /// See [`CacheConfig::order`].
+    pub order: CacheSpecFile,
+    /// See [`CacheConfig::market_data`].
+    pub market_data: CacheSpecFile,
+    /// See [`CacheConfig::credentials`].
+    pub credentials: CacheSpecFile,
+    /// See [`CacheConfig::price`].
+    pub price: CacheSpecFile,
+    /// See [`CacheConfig::symbol_info`].
+    pub symbol_info: CacheSpecFile,
+    /// See [`CacheConfig::api_response`].
+    pub api_response: CacheSpecFile,
+    /// See [`CacheConfig::cleanup_interval_ms`].
+    pub cleanup_interval_ms: Option<u64>,
+}
+
+impl From<CacheConfigFile> for CacheConfig {
+    fn from(f: CacheConfigFile) -> Self {
+        let d = CacheConfig::default();
+        CacheConfig {
+            user_config: f.user_config.over(d.user_config),
+            balance: f.balance.over(d.balance),
+            position: f.position.over(d.position),
+            order: f.order.over(d.order),
+            market_data: f.market_data.over(d.market_data),
+            credentials: f.credentials.over(d.credentials),
+            price: f.price.over(d.price),
+            symbol_info: f.symbol_info.over(d.symbol_info),
+            api_response: f.api_response.over(d.api_response),
+            cleanup_interval_ms: f.cleanup_interval_ms.unwrap_or(d.cleanup_interval_ms),
+        }
+    }
 }
 
 impl Default for CacheConfig {
