@@ -46,7 +46,7 @@ pub enum Error {
     #[error("missing or invalid bearer token")]
     Unauthorized,
     /// The database cannot take the write now (disk full, locked); nothing was applied.
-    #[error("service unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
     /// A bug or an unexpected database error.
     #[error("internal error: {0}")]

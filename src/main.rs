@@ -139,6 +139,7 @@ fn build_config(c: &Common) -> Result<Config> {
     if let Some(l) = &c.listen {
         cfg.listen = l.clone();
     }
+    cfg.check()?;
     Ok(cfg)
 }
 
@@ -149,6 +150,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
 }
 
@@ -228,10 +230,17 @@ fn open_engine(cfg: &Config) -> Result<Engine> {
     Ok(Engine::open(cfg)?)
 }
 
-async fn start_server(
-    engine: &Engine,
-    cfg: &Config,
-) -> Result<(tokio::net::TcpListener, String, PathBuf)> {
+/// Binds the listen address. It goes first, so that a busy port leaves no new database or
+/// token file behind.
+async fn listen(cfg: &Config) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))
+}
+
+/// The admin token (from `LITETRADE_ADMIN_TOKEN`, else the file beside the database) and that
+/// file's path.
+fn admin_token(cfg: &Config) -> Result<(String, PathBuf)> {
     let token_file = cfg.beside_db("admin-token");
     let token =
         litetrade::api::admin_token(std::env::var("LITETRADE_ADMIN_TOKEN").ok(), &token_file)
@@ -241,16 +250,13 @@ async fn start_server(
                     token_file.display()
                 )
             })?;
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let _ = engine;
-    Ok((listener, token, token_file))
+    Ok((token, token_file))
 }
 
 async fn serve(cfg: Config) -> Result<()> {
+    let listener = listen(&cfg).await?;
     let engine = open_engine(&cfg)?;
-    let (listener, token, _) = start_server(&engine, &cfg).await?;
+    let (token, _) = admin_token(&cfg)?;
     tracing::info!(listen = %cfg.listen, db = %cfg.db.display(), "serving");
     litetrade::api::serve(engine, listener, &token, shutdown_signal()).await?;
     tracing::info!("stopped cleanly");
@@ -263,10 +269,14 @@ async fn demo(
     duration: Option<u64>,
     tick_ms: u64,
 ) -> Result<()> {
-    let paths = litetrade::demo::price_paths(feed.as_deref())?;
+    let paths = litetrade::demo::price_paths(feed.as_deref()).with_context(|| match &feed {
+        Some(f) => format!("feed {}", f.display()),
+        None => "the built-in price paths".into(),
+    })?;
+    let listener = listen(&cfg).await?;
     let engine = open_engine(&cfg)?;
     let users = litetrade::demo::ensure_demo_users(&engine).await?;
-    let (listener, token, token_file) = start_server(&engine, &cfg).await?;
+    let (token, token_file) = admin_token(&cfg)?;
     let tokens_file = cfg.beside_db("demo-tokens");
     let fresh: Vec<String> = users
         .iter()
@@ -279,34 +289,38 @@ async fn demo(
         )?;
     }
     let base = format!("http://{}", cfg.listen);
-    let tf = token_file.display();
     println!(
         "litetrade demo: serving {base}/api/v1 on {}",
         cfg.db.display()
     );
-    println!(
-        "admin token: in {tf}{}",
-        if std::env::var("LITETRADE_ADMIN_TOKEN").is_ok() {
-            " (LITETRADE_ADMIN_TOKEN is set and wins)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "demo users {:?}; their tokens are in {} (mode 0600)",
-        users.iter().map(|u| u.0).collect::<Vec<_>>(),
-        tokens_file.display()
-    );
+    // the token to put in the sample commands: the variable when it is set (no file is written
+    // then), else the file
+    let admin = if std::env::var("LITETRADE_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
+        println!("admin token: the value of LITETRADE_ADMIN_TOKEN");
+        "$LITETRADE_ADMIN_TOKEN".to_string()
+    } else {
+        println!("admin token: in {}", token_file.display());
+        format!("$(cat {})", token_file.display())
+    };
+    let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
+    if tokens_file.exists() {
+        println!(
+            "demo users {ids:?}; their tokens are in {} (mode 0600)",
+            tokens_file.display()
+        );
+    } else {
+        println!(
+            "demo users {ids:?} were already in the database; a user's token is shown only when \
+             the user is created, so the admin token above is the one to use"
+        );
+    }
     println!("try:");
     println!("  curl -s {base}/api/v1/health");
-    println!("  curl -s -H \"Authorization: Bearer $(cat {tf})\" {base}/api/v1/users/1/positions");
-    println!(
-        "  curl -s -H \"Authorization: Bearer $(cat {tf})\" {base}/api/v1/users/1/trades?limit=5"
-    );
+    println!("  curl -s -H \"Authorization: Bearer {admin}\" {base}/api/v1/users/1/positions");
+    println!("  curl -s -H \"Authorization: Bearer {admin}\" {base}/api/v1/users/1/trades?limit=5");
     println!("Ctrl-C stops it.");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(litetrade::demo::DemoStatus::default());
-    let ids = users.iter().map(|u| u.0).collect();
     let feed_task = tokio::spawn(litetrade::demo::run(
         engine.clone(),
         ids,
@@ -388,6 +402,8 @@ fn seed(
         pending_orders,
         ..Default::default()
     };
+    // a running engine would not see the rows and would collide with their ids
+    let _lock = litetrade::engine::lock_database(cfg)?;
     let steps = Steps::new(false);
     let progress = |step: &str, done: u64, total: u64| steps.update(step, done, total);
     let report = litetrade::store::seed::seed(&cfg.db, &opts, &progress)
@@ -398,14 +414,18 @@ fn seed(
 }
 
 async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) -> Result<()> {
-    let ticks = litetrade::feed::read_feed(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    if speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+        bail!("--speed must be a number > 0");
+    }
+    let ticks =
+        litetrade::feed::read_feed(&file).with_context(|| format!("feed {}", file.display()))?;
     let engine = open_engine(&cfg)?;
     let spec = engine
         .symbol(&symbol)
         .with_context(|| format!("symbol {symbol}"))?;
     let mut ticks = ticks;
-    litetrade::feed::scale_to(&mut ticks, spec.tick_size);
+    let distorted = litetrade::feed::scale_to(&mut ticks, spec.tick_size);
+    litetrade::feed::warn_if_distorted(distorted, ticks.len(), &symbol, spec.tick_size);
     let pace = match speed {
         Some(s) => litetrade::replay::Pace::Speed(s),
         None => litetrade::replay::Pace::Max { batch: 1000 },
@@ -434,6 +454,9 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
 }
 
 async fn chat(cfg: Config, user: i64) -> Result<()> {
+    if !cfg.db.exists() {
+        bail!("database {} does not exist", cfg.db.display());
+    }
     let engine = open_engine(&cfg)?;
     engine.user(user).with_context(|| format!("user {user}"))?;
     let interactive = std::io::stdin().is_terminal();
@@ -474,6 +497,20 @@ fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
     .with_context(|| format!("backup {} to {}", cfg.db.display(), to.display()))?;
     pb.finish_and_clear();
     println!("backed up {} to {}", cfg.db.display(), to.display());
+    // stored credentials are sealed with the key beside the database: a copy without it could
+    // not open them
+    let key = cfg.beside_db("key");
+    if key.exists() {
+        let mut to_key = to.as_os_str().to_owned();
+        to_key.push(".key");
+        let to_key = PathBuf::from(to_key);
+        let bytes = std::fs::read(&key).with_context(|| format!("read {}", key.display()))?;
+        litetrade::engine::secrets::write_private_file(&to_key, &bytes)
+            .with_context(|| format!("copy the key file to {}", to_key.display()))?;
+        println!("copied its key file to {} (mode 0600)", to_key.display());
+    } else if std::env::var_os("LITETRADE_SECRET_KEY").is_some() {
+        println!("its credentials are sealed with LITETRADE_SECRET_KEY: keep that with the copy");
+    }
     Ok(())
 }
 
@@ -555,7 +592,11 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // usage errors exit 64 (EX_USAGE), not clap's 2, which `optimize` keeps for a damaged database
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 64 } else { 0 });
+    });
     init_logging();
     match run(cli) {
         Ok(code) => std::process::exit(code),

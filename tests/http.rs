@@ -3166,11 +3166,18 @@ fn cli_user_errors_print_one_clear_line() {
     let (st, _, e) = run_cli(&args, "", t);
     assert_one_clear_line(&args, st, &e, &["does not exist", "missing.db"]);
 
+    // a usage error is not exit 2, which optimize keeps for a damaged database
+    let (st, _, e) = run_cli(&["optimize", "--bogus"], "", t);
+    assert_eq!(st.code(), Some(64), "{e}");
+    let (st, out, _) = run_cli(&["optimize", "--help"], "", t);
+    assert!(st.success() && out.contains("--vacuum"), "{out}");
+
     let fresh = dir.path().join("fresh.db");
     let args = ["chat", "--db", fresh.to_str().unwrap(), "--user", "999"];
     let (st, _, e) = run_cli(&args, "/balance\n", t);
-    assert_one_clear_line(&args, st, &e, &["999", "not found"]);
+    assert_one_clear_line(&args, st, &e, &["does not exist", "fresh.db"]);
 
+    // the address is bound before the database is opened: nothing is left behind
     let args = [
         "serve",
         "--db",
@@ -3180,6 +3187,64 @@ fn cli_user_errors_print_one_clear_line() {
     ];
     let (st, _, e) = run_cli(&args, "", t);
     assert_one_clear_line(&args, st, &e, &["not-an-address", "listen"]);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("fresh.db"))
+        .collect();
+    assert!(left.is_empty(), "a failed start left {left:?}");
+
+    let (st, _, e) = run_cli(
+        &["seed", "--db", fresh.to_str().unwrap(), "--users", "1"],
+        "",
+        t,
+    );
+    assert!(st.success(), "seed: {e}");
+    let args = ["chat", "--db", fresh.to_str().unwrap(), "--user", "999"];
+    let (st, _, e) = run_cli(&args, "/balance\n", t);
+    assert_one_clear_line(&args, st, &e, &["999", "not found"]);
+}
+
+/// `seed` writes rows behind a server's back, so it refuses while one runs. A backup taken while
+/// serving carries the key that seals stored credentials, so a server started on the copy can
+/// still open them.
+#[test]
+fn seed_refuses_a_served_database_and_a_backup_keeps_the_credentials_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Duration::from_secs(60);
+    let db = dir.path().join("t.db");
+    let mut s = Server::start(&db);
+    let (a, ta) = s.create_user("alice");
+    let creds = format!("/api/v1/users/{a}/credentials/binance");
+    let body = json!({"api_key": "AKIAEXAMPLE0XYZ", "api_secret": "s3cret-value"});
+    ok(&s.put(&creds, Some(&ta), &body), 200);
+
+    let dbs = db.to_str().unwrap();
+    let args = ["seed", "--db", dbs, "--users", "3"];
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["another litetrade process"]);
+    // before, the seeded ids collided with the server's next user (500)
+    s.create_user("bob");
+
+    let copy = dir.path().join("copy.db");
+    let args = ["backup", "--db", dbs, "--to", copy.to_str().unwrap()];
+    let (st, out, e) = run_cli(&args, "", t);
+    assert!(st.success(), "backup: {e}");
+    let key = dir.path().join("copy.db.key");
+    assert!(out.contains("copy.db.key"), "{out}");
+    #[cfg(unix)]
+    for f in [&copy, &key] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", f.display());
+    }
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["copy.db", "already exists"]);
+    assert!(s.terminate().success());
+
+    let s2 = Server::start(&copy);
+    let c = ok(&s2.get(&creds, Some(&ta)), 200);
+    assert_eq!(c["exchange"], "binance", "{c}");
 }
 
 #[test]

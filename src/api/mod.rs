@@ -167,7 +167,14 @@ pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<String> 
     } else {
         tracing::info!(path = %file.display(), "admin token read from file");
     }
-    Ok(std::fs::read_to_string(file)?.trim().to_string())
+    let token = std::fs::read_to_string(file)?.trim().to_string();
+    if token.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty: put a token in it, or delete it and a new one is made",
+        ));
+    }
+    Ok(token)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests and shuts

@@ -320,8 +320,9 @@ impl Drop for Inner {
 }
 
 /// Takes an exclusive lock on `<db>.lock` so that two engines never own one database (each would
-/// hold its own in-memory books and they would diverge).
-fn lock_database(cfg: &Config) -> Result<std::fs::File> {
+/// hold its own in-memory books and they would diverge). `seed`, which writes rows behind an
+/// engine's back, takes it too. The lock lasts as long as the returned file is open.
+pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
     if let Some(dir) = cfg
         .db
         .parent()

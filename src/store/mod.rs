@@ -304,16 +304,47 @@ impl Store {
 
 /// Writes a consistent copy of the database at `src` to `dest` with SQLite's online backup API;
 /// safe while another connection or process is writing. `progress(done_pages, total_pages)`.
+/// The copy gets mode 0600, like the database.
 pub fn backup_file(src: &Path, dest: &Path, progress: &dyn Fn(u64, u64)) -> Result<(), StoreError> {
-    if dest.exists() {
-        return Err(open_error(dest, "already exists"));
+    let refuse =
+        |why: String| StoreError::Unavailable(format!("backup to {}: {why}", dest.display()));
+    if let Some(dir) = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Err(refuse(format!(
+            "directory {} does not exist",
+            dir.display()
+        )));
     }
     let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| open_error(src, e))?;
     from.busy_timeout(Duration::from_secs(10))?;
+    // created here, empty and private, so that an existing file is never overwritten
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    file.open(dest).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => refuse("the file already exists".into()),
+        _ => refuse(e.to_string()),
+    })?;
+    let copied = copy_into(&from, dest, progress);
+    if copied.is_err() {
+        // no half-written file that looks like a backup
+        let _ = std::fs::remove_file(dest);
+    }
+    copied
+}
+
+fn copy_into(
+    from: &Connection,
+    dest: &Path,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(), StoreError> {
     let mut to = Connection::open(dest)?;
     {
-        let backup = rusqlite::backup::Backup::new(&from, &mut to)?;
+        let backup = rusqlite::backup::Backup::new(from, &mut to)?;
         loop {
             let more = backup.step(1024)?;
             let p = backup.progress();
