@@ -288,6 +288,32 @@ fn a_file_from_a_newer_litetrade_is_refused() {
     ));
 }
 
+/// Another program's SQLite file is left exactly as it was: not switched to WAL, not given
+/// litetrade's tables.
+#[test]
+fn another_programs_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "notes.db");
+    let c = Connection::open(&path).unwrap();
+    c.execute_batch("CREATE TABLE notes(body TEXT); INSERT INTO notes VALUES ('keep me');")
+        .unwrap();
+    drop(c);
+    let err = Store::open(&path, StoreConfig::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("not a litetrade database"),
+        "{err}"
+    );
+    assert!(matches!(
+        optimize(&path, &quick(), &no_progress),
+        Err(StoreError::Open { .. })
+    ));
+    let c = plain(&path);
+    assert_eq!(pragma_text(&c, "journal_mode"), "delete");
+    assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // optimize
 

@@ -170,6 +170,8 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
     .map_err(|e| open_err(e.to_string()))?;
     conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))
         .map_err(|e| open_err(e.to_string()))?;
+    // before anything is changed (WAL mode included)
+    schema::refuse_a_foreign_file(&conn).map_err(|e| open_err(e.to_string()))?;
     // page_size takes effect only before the first table exists (new files).
     let setup = || -> rusqlite::Result<()> {
         let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;

@@ -428,6 +428,8 @@ fn run(
             ),
         )));
     }
+    // before anything is changed (WAL mode included)
+    schema::refuse_a_foreign_file(conn).map_err(|e| Fail::Store(open_error(path, e)))?;
     if pragma_i64(conn, "page_count")? == 0 {
         conn.execute_batch(&format!("PRAGMA page_size={TARGET_PAGE_SIZE};"))?;
     }

@@ -85,6 +85,28 @@ fn rewrite_orders_status_check(conn: &Connection) -> rusqlite::Result<()> {
     edited.map(drop)
 }
 
+/// Refuses a version-0 file that holds tables but no `users` table: some other program's
+/// database, which litetrade must not fill with its own tables. (A file of an older litetrade
+/// deployment has `users`; a new file has no tables.)
+pub fn refuse_a_foreign_file(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let (tables, users): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE name = 'users') FROM sqlite_schema \
+         WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if version == 0 && tables > 0 && users == 0 {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(1),
+            Some(format!(
+                "not a litetrade database: it has other tables ({tables}) and no users table"
+            )),
+        ));
+    }
+    Ok(())
+}
+
 /// Brings the file to [`SCHEMA_VERSION`] in one transaction. A file at version 0 (new, or made
 /// by an older deployment with some tables and no indexes) gains every table, every index and
 /// the default symbols. A file from a newer litetrade is refused.
@@ -101,6 +123,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             )),
         ));
     }
+    refuse_a_foreign_file(conn)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let run = || -> rusqlite::Result<()> {
         if version < 1 {
