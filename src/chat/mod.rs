@@ -383,7 +383,7 @@ fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
     }
     let mut s = String::from("PnL summary\n");
     let _ = writeln!(s, "Realized PnL: {} USDT", fmt_raw(realized));
-    let _ = writeln!(s, "Fees paid: {} USDT", fmt_raw(fees));
+    let _ = writeln!(s, "Fees paid on closed trades: {} USDT", fmt_raw(fees));
     let _ = writeln!(s, "Trades: {counted}");
     let _ = write!(s, "Wins: {wins}, losses: {losses}, breakeven: {flat}");
     if counted > 0 {
@@ -1367,7 +1367,10 @@ mod tests {
             r.contains(&format!("Realized PnL: {} USDT", Dec(realized))),
             "{r}"
         );
-        assert!(r.contains(&format!("Fees paid: {} USDT", Dec(fees))), "{r}");
+        assert!(
+            r.contains(&format!("Fees paid on closed trades: {} USDT", Dec(fees))),
+            "{r}"
+        );
         assert!(
             r.contains("Trades: 2\nWins: 1, losses: 1, breakeven: 0 (win rate 50.0%)"),
             "{r}"
