@@ -431,8 +431,16 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
         None => litetrade::replay::Pace::Max { batch: 1000 },
     };
     let pb = bar(ticks.len() as u64, "replay");
-    let summary = litetrade::replay::replay(&engine, &symbol, &ticks, pace, &|done, _| {
-        pb.set_position(done)
+    // off a terminal the bar is hidden: a plain line at every tenth instead
+    let plain = !std::io::stderr().is_terminal();
+    let tenth = std::cell::Cell::new(0);
+    let summary = litetrade::replay::replay(&engine, &symbol, &ticks, pace, &|done, total| {
+        pb.set_position(done);
+        let t = done * 10 / total.max(1);
+        if plain && t > tenth.get() {
+            tenth.set(t);
+            eprintln!("replay: {done} of {total} ticks");
+        }
     })
     .await;
     pb.finish_and_clear();

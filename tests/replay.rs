@@ -96,6 +96,16 @@ fn the_binary_replays_real_data_when_present() {
         stdout.contains("replayed 43996 ticks onto BTCUSDT"),
         "{stdout}"
     );
+    // stderr is not a terminal here: progress comes as a plain line per tenth, and the 0.01
+    // tick keeps this BTC data's price path, so there is no warning
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("replay: "))
+        .collect();
+    assert_eq!(lines.len(), 10, "{stderr}");
+    assert_eq!(lines[9], "replay: 43996 of 43996 ticks");
+    assert!(!stderr.contains("WARN"), "{stderr}");
     // the last close of the file is the symbol's last price
     let conn = rusqlite::Connection::open(&db).unwrap();
     let last: i64 = conn
