@@ -1651,6 +1651,38 @@ async fn a_resting_order_its_owner_can_no_longer_pay_for_is_cancelled_not_filled
     assert_eq!((b.wallet, b.available), (d("90.1"), d("80.2")));
 }
 
+/// Lowering `max_leverage` below a resting order's leverage cancels it at its fill: with the
+/// new maintenance margin (9 %, above 1/100) an x100 position would be born past its
+/// liquidation price, and the same tick would liquidate it at a profit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_order_above_a_lowered_max_leverage_is_cancelled_not_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    tick(&e, BTC, "100").await;
+    let u = user_with(&e, "lev", "1000").await;
+    let o = e
+        .place_order(u, order(BTC, Side::Buy, "1", Some("99"), 100, None, None))
+        .await
+        .unwrap();
+    let mut spec = e.symbol(BTC).unwrap();
+    spec.max_leverage = 10;
+    spec.mmr_bps = Bps(90_000);
+    e.upsert_symbol(spec).await.unwrap();
+    let out = tick(&e, BTC, "98").await;
+    assert_eq!(
+        (out.fills, out.cancelled, out.liquidations),
+        (0, 1, 0),
+        "{out:?}"
+    );
+    assert_eq!(e.order(u, o.id).unwrap().status, OrderStatus::Cancelled);
+    let b = e.balance(u, DEMO).unwrap();
+    assert_eq!(
+        (b.wallet, b.order_reserved, b.available),
+        (d("1000"), Dec::ZERO, d("1000"))
+    );
+    assert!(e.positions(u, None).unwrap().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Recovery.
 

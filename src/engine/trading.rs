@@ -112,8 +112,9 @@ pub struct TickOutcome {
     pub stop_losses: usize,
     /// Take profits hit.
     pub take_profits: usize,
-    /// Resting orders cancelled instead of filled, because the account could no longer pay
-    /// for the fill (the symbol's fees were raised after the order's reserve was taken).
+    /// Resting orders cancelled instead of filled, because the symbol's spec changed after
+    /// they were placed: their owner could no longer pay for the fill (higher fees), or their
+    /// leverage is above the symbol's new `max_leverage`.
     pub cancelled: usize,
 }
 
@@ -446,15 +447,16 @@ impl Sequencer {
         });
     }
 
-    /// Whether the owner of resting `order` can pay for its fill at `px` with `fee_bps`: the
-    /// margin and fee must fit in what is available once the order's reserve is released. The
-    /// reserve always covers them unless the symbol's fees were raised after it was taken.
-    fn can_pay_for_fill(
-        &self,
-        order: &Order,
-        px: Dec,
-        fee_bps: crate::domain::symbol::Bps,
-    ) -> bool {
+    /// Whether resting `order` may still fill at `px` with `fee_bps` under the symbol's current
+    /// spec. Its leverage must be within the symbol's `max_leverage`: after the admin lowers
+    /// it, the maintenance margin may exceed `1/leverage`, and the position would be born past
+    /// its liquidation price. And its owner must be able to pay: the margin and fee must fit
+    /// in what is available once the reserve is released. The reserve always covers them
+    /// unless the symbol's fees were raised after it was taken.
+    fn can_fill(&self, order: &Order, px: Dec, fee_bps: crate::domain::symbol::Bps) -> bool {
+        if order.leverage > self.st.symbols[&order.symbol].spec.max_leverage {
+            return false;
+        }
         let cost = math::margin(px, order.qty, order.leverage)
             .zip(math::fee(px, order.qty, fee_bps))
             .map(|(m, f)| m.raw() as i128 + f.raw() as i128);
@@ -618,7 +620,7 @@ impl Sequencer {
                 .expect("symbol")
                 .book
                 .remove(order.side, limit, id);
-            if self.can_pay_for_fill(&order, limit, maker) {
+            if self.can_fill(&order, limit, maker) {
                 tx.inval.push(Inval::Orders(order.user_id));
                 self.fill(tx, &mut order, limit, maker, true);
                 out.fills += 1;
