@@ -312,6 +312,15 @@ fn another_programs_database_is_refused_and_left_alone() {
     let c = plain(&path);
     assert_eq!(pragma_text(&c, "journal_mode"), "delete");
     assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), 1);
+    // a program that versions its own schema too
+    c.execute_batch("PRAGMA user_version = 1").unwrap();
+    drop(c);
+    assert!(Store::open(&path, StoreConfig::default()).is_err());
+    assert!(optimize(&path, &quick(), &no_progress).is_err());
+    let c = plain(&path);
+    assert_eq!(pragma_text(&c, "journal_mode"), "delete");
+    assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), 1);
+    assert_eq!(count(&c, "PRAGMA user_version"), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -215,10 +215,8 @@ fn background(conn: &Connection, wake: &Wake, stats: &DbStats) {
                 failures.passed();
                 log == copied
             }
-            Ok(_) => {
-                failures.passed();
-                false
-            }
+            // busy: the writer's own checkpoint held the lock; this says nothing either way
+            Ok(_) => false,
             Err(e) => {
                 if let Some(since) = failures.failed(Instant::now()) {
                     tracing::warn!(error = %e, failed_passes = since, "WAL checkpoint failed");

@@ -171,7 +171,9 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
     conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))
         .map_err(|e| open_err(e.to_string()))?;
     // before anything is changed (WAL mode included)
-    schema::refuse_a_foreign_file(&conn).map_err(|e| open_err(e.to_string()))?;
+    if let Some(why) = schema::foreign_file(&conn).map_err(|e| open_err(e.to_string()))? {
+        return Err(open_err(why));
+    }
     // page_size takes effect only before the first table exists (new files).
     let setup = || -> rusqlite::Result<()> {
         let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;

@@ -429,7 +429,9 @@ fn run(
         )));
     }
     // before anything is changed (WAL mode included)
-    schema::refuse_a_foreign_file(conn).map_err(|e| Fail::Store(open_error(path, e)))?;
+    if let Some(why) = schema::foreign_file(conn)? {
+        return Err(Fail::Store(open_error(path, why)));
+    }
     if pragma_i64(conn, "page_count")? == 0 {
         conn.execute_batch(&format!("PRAGMA page_size={TARGET_PAGE_SIZE};"))?;
     }

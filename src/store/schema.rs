@@ -85,26 +85,25 @@ fn rewrite_orders_status_check(conn: &Connection) -> rusqlite::Result<()> {
     edited.map(drop)
 }
 
-/// Refuses a version-0 file that holds tables but no `users` table: some other program's
-/// database, which litetrade must not fill with its own tables. (A file of an older litetrade
-/// deployment has `users`; a new file has no tables.)
-pub fn refuse_a_foreign_file(conn: &Connection) -> rusqlite::Result<()> {
+/// Why the file is some other program's database, or `None` when litetrade may open it: a
+/// new file (version 0, no tables) or one of litetrade's, which has a `users` table at every
+/// version. Checked before anything in the file is changed; litetrade must not fill another
+/// program's file with its own tables.
+pub fn foreign_file(conn: &Connection) -> rusqlite::Result<Option<String>> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let (tables, users): (i64, i64) = conn.query_row(
         "SELECT count(*), count(*) FILTER (WHERE name = 'users') FROM sqlite_schema \
-         WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+         WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if version == 0 && tables > 0 && users == 0 {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(1),
-            Some(format!(
-                "not a litetrade database: it has other tables ({tables}) and no users table"
-            )),
-        ));
-    }
-    Ok(())
+    let new_file = version == 0 && tables == 0;
+    Ok((users == 0 && !new_file).then(|| {
+        format!(
+            "not a litetrade database: it has no users table ({tables} other tables, \
+             user_version {version})"
+        )
+    }))
 }
 
 /// Brings the file to [`SCHEMA_VERSION`] in one transaction. A file at version 0 (new, or made
@@ -123,7 +122,6 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             )),
         ));
     }
-    refuse_a_foreign_file(conn)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let run = || -> rusqlite::Result<()> {
         if version < 1 {
