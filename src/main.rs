@@ -414,8 +414,8 @@ fn seed(
 }
 
 async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) -> Result<()> {
-    if speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
-        bail!("--speed must be a number > 0");
+    if let Some(s) = speed {
+        litetrade::replay::check_speed(s)?;
     }
     let ticks =
         litetrade::feed::read_feed(&file).with_context(|| format!("feed {}", file.display()))?;
@@ -449,11 +449,12 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
     let s = summary?;
     let o = &s.outcome;
     println!(
-        "replayed {} ticks onto {symbol} in {:.2} s ({:.0} ticks/s): {} fills, closes: {} take_profit, {} stop_loss, {} liquidation",
+        "replayed {} ticks onto {symbol} in {:.2} s ({:.0} ticks/s): {} fills ({} cancelled), closes: {} take_profit, {} stop_loss, {} liquidation",
         o.accepted,
         s.seconds,
         s.ticks_per_sec,
         o.fills,
+        o.cancelled,
         o.take_profits,
         o.stop_losses,
         o.liquidations
@@ -498,26 +499,21 @@ fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
         bail!("database {} does not exist", cfg.db.display());
     }
     let pb = bar(0, "backup");
-    litetrade::store::backup_file(&cfg.db, to, &|done, total| {
+    let key = litetrade::engine::backup_database(cfg, to, &|done, total| {
         pb.set_length(total);
         pb.set_position(done);
     })
-    .with_context(|| format!("backup {} to {}", cfg.db.display(), to.display()))?;
+    .with_context(|| format!("backup {}", cfg.db.display()))?;
     pb.finish_and_clear();
     println!("backed up {} to {}", cfg.db.display(), to.display());
-    // stored credentials are sealed with the key beside the database: a copy without it could
-    // not open them
-    let key = cfg.beside_db("key");
-    if key.exists() {
-        let mut to_key = to.as_os_str().to_owned();
-        to_key.push(".key");
-        let to_key = PathBuf::from(to_key);
-        let bytes = std::fs::read(&key).with_context(|| format!("read {}", key.display()))?;
-        litetrade::engine::secrets::write_private_file(&to_key, &bytes)
-            .with_context(|| format!("copy the key file to {}", to_key.display()))?;
-        println!("copied its key file to {} (mode 0600)", to_key.display());
-    } else if std::env::var_os("LITETRADE_SECRET_KEY").is_some() {
-        println!("its credentials are sealed with LITETRADE_SECRET_KEY: keep that with the copy");
+    match key {
+        Some(k) => println!("copied its key file to {} (mode 0600)", k.display()),
+        None if std::env::var_os("LITETRADE_SECRET_KEY").is_some() => {
+            println!(
+                "its credentials are sealed with LITETRADE_SECRET_KEY: keep that with the copy"
+            )
+        }
+        None => {}
     }
     Ok(())
 }

@@ -29,6 +29,17 @@ pub struct ReplaySummary {
     pub ticks_per_sec: f64,
 }
 
+/// A replay speed must be a finite number above 0.
+pub fn check_speed(speed: f64) -> Result<()> {
+    if speed > 0.0 && speed.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "speed must be a number > 0, not {speed}"
+        )))
+    }
+}
+
 /// Replays `ticks` onto `symbol`; `progress(done, total)` after each batch.
 pub async fn replay(
     engine: &Engine,
@@ -50,9 +61,7 @@ pub async fn replay(
         let end = match pace {
             Pace::Max { batch } => (i + batch.max(1)).min(ticks.len()),
             Pace::Speed(speed) => {
-                if !(speed > 0.0 && speed.is_finite()) {
-                    return Err(Error::Invalid("speed must be > 0".into()));
-                }
+                check_speed(speed)?;
                 if i > 0 {
                     let gap_ms = (ticks[i].ts - ticks[i - 1].ts).max(0) as f64 / speed;
                     tokio::time::sleep(Duration::from_micros((gap_ms * 1000.0).min(60e6) as u64))

@@ -3240,6 +3240,13 @@ fn seed_refuses_a_served_database_and_a_backup_keeps_the_credentials_key() {
     }
     let (st, _, e) = run_cli(&args, "", t);
     assert_one_clear_line(&args, st, &e, &["copy.db", "already exists"]);
+    // a key already at the destination stops the backup before it writes anything
+    let copy2 = dir.path().join("copy2.db");
+    std::fs::write(dir.path().join("copy2.db.key"), "older key").unwrap();
+    let args = ["backup", "--db", dbs, "--to", copy2.to_str().unwrap()];
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["copy2.db.key", "already exists"]);
+    assert!(!copy2.exists());
     assert!(s.terminate().success());
 
     let s2 = Server::start(&copy);

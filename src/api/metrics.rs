@@ -80,6 +80,8 @@ fn method_label(m: &Method) -> &'static str {
         Method::PATCH => "PATCH",
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
         _ => "other",
     }
 }

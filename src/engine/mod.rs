@@ -279,13 +279,10 @@ impl Engine {
         Ok(masked)
     }
 
-    /// Writes a consistent copy of the live database to `dest` (online backup).
+    /// Writes a consistent copy of the live database, and its key, to `dest` (see
+    /// [`backup_database`]).
     pub fn backup_to(&self, dest: &std::path::Path) -> Result<()> {
-        Ok(crate::store::backup_file(
-            self.inner.store.path(),
-            dest,
-            &|_, _| {},
-        )?)
+        backup_database(self.config(), dest, &|_, _| {}).map(drop)
     }
 
     /// Stops the sequencer, commits everything queued, checkpoints the WAL. Idempotent.
@@ -317,6 +314,45 @@ impl Drop for Inner {
         // listeners hold the bus, not the engine: end their streams
         self.events.close();
     }
+}
+
+/// Writes a consistent copy of `cfg.db` to `dest` with SQLite's online backup (safe beside a
+/// running engine), and copies the key that seals its stored credentials, `<db>.key`, to
+/// `<dest>.key`: a copy without it could not open them. Both copies are mode 0600; an existing
+/// destination is refused before anything is written, and nothing is left at `dest` when either
+/// copy fails. Returns the key copy's path (`None` without a key file, as when the key comes
+/// from `LITETRADE_SECRET_KEY`). `progress(done_pages, total_pages)`.
+pub fn backup_database(
+    cfg: &Config,
+    dest: &std::path::Path,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Option<std::path::PathBuf>> {
+    let key = cfg.beside_db("key");
+    let dest_key = key.exists().then(|| {
+        let mut p = dest.as_os_str().to_owned();
+        p.push(".key");
+        std::path::PathBuf::from(p)
+    });
+    if let Some(k) = dest_key.as_ref().filter(|k| k.exists()) {
+        return Err(Error::Unavailable(format!(
+            "backup to {}: {} already exists",
+            dest.display(),
+            k.display()
+        )));
+    }
+    crate::store::backup_file(&cfg.db, dest, progress)?;
+    if let Some(k) = &dest_key {
+        let copied = std::fs::read(&key)
+            .and_then(|bytes| secrets::write_private_file(k, &bytes))
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot copy the key file to {}: {e}", k.display()))
+            });
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(dest);
+            return Err(e);
+        }
+    }
+    Ok(dest_key)
 }
 
 /// Takes an exclusive lock on `<db>.lock` so that two engines never own one database (each would
