@@ -80,9 +80,18 @@ pub const START_PRICES: [(&str, i64); 4] = [
 const STRATEGIES: [&str; 2] = ["trend", "revert"];
 
 /// Creates the demo users on a database that has none; returns their ids and tokens (tokens
-/// only for users created now).
+/// only for users created now). A database whose first user is not the demo's own is refused:
+/// the demo's price feed would trade its users' positions.
 pub async fn ensure_demo_users(engine: &Engine) -> Result<Vec<(Id, Option<String>)>> {
-    if engine.user(1).is_ok() {
+    if let Ok(first) = engine.user(1) {
+        if first.name != "demo-1" {
+            return Err(crate::Error::Invalid(format!(
+                "this database holds users that are not the demo's (user 1 is {:?}), and the \
+                 demo's price feed would trade their positions: run the demo on its own file, \
+                 e.g. --db demo.db",
+                first.name
+            )));
+        }
         let ids = (1..=6)
             .filter(|id| engine.user(*id).is_ok())
             .map(|id| (id, None))

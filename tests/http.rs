@@ -3200,6 +3200,19 @@ fn cli_user_errors_print_one_clear_line() {
         t,
     );
     assert!(st.success(), "seed: {e}");
+    // the demo's feed would trade the seeded users' positions: it wants its own file
+    let port = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "demo",
+        "--db",
+        fresh.to_str().unwrap(),
+        "--listen",
+        &port,
+        "--duration",
+        "1",
+    ];
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["not the demo's", "--db demo.db"]);
     let args = ["chat", "--db", fresh.to_str().unwrap(), "--user", "999"];
     let (st, _, e) = run_cli(&args, "/balance\n", t);
     assert_one_clear_line(&args, st, &e, &["999", "not found"]);
