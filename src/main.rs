@@ -238,11 +238,11 @@ async fn listen(cfg: &Config) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))
 }
 
-/// The admin token (from `LITETRADE_ADMIN_TOKEN`, else the file beside the database) and that
-/// file's path.
-fn admin_token(cfg: &Config) -> Result<(String, PathBuf)> {
+/// The admin token (from `LITETRADE_ADMIN_TOKEN`, else the file beside the database) and the
+/// file's path when it came from the file.
+fn admin_token(cfg: &Config) -> Result<(String, Option<PathBuf>)> {
     let token_file = cfg.beside_db("admin-token");
-    let token =
+    let (token, source) =
         litetrade::api::admin_token(std::env::var("LITETRADE_ADMIN_TOKEN").ok(), &token_file)
             .with_context(|| {
                 format!(
@@ -250,7 +250,8 @@ fn admin_token(cfg: &Config) -> Result<(String, PathBuf)> {
                     token_file.display()
                 )
             })?;
-    Ok((token, token_file))
+    let file = (source == litetrade::api::TokenSource::File).then_some(token_file);
+    Ok((token, file))
 }
 
 async fn serve(cfg: Config) -> Result<()> {
@@ -295,12 +296,15 @@ async fn demo(
     );
     // the token to put in the sample commands: the variable when it is set (no file is written
     // then), else the file
-    let admin = if std::env::var("LITETRADE_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
-        println!("admin token: the value of LITETRADE_ADMIN_TOKEN");
-        "$LITETRADE_ADMIN_TOKEN".to_string()
-    } else {
-        println!("admin token: in {}", token_file.display());
-        format!("$(cat {})", token_file.display())
+    let admin = match &token_file {
+        None => {
+            println!("admin token: the value of LITETRADE_ADMIN_TOKEN");
+            "$LITETRADE_ADMIN_TOKEN".to_string()
+        }
+        Some(f) => {
+            println!("admin token: in {}", f.display());
+            format!("$(cat {})", f.display())
+        }
     };
     let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
     if tokens_file.exists() {

@@ -152,11 +152,21 @@ async fn json_errors(req: Request, next: Next) -> Response {
     res
 }
 
+/// Where the admin token came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The `LITETRADE_ADMIN_TOKEN` variable (no file is read or written).
+    Env,
+    /// The file beside the database.
+    File,
+}
+
 /// The admin token: `LITETRADE_ADMIN_TOKEN` if set, else the token stored in `file` (created
-/// with a random token, mode 0600, when missing). The token is never logged; the file path is.
-pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<String> {
+/// with a random token, mode 0600, when missing), and which of the two it is. The token is
+/// never logged; the file path is.
+pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<(String, TokenSource)> {
     if let Some(t) = env.filter(|t| !t.trim().is_empty()) {
-        return Ok(t.trim().to_string());
+        return Ok((t.trim().to_string(), TokenSource::Env));
     }
     if !file.exists() {
         crate::engine::secrets::write_private_file(
@@ -174,7 +184,7 @@ pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<String> 
             "the file is empty: put a token in it, or delete it and a new one is made",
         ));
     }
-    Ok(token)
+    Ok((token, TokenSource::File))
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests and shuts
