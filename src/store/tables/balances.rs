@@ -1,6 +1,6 @@
 //! `balances`: one ledger row per (user, account type); deposits also go to `payments`.
 
-use super::{MultiInsert, bind_at, dec, text_enum};
+use super::{MultiInsert, bind_row, dec, text_enum};
 use crate::domain::model::{AccountType, Id, Ledger, Millis};
 use crate::domain::money::Dec;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -22,18 +22,14 @@ pub fn save_many(
     rows: &[(Id, AccountType, &Ledger, Millis)],
 ) -> rusqlite::Result<()> {
     SAVE.run(c, rows, |st, at, (user, acct, l, updated)| {
-        bind_at(
-            st,
-            at,
-            params![
-                user,
-                acct.as_str(),
-                l.wallet.raw(),
-                l.margin_used.raw(),
-                l.order_reserved.raw(),
-                l.deposited.raw(),
-                updated
-            ],
+        bind_row!(st, at;
+            user,
+            acct.as_str(),
+            l.wallet.raw(),
+            l.margin_used.raw(),
+            l.order_reserved.raw(),
+            l.deposited.raw(),
+            updated
         )
     })
 }

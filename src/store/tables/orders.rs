@@ -1,6 +1,6 @@
 //! `orders`: every order in every status; pending limit orders are what the matcher rebuilds.
 
-use super::{MultiInsert, bind_at, dec, opt_dec, text_enum};
+use super::{MultiInsert, bind_row, dec, opt_dec, text_enum};
 use crate::domain::model::{AccountType, Id, Millis, Order, OrderStatus, OrderType, Side};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -50,31 +50,27 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Order> {
 /// SQLite open two ephemeral tables per row, which cost a third of the writer's time.)
 pub fn insert_many(c: &Connection, rows: &[(&Order, Millis)]) -> rusqlite::Result<()> {
     INSERT.run(c, rows, |st, at, (o, updated)| {
-        bind_at(
-            st,
-            at,
-            params![
-                o.id,
-                o.user_id,
-                o.symbol,
-                o.side.as_str(),
-                o.order_type.as_str(),
-                o.qty.raw(),
-                o.price.map(|d| d.raw()),
-                o.leverage,
-                o.sl.map(|d| d.raw()),
-                o.tp.map(|d| d.raw()),
-                o.account_type.as_str(),
-                o.status.as_str(),
-                o.reserve.raw(),
-                o.fill_price.map(|d| d.raw()),
-                o.fee.map(|d| d.raw()),
-                o.position_id,
-                o.client_order_id,
-                o.created_at,
-                o.filled_at,
-                updated
-            ],
+        bind_row!(st, at;
+            o.id,
+            o.user_id,
+            o.symbol.as_str(),
+            o.side.as_str(),
+            o.order_type.as_str(),
+            o.qty.raw(),
+            o.price.map(|d| d.raw()),
+            o.leverage,
+            o.sl.map(|d| d.raw()),
+            o.tp.map(|d| d.raw()),
+            o.account_type.as_str(),
+            o.status.as_str(),
+            o.reserve.raw(),
+            o.fill_price.map(|d| d.raw()),
+            o.fee.map(|d| d.raw()),
+            o.position_id,
+            o.client_order_id.as_deref(),
+            o.created_at,
+            o.filled_at,
+            updated
         )
     })
 }

@@ -1,6 +1,6 @@
 //! `active_positions`: open positions only; a close deletes the row and writes a trade log.
 
-use super::{MultiInsert, bind_at, dec, opt_dec, text_enum};
+use super::{MultiInsert, bind_row, dec, opt_dec, text_enum};
 use crate::domain::model::{AccountType, Id, Position, PositionSide};
 use crate::domain::money::Dec;
 use rusqlite::{Connection, Row, params};
@@ -40,25 +40,21 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Position> {
 /// Inserts newly opened positions.
 pub fn insert_many(c: &Connection, rows: &[&Position]) -> rusqlite::Result<()> {
     INSERT.run(c, rows, |st, at, p| {
-        bind_at(
-            st,
-            at,
-            params![
-                p.id,
-                p.user_id,
-                p.symbol,
-                p.side.as_str(),
-                p.qty.raw(),
-                p.entry_price.raw(),
-                p.leverage,
-                p.margin.raw(),
-                p.sl.map(|d| d.raw()),
-                p.tp.map(|d| d.raw()),
-                p.liquidation_price.raw(),
-                p.open_fee.raw(),
-                p.account_type.as_str(),
-                p.opened_at
-            ],
+        bind_row!(st, at;
+            p.id,
+            p.user_id,
+            p.symbol.as_str(),
+            p.side.as_str(),
+            p.qty.raw(),
+            p.entry_price.raw(),
+            p.leverage,
+            p.margin.raw(),
+            p.sl.map(|d| d.raw()),
+            p.tp.map(|d| d.raw()),
+            p.liquidation_price.raw(),
+            p.open_fee.raw(),
+            p.account_type.as_str(),
+            p.opened_at
         )
     })
 }

@@ -1,6 +1,6 @@
 //! `trade_logs`: append-only record of closed positions.
 
-use super::{MultiInsert, bind_at, dec, text_enum};
+use super::{MultiInsert, bind_row, dec, text_enum};
 use crate::domain::model::{AccountType, CloseReason, Id, PositionSide, Trade};
 use rusqlite::{Connection, Row, params};
 
@@ -39,27 +39,23 @@ static INSERT: MultiInsert = MultiInsert::new(
 /// Appends trades, each with its position's leverage.
 pub fn insert_many(c: &Connection, rows: &[(&Trade, u32)]) -> rusqlite::Result<()> {
     INSERT.run(c, rows, |st, at, (t, leverage)| {
-        bind_at(
-            st,
-            at,
-            params![
-                t.id,
-                t.position_id,
-                t.user_id,
-                t.symbol,
-                t.side.as_str(),
-                t.qty.raw(),
-                t.entry_price.raw(),
-                t.exit_price.raw(),
-                t.open_fee.raw(),
-                t.close_fee.raw(),
-                t.pnl.raw(),
-                t.reason.as_str(),
-                t.account_type.as_str(),
-                leverage,
-                t.opened_at,
-                t.closed_at
-            ],
+        bind_row!(st, at;
+            t.id,
+            t.position_id,
+            t.user_id,
+            t.symbol.as_str(),
+            t.side.as_str(),
+            t.qty.raw(),
+            t.entry_price.raw(),
+            t.exit_price.raw(),
+            t.open_fee.raw(),
+            t.close_fee.raw(),
+            t.pnl.raw(),
+            t.reason.as_str(),
+            t.account_type.as_str(),
+            leverage,
+            t.opened_at,
+            t.closed_at
         )
     })
 }
