@@ -2302,6 +2302,8 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         r#"{"ticks":[{"symbol":"BTCUSDT"}]}"#,
         r#"{"ticks":[{"symbol":"BTCUSDT","price":"35000","extra":1}]}"#,
         r#"{"ticks":{"symbol":"BTCUSDT","price":"35000"}}"#,
+        // an object inside a body is an object too, not its fields in order
+        r#"{"ticks":[["BTCUSDT","35000"]]}"#,
         "{}",
     ] {
         add!("POST", ticks, adm, Some(body), Invalid);
@@ -2364,7 +2366,24 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         Some(r#"{"name":""}"#),
         Invalid
     );
-    add!("POST", "/api/v1/users", adm, Some(r#"["bob"]"#), Invalid);
+    // well-formed JSON of the wrong shape is 422; JSON that does not parse is 400, even when
+    // its shape is wrong before its syntax is
+    add!(
+        "POST",
+        "/api/v1/users",
+        adm,
+        Some(r#"["bob"]"#),
+        Is(422, "invalid_request")
+    );
+    for body in [r#"["bob""#, r#"{"name":["bob",}"#, r#"{"name":"bob"} x"#] {
+        add!(
+            "POST",
+            "/api/v1/users",
+            adm,
+            Some(body),
+            Is(400, "invalid_request")
+        );
+    }
     add!(
         "POST",
         "/api/v1/users",

@@ -6,7 +6,11 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
+use std::fmt;
+use std::marker::PhantomData;
 
 /// An API error: a status, a code and a message.
 #[derive(Debug)]
@@ -74,26 +78,39 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         } else {
             bytes
         };
-        // every body of API.md is an object; serde's derived structs would also take an array
-        // of the fields in order
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            let status = match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-                Ok(_) => 422,
-                Err(_) => 400,
-            };
-            return Err(ApiError::invalid(status, "the body must be a JSON object"));
-        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error(&mut de) {
-            Ok(v) => Ok(Body(v)),
+        match serde_path_to_error::<Object<T>>(&mut de) {
+            Ok(Object(v)) => Ok(Body(v)),
             Err(e) => {
-                let status = match e.classify() {
-                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof => 400,
-                    _ => 422,
-                };
+                // a shape error can come before a syntax error further on: the body is
+                // malformed JSON (400) if it does not parse at all, whatever serde met first
+                let malformed = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err();
+                let status = if malformed { 400 } else { 422 };
                 Err(ApiError::invalid(status, format!("invalid JSON body: {e}")))
             }
         }
+    }
+}
+
+/// A value that deserializes from a JSON object only. serde's derived structs would also take
+/// an array of their fields in order (`["bob"]` for `{"name":"bob"}`), and no body of API.md,
+/// nor any object inside one, is written that way: the extractor wraps every body in it, and
+/// a body wraps the objects it nests (the ticks of `POST /market/ticks`).
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(Only(PhantomData))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult, Body};
+use super::error::{ApiError, ApiResult, Body, Object};
 use crate::domain::model::{AccountType, Id};
 use crate::domain::money::Dec;
 use crate::domain::symbol::{Bps, SymbolSpec};
@@ -350,7 +350,7 @@ pub async fn license(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TicksBody {
-    ticks: Vec<Tick>,
+    ticks: Vec<Object<Tick>>,
 }
 
 /// `POST /market/ticks` (admin): answers once every effect is durable and visible.
@@ -360,7 +360,8 @@ pub async fn ticks(
     Body(b): Body<TicksBody>,
 ) -> ApiResult<impl IntoResponse> {
     caller.admin()?;
-    let out = st.engine.ingest_ticks(b.ticks).await?;
+    let ticks = b.ticks.into_iter().map(|Object(t)| t).collect();
+    let out = st.engine.ingest_ticks(ticks).await?;
     Ok(Json(Field("accepted", out.accepted)))
 }
 
