@@ -62,9 +62,11 @@ impl Config {
         toml::from_str(&text).map_err(|e| {
             // one line: the message and where (toml's own text adds a snippet of the file)
             let at = e.span().map_or(String::new(), |span| {
-                let before = &text[..span.start.min(text.len())];
+                let before = text.get(..span.start).unwrap_or(&text);
                 let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                // in characters, as an editor counts them
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let column = before[line_start..].chars().count() + 1;
                 format!(" (line {line}, column {column})")
             });
             ConfigError::Parse(
@@ -209,5 +211,19 @@ mod tests {
         assert!(c.check().is_ok());
         c.body_limit = 0;
         assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn a_bad_file_is_one_line_naming_where_in_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("litetrade.toml");
+        std::fs::write(&path, "# réglages\nlisten = 1234\n").unwrap();
+        let msg = Config::from_file(&path).unwrap_err().to_string();
+        assert!(msg.contains("(line 2, column 10)"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        // the stray `x` is the 14th character of its line and its 15th byte
+        std::fs::write(&path, "listen = \"é\" x\n").unwrap();
+        let msg = Config::from_file(&path).unwrap_err().to_string();
+        assert!(msg.contains("(line 1, column 14)"), "{msg}");
     }
 }
