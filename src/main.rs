@@ -31,7 +31,7 @@ struct Common {
     /// Database file [default: ./litetrade.db]
     #[arg(long, global = true, env = "LITETRADE_DB")]
     db: Option<PathBuf>,
-    /// HTTP listen address [default: 127.0.0.1:8765]
+    /// HTTP listen address of serve and demo [default: 127.0.0.1:8765]
     #[arg(long, global = true, env = "LITETRADE_LISTEN")]
     listen: Option<String>,
     /// TOML config file with every tunable (see README)
