@@ -48,7 +48,7 @@ pub enum ConfigError {
     Parse(String, String),
     /// An environment variable has a bad value.
     #[error("invalid environment variable {0}: {1}")]
-    Env(&'static str, String),
+    Env(String, String),
     /// A setting has a value that cannot work.
     #[error("invalid setting: {0}")]
     Invalid(String),
@@ -97,10 +97,10 @@ impl Config {
     /// `LITETRADE_REQUIRE_LICENSE`, `LITETRADE_POOL_SIZE`, `LITETRADE_SYNCHRONOUS`,
     /// `LITETRADE_SLOW_QUERY_MS`, `LITETRADE_BODY_LIMIT`, and `LITETRADE_CACHE_<NAME>_TTL_MS`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn num<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError> {
+        fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
             v.trim()
                 .parse()
-                .map_err(|_| ConfigError::Env(name, format!("not a number: {v:?}")))
+                .map_err(|_| ConfigError::Env(name.into(), format!("not a number: {v:?}")))
         }
         if let Some(v) = get("LITETRADE_REQUIRE_LICENSE") {
             self.require_license = match v.trim().to_ascii_lowercase().as_str() {
@@ -108,7 +108,7 @@ impl Config {
                 "" | "0" | "false" | "no" | "off" => false,
                 _ => {
                     return Err(ConfigError::Env(
-                        "LITETRADE_REQUIRE_LICENSE",
+                        "LITETRADE_REQUIRE_LICENSE".into(),
                         format!("use 1 or 0 (true/false, yes/no, on/off), not {v:?}"),
                     ));
                 }
@@ -129,26 +129,16 @@ impl Config {
                 "full" => crate::store::SyncMode::Full,
                 _ => {
                     return Err(ConfigError::Env(
-                        "LITETRADE_SYNCHRONOUS",
+                        "LITETRADE_SYNCHRONOUS".into(),
                         "use normal or full".into(),
                     ));
                 }
             };
         }
-        let c = &mut self.caches;
-        for (name, spec) in [
-            ("LITETRADE_CACHE_USER_CONFIG_TTL_MS", &mut c.user_config),
-            ("LITETRADE_CACHE_BALANCE_TTL_MS", &mut c.balance),
-            ("LITETRADE_CACHE_POSITION_TTL_MS", &mut c.position),
-            ("LITETRADE_CACHE_ORDER_TTL_MS", &mut c.order),
-            ("LITETRADE_CACHE_MARKET_DATA_TTL_MS", &mut c.market_data),
-            ("LITETRADE_CACHE_CREDENTIALS_TTL_MS", &mut c.credentials),
-            ("LITETRADE_CACHE_PRICE_TTL_MS", &mut c.price),
-            ("LITETRADE_CACHE_SYMBOL_INFO_TTL_MS", &mut c.symbol_info),
-            ("LITETRADE_CACHE_API_RESPONSE_TTL_MS", &mut c.api_response),
-        ] {
-            if let Some(v) = get(name) {
-                spec.ttl_ms = num(name, &v)?;
+        for (cache, spec) in self.caches.specs_mut() {
+            let name = format!("LITETRADE_CACHE_{}_TTL_MS", cache.to_ascii_uppercase());
+            if let Some(v) = get(&name) {
+                spec.ttl_ms = num(&name, &v)?;
             }
         }
         Ok(())
@@ -195,6 +185,27 @@ mod tests {
         c.apply_env(|k| (k == "LITETRADE_CACHE_PRICE_TTL_MS").then(|| "42".to_string()))
             .unwrap();
         assert_eq!(c.caches.price.ttl_ms, 42);
+        // every one of API.md's nine names has its variable
+        let nine = [
+            "USER_CONFIG",
+            "BALANCE",
+            "POSITION",
+            "ORDER",
+            "MARKET_DATA",
+            "CREDENTIALS",
+            "PRICE",
+            "SYMBOL_INFO",
+            "API_RESPONSE",
+        ];
+        let mut c = Config::default();
+        c.apply_env(|k| {
+            nine.iter()
+                .position(|n| k == format!("LITETRADE_CACHE_{n}_TTL_MS"))
+                .map(|i| (1000 + i).to_string())
+        })
+        .unwrap();
+        let ttls: Vec<u64> = c.caches.specs_mut().iter().map(|(_, s)| s.ttl_ms).collect();
+        assert_eq!(ttls, (1000..1009).collect::<Vec<u64>>());
         assert!(
             c.apply_env(|k| (k == "LITETRADE_POOL_SIZE").then(|| "x".to_string()))
                 .is_err()

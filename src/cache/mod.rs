@@ -76,49 +76,53 @@ impl CacheSpecFile {
     }
 }
 
-/// [`CacheConfig`] as a config file gives it; what is left out keeps its default.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheConfigFile {
-    /// See [`CacheConfig::user_config`].
-    pub user_config: CacheSpecFile,
-    /// See [`CacheConfig::balance`].
-    pub balance: CacheSpecFile,
-    /// See [`CacheConfig::position`].
-    pub position: CacheSpecFile,
-    /// See [`CacheConfig::order`].
-    pub order: CacheSpecFile,
-    /// See [`CacheConfig::market_data`].
-    pub market_data: CacheSpecFile,
-    /// See [`CacheConfig::credentials`].
-    pub credentials: CacheSpecFile,
-    /// See [`CacheConfig::price`].
-    pub price: CacheSpecFile,
-    /// See [`CacheConfig::symbol_info`].
-    pub symbol_info: CacheSpecFile,
-    /// See [`CacheConfig::api_response`].
-    pub api_response: CacheSpecFile,
-    /// See [`CacheConfig::cleanup_interval_ms`].
-    pub cleanup_interval_ms: Option<u64>,
+/// Declares, from one list of the nine cache names, [`CacheConfigFile`], its conversion to
+/// [`CacheConfig`] and [`CacheConfig::specs_mut`], so the config file and the environment
+/// variables cannot disagree about which caches exist.
+macro_rules! cache_settings {
+    ($($name:ident),+ $(,)?) => {
+        /// [`CacheConfig`] as a config file gives it; what is left out keeps its default.
+        #[derive(Clone, Debug, Default, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct CacheConfigFile {
+            $(
+                #[doc = concat!("See [`CacheConfig::", stringify!($name), "`].")]
+                pub $name: CacheSpecFile,
+            )+
+            /// See [`CacheConfig::cleanup_interval_ms`].
+            pub cleanup_interval_ms: Option<u64>,
+        }
+
+        impl From<CacheConfigFile> for CacheConfig {
+            fn from(f: CacheConfigFile) -> Self {
+                let d = CacheConfig::default();
+                CacheConfig {
+                    $($name: f.$name.over(d.$name),)+
+                    cleanup_interval_ms: f.cleanup_interval_ms.unwrap_or(d.cleanup_interval_ms),
+                }
+            }
+        }
+
+        impl CacheConfig {
+            /// Each cache's name (as in API.md §3) with its settings.
+            pub fn specs_mut(&mut self) -> Vec<(&'static str, &mut CacheSpec)> {
+                vec![$((stringify!($name), &mut self.$name)),+]
+            }
+        }
+    };
 }
 
-impl From<CacheConfigFile> for CacheConfig {
-    fn from(f: CacheConfigFile) -> Self {
-        let d = CacheConfig::default();
-        CacheConfig {
-            user_config: f.user_config.over(d.user_config),
-            balance: f.balance.over(d.balance),
-            position: f.position.over(d.position),
-            order: f.order.over(d.order),
-            market_data: f.market_data.over(d.market_data),
-            credentials: f.credentials.over(d.credentials),
-            price: f.price.over(d.price),
-            symbol_info: f.symbol_info.over(d.symbol_info),
-            api_response: f.api_response.over(d.api_response),
-            cleanup_interval_ms: f.cleanup_interval_ms.unwrap_or(d.cleanup_interval_ms),
-        }
-    }
-}
+cache_settings!(
+    user_config,
+    balance,
+    position,
+    order,
+    market_data,
+    credentials,
+    price,
+    symbol_info,
+    api_response,
+);
 
 impl Default for CacheConfig {
     fn default() -> Self {
