@@ -61,14 +61,16 @@ impl Config {
             .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
         toml::from_str(&text).map_err(|e| {
             // one line: the message and where (toml's own text adds a snippet of the file)
-            let at = e.span().map_or(String::new(), |span| {
-                let before = text.get(..span.start).unwrap_or(&text);
-                let line = before.matches('\n').count() + 1;
-                // in characters, as an editor counts them
-                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-                let column = before[line_start..].chars().count() + 1;
-                format!(" (line {line}, column {column})")
-            });
+            let at =
+                e.span()
+                    .and_then(|span| text.get(..span.start))
+                    .map_or(String::new(), |before| {
+                        let line = before.matches('\n').count() + 1;
+                        // in characters, as an editor counts them
+                        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                        let column = before[line_start..].chars().count() + 1;
+                        format!(" (line {line}, column {column})")
+                    });
             ConfigError::Parse(
                 path.display().to_string(),
                 format!("{}{at}", e.message().trim_end()),

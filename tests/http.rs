@@ -2375,7 +2375,13 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         Some(r#"["bob"]"#),
         Is(422, "invalid_request")
     );
-    for body in [r#"["bob""#, r#"{"name":["bob",}"#, r#"{"name":"bob"} x"#] {
+    for body in [
+        r#"["bob""#,
+        r#"{"name":["bob",}"#,
+        r#"{"name":"bob"} x"#,
+        r#"{"name":"\ud800"}"#,
+        r#"{"telegram_id":"x","name":"\ud800"}"#,
+    ] {
         add!(
             "POST",
             "/api/v1/users",

@@ -84,7 +84,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             Err(e) => {
                 // a shape error can come before a syntax error further on: the body is
                 // malformed JSON (400) if it does not parse at all, whatever serde met first
-                let malformed = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err();
+                // (into a Value: skipping values would check neither UTF-8 nor escapes)
+                let malformed = matches!(
+                    e.classify(),
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+                ) || serde_json::from_slice::<serde_json::Value>(&bytes).is_err();
                 let status = if malformed { 400 } else { 422 };
                 Err(ApiError::invalid(status, format!("invalid JSON body: {e}")))
             }

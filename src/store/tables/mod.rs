@@ -87,7 +87,7 @@ impl MultiInsert {
 
 /// Binds each value to the next parameter, from `first` on (1-based), and evaluates to
 /// `Ok(())`. Each value binds through its own type's `ToSql`, not a `&dyn ToSql` slice:
-/// binding was a fifth of the writer's time in a fan-out (BENCHMARKS.md §9g).
+/// binding was about a fifth of the writer's statement time in a fan-out (BENCHMARKS.md §9g).
 macro_rules! bind_row {
     ($st:expr, $first:expr; $($value:expr),+ $(,)?) => {{
         let st: &mut rusqlite::Statement<'_> = $st;
