@@ -5,6 +5,11 @@
 -- Fee and margin rates (*_cbps) are INTEGER hundredths of a basis point (5.5 bps is 550).
 -- Times are INTEGER milliseconds since the Unix epoch.
 --
+-- Foreign keys are on. The four tables the writer fills with multi-row INSERTs (balances, orders,
+-- active_positions, trade_logs) check theirs at COMMIT (DEFERRABLE INITIALLY DEFERRED): a
+-- statement that could fail half-way would make SQLite copy every page it touches into a
+-- statement journal first, and a violation fails the writer's whole transaction either way.
+--
 -- Tables first (CREATE TABLE IF NOT EXISTS); the indexes follow the marker line below and are
 -- applied by `litetrade optimize` too, so an old file that has the tables but no index gains them.
 
@@ -43,7 +48,7 @@ CREATE TABLE IF NOT EXISTS credentials (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS balances (
-    user_id        INTEGER NOT NULL REFERENCES users(id),
+    user_id        INTEGER NOT NULL REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,
     account_type   TEXT    NOT NULL CHECK (account_type IN ('demo', 'real')),
     wallet         INTEGER NOT NULL DEFAULT 0,
     margin_used    INTEGER NOT NULL DEFAULT 0,
@@ -68,7 +73,7 @@ CREATE TABLE IF NOT EXISTS symbols (
 
 CREATE TABLE IF NOT EXISTS orders (
     id              INTEGER PRIMARY KEY,
-    user_id         INTEGER NOT NULL REFERENCES users(id),
+    user_id         INTEGER NOT NULL REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,
     symbol          TEXT    NOT NULL,
     side            TEXT    NOT NULL CHECK (side IN ('buy', 'sell')),
     type            TEXT    NOT NULL CHECK (type IN ('market', 'limit')),
@@ -91,7 +96,7 @@ CREATE TABLE IF NOT EXISTS orders (
 
 CREATE TABLE IF NOT EXISTS active_positions (
     id                INTEGER PRIMARY KEY,
-    user_id           INTEGER NOT NULL REFERENCES users(id),
+    user_id           INTEGER NOT NULL REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,
     symbol            TEXT    NOT NULL,
     side              TEXT    NOT NULL CHECK (side IN ('long', 'short')),
     qty               INTEGER NOT NULL,
@@ -109,7 +114,7 @@ CREATE TABLE IF NOT EXISTS active_positions (
 CREATE TABLE IF NOT EXISTS trade_logs (
     id           INTEGER PRIMARY KEY,
     position_id  INTEGER NOT NULL,
-    user_id      INTEGER NOT NULL REFERENCES users(id),
+    user_id      INTEGER NOT NULL REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,
     symbol       TEXT    NOT NULL,
     side         TEXT    NOT NULL,
     qty          INTEGER NOT NULL,

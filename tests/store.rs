@@ -270,6 +270,97 @@ fn a_version_1_file_gets_the_cheaper_status_check() {
     assert!(!plan.iter().any(|op| op == "OpenEphemeral"), "{plan:?}");
 }
 
+/// Version 3 checks the foreign keys of the four tables the writer fills with multi-row
+/// INSERTs at COMMIT, so SQLite keeps no statement journal for those statements. A version-2
+/// file gets the new table texts in place: its rows stay, and each of those keys still
+/// refuses an orphan row, now when the transaction commits.
+#[test]
+fn a_version_2_file_checks_its_trading_foreign_keys_at_commit() {
+    const DEFERRED: &str = " DEFERRABLE INITIALLY DEFERRED";
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "v2.db");
+    let c = plain(&path);
+    assert_eq!(schema::SCHEMA_SQL.matches(DEFERRED).count(), 4);
+    c.execute_batch(&schema::SCHEMA_SQL.replace(DEFERRED, ""))
+        .unwrap();
+    c.execute_batch(
+        "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'00', 1);
+         INSERT INTO orders (id, user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
+         VALUES (7, 1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1);
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(c);
+    Store::open(&path, StoreConfig::default())
+        .expect("open migrates")
+        .shutdown();
+    let c = plain(&path);
+    c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    assert_eq!(
+        pragma_text(&c, "user_version"),
+        schema::SCHEMA_VERSION.to_string()
+    );
+    let orphans = [
+        (
+            "balances",
+            "INSERT INTO balances (user_id, account_type, updated_at) VALUES (99, 'demo', 1)",
+        ),
+        (
+            "orders",
+            "INSERT INTO orders (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at) \
+             VALUES (99, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1)",
+        ),
+        (
+            "active_positions",
+            "INSERT INTO active_positions (user_id, symbol, side, qty, entry_price, leverage, margin, liquidation_price, open_fee, account_type, opened_at) \
+             VALUES (99, 'BTCUSDT', 'long', 1, 1, 1, 1, 1, 0, 'demo', 1)",
+        ),
+        (
+            "trade_logs",
+            "INSERT INTO trade_logs (position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, close_fee, pnl, reason, account_type, leverage, opened_at, closed_at) \
+             VALUES (1, 99, 'BTCUSDT', 'long', 1, 1, 1, 0, 0, 0, 'manual', 'demo', 1, 1, 1)",
+        ),
+    ];
+    for (table, insert) in orphans {
+        let sql: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(sql.contains(DEFERRED), "{table}: {sql}");
+        c.execute_batch("BEGIN").unwrap();
+        c.execute(insert, [])
+            .unwrap_or_else(|e| panic!("{table}: the statement itself passes: {e}"));
+        let err = c.execute_batch("COMMIT").expect_err(table);
+        assert!(err.to_string().contains("FOREIGN KEY"), "{table}: {err}");
+        c.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            count(
+                &c,
+                &format!("SELECT COUNT(*) FROM {table} WHERE user_id = 99")
+            ),
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM orders WHERE id = 7"), 1);
+    assert_eq!(pragma_text(&c, "integrity_check"), "ok");
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
+        0
+    );
+    // the other tables' keys are still checked at once
+    let err = c
+        .execute(
+            "INSERT INTO payments (user_id, kind, created_at) VALUES (99, 'deposit', 1)",
+            [],
+        )
+        .expect_err("an orphan payment");
+    assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+}
+
 #[test]
 fn a_file_from_a_newer_litetrade_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,12 @@
 //! The embedded schema and its versioned migrations (`PRAGMA user_version`).
 
 use crate::domain::symbol::{DEFAULT_SYMBOLS, SymbolSpec};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 /// The whole schema, tables then indexes.
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 /// The version a fully migrated file carries.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 const INDEX_MARKER: &str = "-- @indexes";
 
 /// The table part of the schema.
@@ -58,31 +58,39 @@ const OLD_STATUS_CHECK: &str = "CHECK (status IN ('pending', 'filled', 'cancelle
 const NEW_STATUS_CHECK: &str =
     "CHECK (status = 'pending' OR status = 'filled' OR status = 'cancelled')";
 
-/// Version 1 -> 2: swaps the orders status CHECK for its equivalent without an `IN` list. Every
-/// stored row satisfies both, so the table's text is edited in place, the procedure SQLite's
-/// ALTER TABLE documentation gives for changing a CHECK constraint (no table rebuild).
-fn rewrite_orders_status_check(conn: &Connection) -> rusqlite::Result<()> {
-    let sql: Option<String> = conn
-        .query_row(
-            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'orders'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if !sql.is_some_and(|s| s.contains(OLD_STATUS_CHECK)) {
-        return Ok(());
-    }
+/// The foreign key of the writer's multi-row tables, as versions 1 and 2 wrote it: checked
+/// at each statement, so a multi-row INSERT kept a statement journal (BENCHMARKS.md §9g).
+const IMMEDIATE_USER_FK: &str = "REFERENCES users(id),";
+/// The same key checked at COMMIT (version 3).
+const DEFERRED_USER_FK: &str = "REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,";
+/// The tables whose rows the writer inserts many to a statement.
+const MULTI_ROW_TABLES: [&str; 4] = ["balances", "orders", "active_positions", "trade_logs"];
+
+/// Replaces `from` with `to` in the stored CREATE TABLE text of each of `tables` that holds
+/// it. This is the procedure SQLite's ALTER TABLE documentation gives for a change that
+/// leaves every stored row valid and as it is on disk, such as a CHECK's form or when a
+/// foreign key is checked: no table rebuild, however many rows.
+fn edit_tables_sql(
+    conn: &Connection,
+    tables: &[&str],
+    from: &str,
+    to: &str,
+) -> rusqlite::Result<()> {
     let schema_version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
     conn.execute_batch("PRAGMA writable_schema = ON")?;
-    let edited = conn.execute(
-        "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) WHERE type = 'table' AND name = 'orders'",
-        [OLD_STATUS_CHECK, NEW_STATUS_CHECK],
-    );
+    let edited = tables.iter().try_for_each(|table| {
+        conn.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ?1, ?2) \
+             WHERE type = 'table' AND name = ?3 AND instr(sql, ?1) > 0",
+            [from, to, table],
+        )
+        .map(drop)
+    });
     conn.execute_batch(&format!(
         "PRAGMA schema_version = {}; PRAGMA writable_schema = OFF",
         schema_version + 1
     ))?;
-    edited.map(drop)
+    edited
 }
 
 /// Why the file is some other program's database, or `None` when litetrade may open it: a
@@ -135,7 +143,11 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             }
         }
         if version < 2 {
-            rewrite_orders_status_check(conn)?;
+            edit_tables_sql(conn, &["orders"], OLD_STATUS_CHECK, NEW_STATUS_CHECK)?;
+        }
+        if version < 3 {
+            // a file made at version 0 by an older deployment kept its own table texts above
+            edit_tables_sql(conn, &MULTI_ROW_TABLES, IMMEDIATE_USER_FK, DEFERRED_USER_FK)?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         Ok(())

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub const BY_USER_ACCOUNT: &str = "SELECT wallet, margin_used, order_reserved, deposited FROM balances WHERE user_id = ?1 AND account_type = ?2";
 
 static SAVE: MultiInsert = MultiInsert::new(
-    "INSERT INTO balances (user_id, account_type, wallet, margin_used, order_reserved, deposited, updated_at)",
+    "INSERT OR FAIL INTO balances (user_id, account_type, wallet, margin_used, order_reserved, deposited, updated_at)",
     7,
     "ON CONFLICT(user_id, account_type) DO UPDATE SET wallet = excluded.wallet, \
            margin_used = excluded.margin_used, order_reserved = excluded.order_reserved, \

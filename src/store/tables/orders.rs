@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 const COLS: &str = "id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, \
                     fill_price, fee, position_id, client_order_id, created_at, filled_at";
 static INSERT: MultiInsert = MultiInsert::new(
-    "INSERT INTO orders (id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, \
+    "INSERT OR FAIL INTO orders (id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, \
            status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at, updated_at)",
     20,
     "",

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Row, params};
 
 const COLS: &str = "id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at";
 static INSERT: MultiInsert = MultiInsert::new(
-    "INSERT INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, \
+    "INSERT OR FAIL INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, \
            liquidation_price, open_fee, account_type, opened_at)",
     14,
     "",

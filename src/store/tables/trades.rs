@@ -30,7 +30,7 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Trade> {
 }
 
 static INSERT: MultiInsert = MultiInsert::new(
-    "INSERT INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
+    "INSERT OR FAIL INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
            close_fee, pnl, reason, account_type, leverage, opened_at, closed_at)",
     16,
     "",
