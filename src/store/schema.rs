@@ -93,6 +93,26 @@ fn edit_tables_sql(
     edited
 }
 
+/// Says which of the multi-row tables kept foreign keys checked at each statement: a table
+/// text written differently by an older deployment. Those keys still hold; that table's
+/// multi-row writes are just slower.
+fn warn_if_not_deferred(conn: &Connection) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ?1 \
+         AND instr(sql, 'REFERENCES') > 0 AND instr(sql, ?2) = 0",
+    )?;
+    for table in MULTI_ROW_TABLES {
+        if st.exists([table, DEFERRED_USER_FK])? {
+            tracing::warn!(
+                table,
+                "its foreign key to users is not in the form litetrade writes; it stays \
+                 checked at each statement (correct, but multi-row writes are slower)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Why the file is some other program's database, or `None` when litetrade may open it: a
 /// new file (version 0, no tables) or one of litetrade's, which has a `users` table at every
 /// version. Checked before anything in the file is changed; litetrade must not fill another
@@ -148,6 +168,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         if version < 3 {
             // a file made at version 0 by an older deployment kept its own table texts above
             edit_tables_sql(conn, &MULTI_ROW_TABLES, IMMEDIATE_USER_FK, DEFERRED_USER_FK)?;
+            warn_if_not_deferred(conn)?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         Ok(())

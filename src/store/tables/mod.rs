@@ -34,9 +34,10 @@ pub(crate) struct MultiInsert {
 impl MultiInsert {
     /// `head` is `INSERT OR FAIL INTO table (columns)`, `cols` the parameters per row, `tail`
     /// anything after the VALUES list (an `ON CONFLICT` clause) or "". `OR FAIL`, with the
-    /// table's foreign keys checked at COMMIT (schema.sql), means no constraint can abort the
-    /// statement half-way, so SQLite keeps no statement journal for it (BENCHMARKS.md §9g). A
-    /// failure still fails the writer's transaction, which is rolled back whole.
+    /// table's foreign keys checked at COMMIT (schema.sql), means no constraint can abort a
+    /// plain INSERT half-way, so SQLite keeps no statement journal for it (BENCHMARKS.md §9g;
+    /// an upsert's DO UPDATE still runs with ABORT). A failure still fails the writer's
+    /// transaction, which is rolled back whole.
     pub(crate) const fn new(head: &'static str, cols: usize, tail: &'static str) -> MultiInsert {
         MultiInsert {
             head,
