@@ -211,6 +211,31 @@ fn an_old_version_file_is_migrated_on_open() {
         .shutdown();
 }
 
+/// Writes a file as schema `version` made it (`schema_sql`, with user 1 and its filled order
+/// 7), opens it (which migrates it), and returns a plain connection to it with foreign keys on.
+fn migrated(path: &Path, schema_sql: &str, version: i64) -> Connection {
+    let c = plain(path);
+    c.execute_batch(schema_sql).unwrap();
+    c.execute_batch(&format!(
+        "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'00', 1);
+         INSERT INTO orders (id, user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
+         VALUES (7, 1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1);
+         PRAGMA user_version = {version};"
+    ))
+    .unwrap();
+    drop(c);
+    Store::open(path, StoreConfig::default())
+        .expect("open migrates")
+        .shutdown();
+    let c = plain(path);
+    c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    assert_eq!(
+        pragma_text(&c, "user_version"),
+        schema::SCHEMA_VERSION.to_string()
+    );
+    c
+}
+
 /// Version 1 wrote the orders status CHECK as an `IN` list, which SQLite evaluates through an
 /// ephemeral table on every row; version 2 edits it in place into comparisons. The rows stay,
 /// the constraint still refuses a bad status, and an insert plans without an ephemeral table.
@@ -220,30 +245,12 @@ fn a_version_1_file_gets_the_cheaper_status_check() {
     const V2: &str = "CHECK (status = 'pending' OR status = 'filled' OR status = 'cancelled')";
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "v1.db");
-    let c = plain(&path);
     assert!(schema::SCHEMA_SQL.contains(V2));
     // version 1's foreign keys were all checked at once, too (version 3 defers some)
     let v1 = schema::SCHEMA_SQL
         .replace(V2, V1)
         .replace(" DEFERRABLE INITIALLY DEFERRED", "");
-    c.execute_batch(&v1).unwrap();
-    c.execute_batch(
-        "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'00', 1);
-         INSERT INTO orders (id, user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
-         VALUES (7, 1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1);
-         PRAGMA user_version = 1;",
-    )
-    .unwrap();
-    drop(c);
-    Store::open(&path, StoreConfig::default())
-        .expect("open migrates")
-        .shutdown();
-    let c = plain(&path);
-    c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
-    assert_eq!(
-        pragma_text(&c, "user_version"),
-        schema::SCHEMA_VERSION.to_string()
-    );
+    let c = migrated(&path, &v1, 1);
     let sql: String = c
         .query_row(
             "SELECT sql FROM sqlite_schema WHERE name = 'orders'",
@@ -283,27 +290,8 @@ fn a_version_2_file_checks_its_trading_foreign_keys_at_commit() {
     const DEFERRED: &str = " DEFERRABLE INITIALLY DEFERRED";
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "v2.db");
-    let c = plain(&path);
     assert_eq!(schema::SCHEMA_SQL.matches(DEFERRED).count(), 4);
-    c.execute_batch(&schema::SCHEMA_SQL.replace(DEFERRED, ""))
-        .unwrap();
-    c.execute_batch(
-        "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'00', 1);
-         INSERT INTO orders (id, user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
-         VALUES (7, 1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1);
-         PRAGMA user_version = 2;",
-    )
-    .unwrap();
-    drop(c);
-    Store::open(&path, StoreConfig::default())
-        .expect("open migrates")
-        .shutdown();
-    let c = plain(&path);
-    c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
-    assert_eq!(
-        pragma_text(&c, "user_version"),
-        schema::SCHEMA_VERSION.to_string()
-    );
+    let c = migrated(&path, &schema::SCHEMA_SQL.replace(DEFERRED, ""), 2);
     let orphans = [
         (
             "balances",
