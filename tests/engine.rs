@@ -1607,6 +1607,13 @@ async fn venue_floor_caps_a_loss_beyond_what_the_account_holds() {
     );
 }
 
+/// Changes BTCUSDT's spec as the admin's `PUT /symbols` would.
+async fn respec_btc(e: &Engine, change: impl FnOnce(&mut SymbolSpec)) {
+    let mut spec = e.symbol(BTC).unwrap();
+    change(&mut spec);
+    e.upsert_symbol(spec).await.unwrap();
+}
+
 /// A resting order's reserve pays for its fill at the fees of its placement. When the admin
 /// raises the fees in between and the owner cannot pay the rest, the tick cancels the order
 /// instead of driving `available` below zero; an owner who can pay is filled by the same tick.
@@ -1622,10 +1629,11 @@ async fn a_resting_order_its_owner_can_no_longer_pay_for_is_cancelled_not_filled
     let o_short = e.place_order(short, buy()).await.unwrap();
     let o_rich = e.place_order(rich, buy()).await.unwrap();
     assert_eq!(e.balance(short, DEMO).unwrap().order_reserved, d("9.95445"));
-    let mut spec = e.symbol(BTC).unwrap();
-    spec.maker_fee_bps = Bps(100_000); // 10 %: the fill now costs 9.9 margin + 9.9 fee
-    spec.taker_fee_bps = Bps(100_000);
-    e.upsert_symbol(spec).await.unwrap();
+    respec_btc(&e, |spec| {
+        spec.maker_fee_bps = Bps(100_000); // 10 %: the fill now costs 9.9 margin + 9.9 fee
+        spec.taker_fee_bps = Bps(100_000);
+    })
+    .await;
 
     let out = tick(&e, BTC, "98").await;
     assert_eq!((out.fills, out.cancelled), (1, 1), "{out:?}");
@@ -1664,10 +1672,11 @@ async fn a_resting_order_above_a_lowered_max_leverage_is_cancelled_not_filled() 
         .place_order(u, order(BTC, Side::Buy, "1", Some("99"), 100, None, None))
         .await
         .unwrap();
-    let mut spec = e.symbol(BTC).unwrap();
-    spec.max_leverage = 10;
-    spec.mmr_bps = Bps(90_000);
-    e.upsert_symbol(spec).await.unwrap();
+    respec_btc(&e, |spec| {
+        spec.max_leverage = 10;
+        spec.mmr_bps = Bps(90_000);
+    })
+    .await;
     let out = tick(&e, BTC, "98").await;
     assert_eq!(
         (out.fills, out.cancelled, out.liquidations),

@@ -236,6 +236,16 @@ fn migrated(path: &Path, schema_sql: &str, version: i64) -> Connection {
     c
 }
 
+/// The CREATE TABLE text the file stores for `table`.
+fn table_sql(c: &Connection, table: &str) -> String {
+    c.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 /// Version 1 wrote the orders status CHECK as an `IN` list, which SQLite evaluates through an
 /// ephemeral table on every row; version 2 edits it in place into comparisons. The rows stay,
 /// the constraint still refuses a bad status, and an insert plans without an ephemeral table.
@@ -251,13 +261,7 @@ fn a_version_1_file_gets_the_cheaper_status_check() {
         .replace(V2, V1)
         .replace(" DEFERRABLE INITIALLY DEFERRED", "");
     let c = migrated(&path, &v1, 1);
-    let sql: String = c
-        .query_row(
-            "SELECT sql FROM sqlite_schema WHERE name = 'orders'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let sql = table_sql(&c, "orders");
     assert!(sql.contains(V2) && !sql.contains(V1), "{sql}");
     assert!(sql.contains("DEFERRABLE INITIALLY DEFERRED"), "{sql}");
     assert_eq!(count(&c, "SELECT COUNT(*) FROM orders WHERE id = 7"), 1);
@@ -314,13 +318,7 @@ fn a_version_2_file_checks_its_trading_foreign_keys_at_commit() {
         ),
     ];
     for (table, insert) in orphans {
-        let sql: String = c
-            .query_row(
-                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-                [table],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let sql = table_sql(&c, table);
         assert!(sql.contains(DEFERRED), "{table}: {sql}");
         c.execute_batch("BEGIN").unwrap();
         c.execute(insert, [])
