@@ -5,13 +5,14 @@
 -- Fee and margin rates (*_cbps) are INTEGER hundredths of a basis point (5.5 bps is 550).
 -- Times are INTEGER milliseconds since the Unix epoch.
 --
--- Foreign keys are on. The four tables the writer fills with multi-row INSERTs (balances, orders,
+-- Foreign keys are on. The four tables the writer fills with multi-row INSERTs (balances, order_rows,
 -- active_positions, trade_logs) check theirs at COMMIT (DEFERRABLE INITIALLY DEFERRED): a
 -- statement that could fail half-way would make SQLite copy every page it touches into a
 -- statement journal first, and a violation fails the writer's whole transaction either way.
 --
--- Tables first (CREATE TABLE IF NOT EXISTS); the indexes follow the marker line below and are
--- applied by `litetrade optimize` too, so an old file that has the tables but no index gains them.
+-- Tables and the `orders` view first (IF NOT EXISTS); the indexes follow the marker line below and
+-- are applied by `litetrade optimize` too, so an old file that has the tables but no index gains
+-- them.
 
 CREATE TABLE IF NOT EXISTS users (
     id          INTEGER PRIMARY KEY,
@@ -71,7 +72,11 @@ CREATE TABLE IF NOT EXISTS symbols (
     last_ts        INTEGER
 ) WITHOUT ROWID;
 
-CREATE TABLE IF NOT EXISTS orders (
+-- Orders with a row of their own: limit orders in every status, and market orders placed with a
+-- client_order_id. A market order without one is recorded only by the position it opened (same
+-- id, order_id = id) and, once closed, by that position's trade log; the `orders` view below
+-- shows all orders, in every status, as one relation.
+CREATE TABLE IF NOT EXISTS order_rows (
     id              INTEGER PRIMARY KEY,
     user_id         INTEGER NOT NULL REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,
     symbol          TEXT    NOT NULL,
@@ -108,7 +113,8 @@ CREATE TABLE IF NOT EXISTS active_positions (
     liquidation_price INTEGER NOT NULL,
     open_fee          INTEGER NOT NULL,
     account_type      TEXT    NOT NULL,
-    opened_at         INTEGER NOT NULL
+    opened_at         INTEGER NOT NULL,
+    order_id          INTEGER               -- the order that opened it (NULL before schema version 4)
 );
 
 CREATE TABLE IF NOT EXISTS trade_logs (
@@ -127,7 +133,10 @@ CREATE TABLE IF NOT EXISTS trade_logs (
     account_type TEXT    NOT NULL,
     leverage     INTEGER NOT NULL,
     opened_at    INTEGER NOT NULL,
-    closed_at    INTEGER NOT NULL
+    closed_at    INTEGER NOT NULL,
+    order_id     INTEGER,                   -- the position's order_id, sl and tp when it closed
+    sl           INTEGER,                   -- (NULL before schema version 4)
+    tp           INTEGER
 );
 
 CREATE TABLE IF NOT EXISTS signals (
@@ -180,11 +189,30 @@ CREATE TABLE IF NOT EXISTS payments (
     created_at   INTEGER NOT NULL
 );
 
+-- Every order in every status. Orders and positions draw their ids from one sequence, so an
+-- order with no row of its own (order_id = id on its position or trade) never shares its id
+-- with a row of order_rows. SQLite pushes a WHERE on id into each arm (a primary-key or
+-- trades_position lookup), so reading one order through the view is three index lookups.
+CREATE VIEW IF NOT EXISTS orders AS
+    SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve,
+           fill_price, fee, position_id, client_order_id, created_at, filled_at, updated_at
+    FROM order_rows
+    UNION ALL
+    SELECT id, user_id, symbol, CASE side WHEN 'long' THEN 'buy' ELSE 'sell' END, 'market', qty, NULL,
+           leverage, sl, tp, account_type, 'filled', 0, entry_price, open_fee, id, NULL, opened_at,
+           opened_at, opened_at
+    FROM active_positions WHERE order_id = id
+    UNION ALL
+    SELECT position_id, user_id, symbol, CASE side WHEN 'long' THEN 'buy' ELSE 'sell' END, 'market', qty,
+           NULL, leverage, sl, tp, account_type, 'filled', 0, entry_price, open_fee, position_id, NULL,
+           opened_at, opened_at, opened_at
+    FROM trade_logs WHERE order_id = position_id;
+
 -- @indexes: one per hot query (see src/store/hot.rs); none is a left prefix of another.
 CREATE UNIQUE INDEX IF NOT EXISTS users_token_hash ON users(token_hash);
-CREATE INDEX IF NOT EXISTS orders_pending_user ON orders(user_id, account_type, id) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS orders_pending_book ON orders(symbol, price) WHERE status = 'pending';
-CREATE UNIQUE INDEX IF NOT EXISTS orders_client_id ON orders(user_id, client_order_id) WHERE client_order_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_pending_user ON order_rows(user_id, account_type, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS orders_pending_book ON order_rows(symbol, price) WHERE status = 'pending';
+CREATE UNIQUE INDEX IF NOT EXISTS orders_client_id ON order_rows(user_id, client_order_id) WHERE client_order_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS positions_user ON active_positions(user_id, account_type, id);
 CREATE INDEX IF NOT EXISTS positions_symbol ON active_positions(symbol);
 CREATE INDEX IF NOT EXISTS trades_user_closed ON trade_logs(user_id, closed_at DESC, id DESC);

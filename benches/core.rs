@@ -59,6 +59,7 @@ fn position(id: i64) -> litetrade::domain::model::Position {
         unrealized_pnl: Dec::ZERO,
         account_type: AccountType::Demo,
         opened_at: 0,
+        order_id: Some(id),
     }
 }
 

@@ -411,8 +411,8 @@ mod reference {
         pub trades: Vec<MTrade>,
         /// Closes whose loss the venue floor capped.
         pub capped: usize,
-        next_order: i64,
-        next_position: i64,
+        /// Orders and positions share one id sequence.
+        next_id: i64,
         next_trade: i64,
     }
 
@@ -426,8 +426,7 @@ mod reference {
                 positions: BTreeMap::new(),
                 trades: Vec::new(),
                 capped: 0,
-                next_order: 0,
-                next_position: 0,
+                next_id: 0,
                 next_trade: 0,
             }
         }
@@ -509,8 +508,8 @@ mod reference {
             if self.ledgers[&user].available() < needed {
                 return Err("insufficient_balance");
             }
-            self.next_order += 1;
-            let id = self.next_order;
+            self.next_id += 1;
+            let id = self.next_id;
             let mut o = MOrder {
                 id,
                 user,
@@ -543,9 +542,14 @@ mod reference {
         }
 
         fn fill(&mut self, id: i64, px: i64, fee_cbps: i64) {
-            self.next_position += 1;
-            let pid = self.next_position;
             let o = self.orders.get_mut(&id).unwrap();
+            // a market order (the model places none with a client id) shares its position's id
+            let pid = if o.kind == OrderType::Market {
+                id
+            } else {
+                self.next_id += 1;
+                self.next_id
+            };
             let spec = &self.specs[o.sym];
             let m = margin(px, o.qty, o.lev);
             let f = fee(px, o.qty, fee_cbps);
@@ -1877,7 +1881,7 @@ async fn reopening_changes_nothing_and_ticks_then_fill_and_trigger_as_before() {
             ),
             t(
                 3,
-                3,
+                6,
                 Long,
                 "2",
                 "95",
@@ -1889,7 +1893,7 @@ async fn reopening_changes_nothing_and_ticks_then_fill_and_trigger_as_before() {
             ),
             t(
                 4,
-                4,
+                7,
                 Short,
                 "1",
                 "105",
@@ -1917,12 +1921,13 @@ async fn reopening_changes_nothing_and_ticks_then_fill_and_trigger_as_before() {
             equity: d("9999.867385"),
         }
     );
-    // ids go on where they stopped
+    // ids go on where they stopped: orders 1-5 and the limit fills' positions 6 and 7 (the
+    // market orders 1 and 2 share their positions' ids), and so does the next market order
     let next = b
         .place_order(ub, order(BTC, Side::Buy, "0.01", None, 1, None, None))
         .await
         .unwrap();
-    assert_eq!((next.id, next.position_id), (6, Some(5)));
+    assert_eq!((next.id, next.position_id), (8, Some(8)));
     a.shutdown();
     b.shutdown();
 }
@@ -2442,7 +2447,10 @@ async fn a_repeated_client_order_id_returns_the_first_order_also_after_reopen() 
     assert_eq!(snapshot(&e, u), after_first);
     // keys are per user
     let theirs = e.place_order(v, mkt.clone()).await.unwrap();
-    assert_eq!(theirs.id, first.id + 1);
+    assert!(
+        theirs.id > first.id,
+        "a new order, not the first: {theirs:?}"
+    );
     assert_eq!(theirs.user_id, v);
 
     // concurrent retries of a resting order: one order, one reserve
@@ -2700,6 +2708,12 @@ async fn concurrent_traders_and_a_tick_stream_keep_every_invariant() {
                         now.id
                     );
                     let pid = now.position_id.expect("a fill opens a position");
+                    if now.order_type == OrderType::Market && now.client_order_id.is_none() {
+                        assert_eq!(
+                            pid, now.id,
+                            "{ctx}: a market order shares its position's id"
+                        );
+                    }
                     assert!(
                         filled_positions.insert(pid),
                         "{ctx}: two orders opened position {pid}"
@@ -2755,10 +2769,20 @@ async fn concurrent_traders_and_a_tick_stream_keep_every_invariant() {
         }
     }
     all_order_ids.sort();
+    let placed = all_order_ids.len();
+    all_order_ids.dedup();
     assert_eq!(
-        all_order_ids,
-        (1..=all_order_ids.len() as i64).collect::<Vec<_>>(),
-        "order ids are not 1..=n"
+        all_order_ids.len(),
+        placed,
+        "an order id was handed out twice"
+    );
+    // orders and positions share one sequence; a market order and its position share an id
+    let mut ids: BTreeSet<i64> = all_order_ids.iter().copied().collect();
+    ids.extend(&all_position_ids);
+    assert_eq!(
+        ids.iter().copied().collect::<Vec<_>>(),
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "the ids of orders and positions are not 1..=n"
     );
     assert!(
         all_order_ids.len() > 100,

@@ -182,14 +182,17 @@ fn db_mismatches(db: &Path, uid: i64, m: &Model) -> Vec<String> {
     );
     check(
         "order rows",
-        format!("{:?}", ids("SELECT id FROM orders WHERE user_id = ?1")),
+        format!(
+            "{:?}",
+            ids("SELECT id FROM orders WHERE user_id = ?1 ORDER BY id")
+        ),
         format!("{:?}", m.orders),
     );
     check(
         "cancelled orders",
         format!(
             "{:?}",
-            ids("SELECT id FROM orders WHERE user_id = ?1 AND status = 'cancelled'")
+            ids("SELECT id FROM orders WHERE user_id = ?1 AND status = 'cancelled' ORDER BY id")
         ),
         format!("{:?}", m.cancelled),
     );

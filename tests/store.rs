@@ -7,12 +7,15 @@ use litetrade::domain::model::{
     Trade,
 };
 use litetrade::domain::money::Dec;
-use litetrade::domain::symbol::DEFAULT_SYMBOLS;
+use litetrade::domain::symbol::{DEFAULT_SYMBOLS, SymbolSpec};
 use litetrade::store::ops::Op;
 use litetrade::store::optimize::{OptimizeOptions, OptimizeReport, optimize};
 use litetrade::store::seed::{SeedOptions, SeedReport, seed};
+use litetrade::store::tables::symbols;
+use litetrade::store::tables::trades::Opening;
 use litetrade::store::writer::Job;
 use litetrade::store::{Store, StoreConfig, StoreError, hot, schema};
+use litetrade::{Config, Engine, NewOrder, Tick};
 use rusqlite::{Connection, OpenFlags, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -211,11 +214,23 @@ fn an_old_version_file_is_migrated_on_open() {
         .shutdown();
 }
 
-/// Writes a file as schema `version` made it (`schema_sql`, with user 1 and its filled order
-/// 7), opens it (which migrates it), and returns a plain connection to it with foreign keys on.
+/// Versions 1 to 3 had an `orders` table where version 4 has the `order_rows` table and the
+/// `orders` view, and no order link on positions and trade logs. Turns a file made from
+/// (a variant of) the current schema.sql into that layout.
+const BEFORE_VERSION_4: &str = "DROP VIEW orders;
+     ALTER TABLE order_rows RENAME TO orders;
+     ALTER TABLE active_positions DROP COLUMN order_id;
+     ALTER TABLE trade_logs DROP COLUMN order_id;
+     ALTER TABLE trade_logs DROP COLUMN sl;
+     ALTER TABLE trade_logs DROP COLUMN tp;";
+
+/// Writes a file as schema `version` (1 to 3) made it (`schema_sql` in the layout before
+/// version 4, with user 1 and its filled order 7), opens it (which migrates it), and returns a
+/// plain connection to it with foreign keys on.
 fn migrated(path: &Path, schema_sql: &str, version: i64) -> Connection {
     let c = plain(path);
     c.execute_batch(schema_sql).unwrap();
+    c.execute_batch(BEFORE_VERSION_4).unwrap();
     c.execute_batch(&format!(
         "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'00', 1);
          INSERT INTO orders (id, user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
@@ -261,14 +276,14 @@ fn a_version_1_file_gets_the_cheaper_status_check() {
         .replace(V2, V1)
         .replace(" DEFERRABLE INITIALLY DEFERRED", "");
     let c = migrated(&path, &v1, 1);
-    let sql = table_sql(&c, "orders");
+    let sql = table_sql(&c, "order_rows");
     assert!(sql.contains(V2) && !sql.contains(V1), "{sql}");
     assert!(sql.contains("DEFERRABLE INITIALLY DEFERRED"), "{sql}");
     assert_eq!(count(&c, "SELECT COUNT(*) FROM orders WHERE id = 7"), 1);
     assert_eq!(pragma_text(&c, "integrity_check"), "ok");
     let insert = |status: &str| {
         c.execute(
-            "INSERT INTO orders (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
+            "INSERT INTO order_rows (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at)
              VALUES (1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', ?1, 1, 1)",
             [status],
         )
@@ -276,7 +291,7 @@ fn a_version_1_file_gets_the_cheaper_status_check() {
     assert!(insert("done").is_err(), "a bad status is still refused");
     insert("pending").expect("a good status is accepted");
     let plan: Vec<String> = c
-        .prepare("EXPLAIN INSERT INTO orders (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at) VALUES (1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1)")
+        .prepare("EXPLAIN INSERT INTO order_rows (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at) VALUES (1, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1)")
         .unwrap()
         .query_map([], |r| r.get::<_, String>(1))
         .unwrap()
@@ -302,8 +317,8 @@ fn a_version_2_file_checks_its_trading_foreign_keys_at_commit() {
             "INSERT INTO balances (user_id, account_type, updated_at) VALUES (99, 'demo', 1)",
         ),
         (
-            "orders",
-            "INSERT INTO orders (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at) \
+            "order_rows",
+            "INSERT INTO order_rows (user_id, symbol, side, type, qty, leverage, account_type, status, created_at, updated_at) \
              VALUES (99, 'BTCUSDT', 'buy', 'market', 100, 1, 'demo', 'filled', 1, 1)",
         ),
         (
@@ -349,6 +364,106 @@ fn a_version_2_file_checks_its_trading_foreign_keys_at_commit() {
         )
         .expect_err("an orphan payment");
     assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+}
+
+/// Version 4 writes no row for a market order placed without a client id: the position it
+/// opens takes its id and is its record (then its trade log), and the `orders` view shows it.
+/// A version-3 file numbered orders and positions apart. Migrated, it keeps every order it
+/// had, none of its old positions or trades passes for an order, new ids start above every
+/// old order and position, and a new market order reads back as it was placed, open and
+/// closed, from the file (after a reopen, so no cache answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_file_keeps_its_orders_and_new_ids_start_above_all_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "v3.db");
+    let c = plain(&path);
+    c.execute_batch(schema::SCHEMA_SQL).unwrap();
+    c.execute_batch(BEFORE_VERSION_4).unwrap();
+    for s in DEFAULT_SYMBOLS {
+        symbols::save(&c, &SymbolSpec::default_for(s)).unwrap();
+    }
+    // as a version-3 engine wrote them: market order 7 opened position 9, limit order 8 was
+    // cancelled, and position 12 is closed
+    c.execute_batch(
+        "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'00', 1);
+         INSERT INTO balances (user_id, account_type, wallet, margin_used, deposited, updated_at)
+         VALUES (1, 'demo', 100000000000, 1000000000, 100000000000, 1);
+         INSERT INTO orders (id, user_id, symbol, side, type, qty, leverage, account_type, status, fill_price, fee, position_id, created_at, filled_at, updated_at)
+         VALUES (7, 1, 'BTCUSDT', 'buy', 'market', 100000000, 10, 'demo', 'filled', 10000000000, 5500000, 9, 1, 1, 1);
+         INSERT INTO orders (id, user_id, symbol, side, type, qty, price, leverage, account_type, status, created_at, updated_at)
+         VALUES (8, 1, 'BTCUSDT', 'buy', 'limit', 100000000, 9000000000, 10, 'demo', 'cancelled', 1, 1);
+         INSERT INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, liquidation_price, open_fee, account_type, opened_at)
+         VALUES (9, 1, 'BTCUSDT', 'long', 100000000, 10000000000, 10, 1000000000, 9050000000, 5500000, 'demo', 1);
+         INSERT INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, close_fee, pnl, reason, account_type, leverage, opened_at, closed_at)
+         VALUES (1, 12, 1, 'BTCUSDT', 'long', 100000000, 10000000000, 10000000000, 0, 0, 0, 'manual', 'demo', 10, 1, 2);
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(c);
+    let cfg = Config {
+        db: path.clone(),
+        ..Config::default()
+    };
+    let e = Engine::open(&cfg).expect("open migrates");
+    let old = e.order(1, 7).unwrap();
+    assert_eq!(
+        (old.order_type, old.status, old.position_id),
+        (OrderType::Market, OrderStatus::Filled, Some(9))
+    );
+    assert_eq!(e.order(1, 8).unwrap().status, OrderStatus::Cancelled);
+    for not_an_order in [9, 12] {
+        assert_eq!(e.order(1, not_an_order).unwrap_err().code(), "not_found");
+    }
+    let tick = Tick {
+        symbol: "BTCUSDT".into(),
+        price: Dec::from_int(100),
+        ts: None,
+    };
+    e.ingest_ticks(vec![tick]).await.unwrap();
+    let mut mkt = NewOrder::market("BTCUSDT", Side::Buy, Dec::from_int(1));
+    mkt.sl = Some(Dec::from_int(95));
+    mkt.tp = Some(Dec::from_int(120));
+    let placed = e.place_order(1, mkt).await.unwrap();
+    assert_eq!((placed.id, placed.position_id), (13, Some(13)));
+    let reopen = |e: Engine| {
+        e.shutdown();
+        drop(e);
+        Engine::open(&cfg).expect("reopen")
+    };
+    let e = reopen(e);
+    assert_eq!(
+        e.order(1, 13).unwrap(),
+        placed,
+        "read back from its open position"
+    );
+    assert_eq!(e.cancel_order(1, 13).await.unwrap_err().code(), "conflict");
+    e.close_position(1, 13).await.unwrap();
+    let e = reopen(e);
+    assert_eq!(
+        e.order(1, 13).unwrap(),
+        placed,
+        "read back from its trade log"
+    );
+    assert_eq!(e.order(1, 7).unwrap(), old);
+    e.shutdown();
+    drop(e);
+
+    let c = read_only(&path);
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM order_rows"), 2);
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM orders"), 3);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT COUNT(*) FROM trade_logs WHERE order_id = 13 AND sl = 9500000000 AND tp = 12000000000"
+        ),
+        1
+    );
+    assert!(schema::missing_indexes(&c).unwrap().is_empty());
+    assert_eq!(pragma_text(&c, "integrity_check"), "ok");
+    assert_eq!(
+        count(&c, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
+        0
+    );
 }
 
 #[test]
@@ -1192,7 +1307,19 @@ fn seeded_data_keeps_the_ledger_invariants() {
             1000,
             "ids are sequential"
         );
-        assert_eq!(count(&c, "SELECT MAX(id) FROM orders"), 100);
+        // orders and positions share one sequence: the 1,000 closed positions, the 50 open
+        // ones (each the record of its market order) and the 50 pending orders
+        assert_eq!(
+            count(
+                &c,
+                "SELECT MAX(m) FROM (SELECT MAX(id) AS m FROM order_rows \
+                 UNION ALL SELECT MAX(id) FROM active_positions \
+                 UNION ALL SELECT MAX(position_id) FROM trade_logs)"
+            ),
+            1100
+        );
+        assert_eq!(count(&c, "SELECT COUNT(*) FROM orders"), 100);
+        assert_eq!(count(&c, "SELECT COUNT(*) FROM order_rows"), 50);
         assert_eq!(
             count(&c, "SELECT COUNT(DISTINCT token_hash) FROM users"),
             200
@@ -1351,6 +1478,7 @@ fn position(id: i64, user: i64) -> Position {
         unrealized_pnl: Dec::ZERO,
         account_type: AccountType::Demo,
         opened_at: id,
+        order_id: None,
     }
 }
 
@@ -1487,7 +1615,7 @@ fn grouped_writes_keep_each_rows_changes_in_order() {
         Op::UpdateOrder(Box::new(filled), 2),
         Op::SaveBalance(1, AccountType::Demo, ledger(991), 2),
         Op::DeletePosition(1),
-        Op::InsertTrade(Box::new(trade), 1),
+        Op::InsertTrade(Box::new(trade), Opening::of(&position(1, 1))),
         user(2),
     ];
     // 45 rows per table for user 2: statements of 32, 8, 4 and 1 rows

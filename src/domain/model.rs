@@ -243,6 +243,11 @@ pub struct Position {
     pub account_type: AccountType,
     /// Open time.
     pub opened_at: Millis,
+    /// The order whose fill opened it; `None` for a position stored before schema version 4.
+    /// When it equals `id`, the position is that order's only record (a market order without
+    /// a client id: see the `orders` view in schema.sql).
+    #[serde(skip)]
+    pub order_id: Option<Id>,
 }
 
 /// A closed position's record.

@@ -154,6 +154,7 @@ mod tests {
             unrealized_pnl: d("0"),
             account_type: AccountType::Demo,
             opened_at: 0,
+            order_id: Some(id),
         }
     }
 

@@ -86,10 +86,9 @@ pub struct State {
 pub struct LastIds {
     /// Users.
     pub user: Id,
-    /// Orders.
+    /// Orders and positions: one sequence, so that a market order and the position that is
+    /// its only record can share an id (schema.sql, the `orders` view).
     pub order: Id,
-    /// Positions.
-    pub position: Id,
     /// Trades.
     pub trade: Id,
     /// Signals.
@@ -152,8 +151,7 @@ impl State {
             st.promos.insert(p.code.clone(), p);
         }
         st.redeemed = licenses::all_redemptions(&tx)?.into_iter().collect();
-        st.last_ids.order = orders::max_id(&tx)?;
-        st.last_ids.position = positions::max_id(&tx)?;
+        st.last_ids.order = orders::max_id(&tx)?.max(positions::max_id(&tx)?);
         st.last_ids.trade = trades::max_id(&tx)?;
         st.last_ids.signal = signals::max_id(&tx)?;
         st.last_ids.promo = licenses::max_promo_id(&tx)?;

@@ -12,6 +12,7 @@ use crate::domain::money::Dec;
 use crate::domain::symbol::SymbolSpec;
 use crate::error::{Error, Result};
 use crate::store::ops::Op;
+use crate::store::tables::trades;
 
 /// Largest wallet an account may hold: 10^10 USDT (deposits beyond it are refused).
 pub const MAX_WALLET: Dec = Dec(10_000_000_000 * crate::domain::money::SCALE);
@@ -348,9 +349,20 @@ impl Sequencer {
         let fee = math::fee(px, order.qty, fee_bps).expect("validated size");
         let side = order.side.position_side();
         let liq = math::liquidation_price(side, px, order.leverage, spec.mmr_bps, spec.tick_size);
-        self.st.last_ids.position += 1;
+        // A market order placed without a client id is recorded only by its position, which
+        // takes the order's id (schema.sql, the `orders` view): one row fewer per fill, which
+        // is most of a signal fan-out's writing. The others keep their rows; their position
+        // takes the next id of the sequence orders and positions share.
+        let own_row =
+            was_resting || order.order_type != OrderType::Market || order.client_order_id.is_some();
+        let id = if own_row {
+            self.st.last_ids.order += 1;
+            self.st.last_ids.order
+        } else {
+            order.id
+        };
         let position = Position {
-            id: self.st.last_ids.position,
+            id,
             user_id: order.user_id,
             symbol: order.symbol.clone(),
             side,
@@ -365,6 +377,7 @@ impl Sequencer {
             unrealized_pnl: Dec::ZERO,
             account_type: order.account_type,
             opened_at: tx.now,
+            order_id: Some(order.id),
         };
         let l = self
             .st
@@ -382,12 +395,13 @@ impl Sequencer {
         order.fee = Some(fee);
         order.position_id = Some(position.id);
         order.filled_at = Some(tx.now);
-        let row = Box::new(order.clone());
-        tx.ops.push(if was_resting {
-            Op::UpdateOrder(row, tx.now)
-        } else {
-            Op::InsertOrder(row, tx.now)
-        });
+        if was_resting {
+            tx.ops
+                .push(Op::UpdateOrder(Box::new(order.clone()), tx.now));
+        } else if own_row {
+            tx.ops
+                .push(Op::InsertOrder(Box::new(order.clone()), tx.now));
+        }
         tx.ops.push(Op::InsertPosition(Box::new(position.clone())));
         tx.inval.push(Inval::Positions(order.user_id));
         tx.events.push(Event::OrderFilled {
@@ -552,8 +566,10 @@ impl Sequencer {
             closed_at: tx.now,
         };
         tx.ops.push(Op::DeletePosition(p.id));
-        tx.ops
-            .push(Op::InsertTrade(Box::new(trade.clone()), p.leverage));
+        tx.ops.push(Op::InsertTrade(
+            Box::new(trade.clone()),
+            trades::Opening::of(&p),
+        ));
         tx.inval.push(Inval::Positions(p.user_id));
         tx.events.push(Event::PositionClosed {
             trade: trade.clone(),

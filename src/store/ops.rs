@@ -68,8 +68,8 @@ pub enum Op {
     InsertPosition(Box<Position>),
     /// A closed position leaves the active table.
     DeletePosition(Id),
-    /// A closed position's trade log row (with the position's leverage).
-    InsertTrade(Box<Trade>, u32),
+    /// A closed position's trade log row (with what it keeps of the position).
+    InsertTrade(Box<Trade>, trades::Opening),
     /// A signal and its fan-out counts.
     InsertSignal(signals::SignalRow),
     /// Insert or extend a license.
@@ -120,7 +120,7 @@ pub fn apply_all<'a>(
 struct TradingRun<'a> {
     new_orders: Vec<(&'a Order, Millis)>,
     new_positions: Vec<&'a Position>,
-    trades: Vec<(&'a Trade, u32)>,
+    trades: Vec<(&'a Trade, trades::Opening)>,
     balances: Vec<(Id, AccountType, &'a Ledger, Millis)>,
     order_updates: Vec<(&'a Order, Millis)>,
     closed_positions: Vec<Id>,
@@ -134,7 +134,7 @@ impl<'a> TradingRun<'a> {
         match op {
             Op::InsertOrder(o, at) => self.new_orders.push((o, *at)),
             Op::InsertPosition(p) => self.new_positions.push(p),
-            Op::InsertTrade(t, lev) => self.trades.push((t, *lev)),
+            Op::InsertTrade(t, opening) => self.trades.push((t, *opening)),
             Op::SaveBalance(u, a, l, at) => self.balances.push((*u, *a, l, *at)),
             Op::UpdateOrder(o, at) => self.order_updates.push((o, *at)),
             Op::DeletePosition(id) => self.closed_positions.push(*id),

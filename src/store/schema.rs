@@ -6,10 +6,10 @@ use rusqlite::Connection;
 /// The whole schema, tables then indexes.
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 /// The version a fully migrated file carries.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 const INDEX_MARKER: &str = "-- @indexes";
 
-/// The table part of the schema.
+/// The table part of the schema (the tables and the `orders` view).
 pub fn tables_sql() -> &'static str {
     SCHEMA_SQL.split(INDEX_MARKER).next().unwrap_or(SCHEMA_SQL)
 }
@@ -64,7 +64,40 @@ const IMMEDIATE_USER_FK: &str = "REFERENCES users(id),";
 /// The same key checked at COMMIT (version 3).
 const DEFERRED_USER_FK: &str = "REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,";
 /// The tables whose rows the writer inserts many to a statement.
-const MULTI_ROW_TABLES: [&str; 4] = ["balances", "orders", "active_positions", "trade_logs"];
+const MULTI_ROW_TABLES: [&str; 4] = ["balances", "order_rows", "active_positions", "trade_logs"];
+
+/// The columns version 4 added, by table: what ties a position and its trade log to the order
+/// that opened it, so that a market order without a client id needs no row of its own.
+const ORDER_LINK_COLUMNS: [(&str, &str); 4] = [
+    ("active_positions", "order_id"),
+    ("trade_logs", "order_id"),
+    ("trade_logs", "sl"),
+    ("trade_logs", "tp"),
+];
+
+/// Version 4: the `orders` table becomes `order_rows` (its indexes follow it; the `orders`
+/// view of schema.sql replaces it) and positions and trade logs gain [`ORDER_LINK_COLUMNS`].
+/// Only tables that exist are changed: a new file gets them from schema.sql. Adding a
+/// nullable column and renaming a table rewrite no rows.
+fn link_orders_to_positions(conn: &Connection) -> rusqlite::Result<()> {
+    let is_table = |name: &str| {
+        conn.prepare_cached("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
+            .exists([name])
+    };
+    if is_table("orders")? {
+        conn.execute_batch("ALTER TABLE orders RENAME TO order_rows")?;
+    }
+    for (table, column) in ORDER_LINK_COLUMNS {
+        let has = conn
+            .prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+            .exists([table, column])?;
+        if is_table(table)? && !has {
+            // names from the constant above, not input
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER"))?;
+        }
+    }
+    Ok(())
+}
 
 /// Replaces `from` with `to` in the stored CREATE TABLE text of each of `tables` that holds
 /// it. This is the procedure SQLite's ALTER TABLE documentation gives for a change that
@@ -152,23 +185,27 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let run = || -> rusqlite::Result<()> {
+        // A file made at version 0 by an older deployment may hold some tables in their old
+        // form: each step edits what exists, then schema.sql adds whatever is missing.
+        if version < 4 {
+            link_orders_to_positions(conn)?;
+        }
+        if version < 2 {
+            edit_tables_sql(conn, &["order_rows"], OLD_STATUS_CHECK, NEW_STATUS_CHECK)?;
+        }
+        if version < 3 {
+            edit_tables_sql(conn, &MULTI_ROW_TABLES, IMMEDIATE_USER_FK, DEFERRED_USER_FK)?;
+            warn_if_not_deferred(conn)?;
+        }
+        conn.execute_batch(tables_sql())?;
         if version < 1 {
-            // the baseline schema
-            conn.execute_batch(tables_sql())?;
+            // the baseline's indexes and symbols
             create_missing_indexes(conn)?;
             for s in DEFAULT_SYMBOLS {
                 if super::tables::symbols::get(conn, s)?.is_none() {
                     super::tables::symbols::save(conn, &SymbolSpec::default_for(s))?;
                 }
             }
-        }
-        if version < 2 {
-            edit_tables_sql(conn, &["orders"], OLD_STATUS_CHECK, NEW_STATUS_CHECK)?;
-        }
-        if version < 3 {
-            // a file made at version 0 by an older deployment kept its own table texts above
-            edit_tables_sql(conn, &MULTI_ROW_TABLES, IMMEDIATE_USER_FK, DEFERRED_USER_FK)?;
-            warn_if_not_deferred(conn)?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         Ok(())

@@ -14,8 +14,8 @@
 //!   `available = wallet − margin_used − order_reserved ≥ 0` (the deposit covers every loss, fee,
 //!   margin and reserve, so no prefix of the history ever went below zero), and one `payments`
 //!   deposit row per deposit;
-//! - open positions come with the filled market order that opened them (as the engine writes
-//!   them); their liquidation, stop-loss and take-profit prices are on the safe side of the last
+//! - each open position is also the only record of the market order that opened it (same id,
+//!   `order_id = id`, as the engine writes it; the `orders` view shows that order); their liquidation, stop-loss and take-profit prices are on the safe side of the last
 //!   price, and pending limit buys rest below the last price, sells above, so nothing triggers or
 //!   fills on the first tick. Historical trade logs stand alone (their opening orders are not
 //!   generated: that would double the row count and no query needs them);
@@ -274,8 +274,8 @@ fn write_all(
     let n = opts.users;
     let first_user = max_id(c, "SELECT COALESCE(MAX(id), 0) FROM users")? + 1;
     let mut next_trade = trades::max_id(c)? + 1;
-    let mut next_position = positions::max_id(c)? + 1;
-    let mut next_order = orders::max_id(c)? + 1;
+    // orders and positions share one sequence (as in the engine)
+    let mut next_id = orders::max_id(c)?.max(positions::max_id(c)?) + 1;
     // Spread positions and orders over the users (counts per user).
     let (mut pos_count, mut ord_count) = (vec![0u32; n as usize], vec![0u32; n as usize]);
     if n > 0 {
@@ -353,13 +353,19 @@ fn write_all(
             let sym = &syms[rng.below(syms.len() as u64) as usize];
             let lev = gen_trade(&mut rng, sym, &mut t);
             t.id = next_trade;
-            t.position_id = next_position;
+            t.position_id = next_id;
             t.user_id = uid;
             t.closed_at = closed.min(now - 1);
             t.opened_at = t.closed_at - rng.range(MINUTE, 2 * DAY);
-            trades::insert_many(c, &[(&t, lev)])?;
+            let opening = trades::Opening {
+                leverage: lev,
+                order_id: None,
+                sl: None,
+                tp: None,
+            };
+            trades::insert_many(c, &[(&t, opening)])?;
             next_trade += 1;
-            next_position += 1;
+            next_id += 1;
             rows += 1;
             rep.trades += 1;
             rep.trades_24h += u64::from(t.closed_at >= now - DAY);
@@ -369,12 +375,10 @@ fn write_all(
         for _ in 0..pos_count[i as usize] {
             let sym = &syms[rng.below(syms.len() as u64) as usize];
             let opened = now - 3 * DAY + rng.range(0, 2 * DAY);
-            let (p, o) = gen_position(&mut rng, sym, uid, next_position, next_order, opened);
-            orders::insert_many(c, &[(&o, opened)])?;
+            let p = gen_position(&mut rng, sym, uid, next_id, opened);
             positions::insert_many(c, &[&p])?;
-            next_position += 1;
-            next_order += 1;
-            rows += 2;
+            next_id += 1;
+            rows += 1;
             rep.open_positions += 1;
             rep.filled_orders += 1;
             sums.open_fees += p.open_fee.raw() as i128;
@@ -383,9 +387,9 @@ fn write_all(
         for _ in 0..ord_count[i as usize] {
             let sym = &syms[rng.below(syms.len() as u64) as usize];
             let created_at = now - DAY + rng.range(0, DAY - MINUTE);
-            let o = gen_pending(&mut rng, sym, uid, next_order, created_at);
+            let o = gen_pending(&mut rng, sym, uid, next_id, created_at);
             orders::insert_many(c, &[(&o, created_at)])?;
-            next_order += 1;
+            next_id += 1;
             rows += 1;
             rep.pending_orders += 1;
             sums.reserve += o.reserve.raw() as i128;
@@ -515,16 +519,9 @@ fn gen_trade(rng: &mut Rng, sym: &Sym, t: &mut Trade) -> u32 {
     lev
 }
 
-/// An open position near the last price, safe from its triggers at that price, and the filled
-/// market order that opened it (taker fee, as the engine charges a market fill).
-fn gen_position(
-    rng: &mut Rng,
-    sym: &Sym,
-    user: Id,
-    id: Id,
-    order_id: Id,
-    opened: Millis,
-) -> (Position, Order) {
+/// An open position near the last price, safe from its triggers at that price, and the only
+/// record of the market order that opened it (same id, taker fee, as the engine writes it).
+fn gen_position(rng: &mut Rng, sym: &Sym, user: Id, id: Id, opened: Millis) -> Position {
     let spec = &sym.spec;
     let tick = spec.tick_size;
     let last = sym.last;
@@ -580,7 +577,7 @@ fn gen_position(
                 tp < far && tp.is_positive()
             }
         });
-    let p = Position {
+    Position {
         id,
         user_id: user,
         symbol: spec.symbol.clone(),
@@ -596,29 +593,8 @@ fn gen_position(
         unrealized_pnl: Dec::ZERO,
         account_type: AccountType::Demo,
         opened_at: opened,
-    };
-    let o = Order {
-        id: order_id,
-        user_id: user,
-        symbol: spec.symbol.clone(),
-        side: if long { Side::Buy } else { Side::Sell },
-        order_type: OrderType::Market,
-        qty,
-        price: None,
-        leverage: lev,
-        sl,
-        tp,
-        account_type: AccountType::Demo,
-        status: OrderStatus::Filled,
-        reserve: Dec::ZERO,
-        fill_price: Some(entry),
-        fee: Some(open_fee),
-        position_id: Some(id),
-        client_order_id: None,
-        created_at: opened,
-        filled_at: Some(opened),
-    };
-    (p, o)
+        order_id: Some(id),
+    }
 }
 
 /// A resting limit order away from the last price (buys below, sells above) with its reserve.

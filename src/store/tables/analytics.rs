@@ -87,7 +87,10 @@ fn top(map: &HashMap<Id, i128>, n: usize) -> Vec<UserFigure> {
 pub fn dashboard(c: &Connection, since: Millis, now: Millis) -> rusqlite::Result<Dashboard> {
     let users = count(c, "SELECT COUNT(*) FROM users")?;
     let open_positions = count(c, "SELECT COUNT(*) FROM active_positions")?;
-    let pending_orders = count(c, "SELECT COUNT(*) FROM orders WHERE status = 'pending'")?;
+    let pending_orders = count(
+        c,
+        "SELECT COUNT(*) FROM order_rows WHERE status = 'pending'",
+    )?;
     let mut active: HashSet<Id> = c
         .prepare("SELECT DISTINCT user_id FROM active_positions")?
         .query_map([], |r| r.get(0))?

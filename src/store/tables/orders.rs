@@ -1,4 +1,6 @@
-//! `orders`: every order in every status; pending limit orders are what the matcher rebuilds.
+//! Orders: the `order_rows` table (limit orders, and market orders with a client id) and the
+//! `orders` view, which adds the market orders that only their position records (schema.sql).
+//! Pending limit orders are what the matcher rebuilds; they are always in `order_rows`.
 
 use super::{MultiInsert, bind_row, dec, opt_dec, text_enum};
 use crate::domain::model::{AccountType, Id, Millis, Order, OrderStatus, OrderType, Side};
@@ -7,20 +9,21 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 const COLS: &str = "id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, \
                     fill_price, fee, position_id, client_order_id, created_at, filled_at";
 static INSERT: MultiInsert = MultiInsert::new(
-    "INSERT OR FAIL INTO orders (id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, \
+    "INSERT OR FAIL INTO order_rows (id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, \
            status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at, updated_at)",
     20,
     "",
 );
-/// Hot query: one order.
-pub const BY_ID: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM orders WHERE id = ?1";
+/// Hot query: one order, in any status, through the `orders` view.
+pub const BY_ID: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM orders WHERE id = ?1 LIMIT 1";
 /// Hot query: a user's pending orders on one account, oldest first.
-pub const PENDING_BY_USER: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM orders WHERE user_id = ?1 AND account_type = ?2 AND status = 'pending' ORDER BY id";
+pub const PENDING_BY_USER: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM order_rows WHERE user_id = ?1 AND account_type = ?2 AND status = 'pending' ORDER BY id";
 /// Hot query: pending orders of a symbol by price (rebuilding the book).
 pub const PENDING_BY_SYMBOL: &str =
-    "SELECT id FROM orders WHERE symbol = ?1 AND status = 'pending' ORDER BY price";
+    "SELECT id FROM order_rows WHERE symbol = ?1 AND status = 'pending' ORDER BY price";
 /// Hot query: an order by its client id.
-pub const BY_CLIENT_ID: &str = "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2";
+pub const BY_CLIENT_ID: &str =
+    "SELECT id FROM order_rows WHERE user_id = ?1 AND client_order_id = ?2";
 
 fn map(r: &Row<'_>) -> rusqlite::Result<Order> {
     Ok(Order {
@@ -46,7 +49,7 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Order> {
     })
 }
 
-/// Inserts new order rows, each with its update time. (A plain INSERT: an UPSERT here made
+/// Inserts new rows into `order_rows`, each with its update time. (A plain INSERT: an UPSERT here made
 /// SQLite open two ephemeral tables per row, which cost a third of the writer's time.)
 pub fn insert_many(c: &Connection, rows: &[(&Order, Millis)]) -> rusqlite::Result<()> {
     INSERT.run(c, rows, |st, at, (o, updated)| {
@@ -78,7 +81,7 @@ pub fn insert_many(c: &Connection, rows: &[(&Order, Millis)]) -> rusqlite::Resul
 /// Records an order's new status, reserve and fill.
 pub fn update(c: &Connection, o: &Order, at: Millis) -> rusqlite::Result<()> {
     c.prepare_cached(
-        "UPDATE orders SET status = ?2, reserve = ?3, fill_price = ?4, fee = ?5, position_id = ?6, filled_at = ?7, \
+        "UPDATE order_rows SET status = ?2, reserve = ?3, fill_price = ?4, fee = ?5, position_id = ?6, filled_at = ?7, \
          updated_at = ?8 WHERE id = ?1",
     )?
     .execute(params![
@@ -113,7 +116,7 @@ pub fn pending_by_user(
 /// Every pending order, oldest first (engine start-up).
 pub fn all_pending(c: &Connection) -> rusqlite::Result<Vec<Order>> {
     c.prepare(&format!(
-        "SELECT {COLS} FROM orders WHERE status = 'pending' ORDER BY id"
+        "SELECT {COLS} FROM order_rows WHERE status = 'pending' ORDER BY id"
     ))?
     .query_map([], map)?
     .collect()
@@ -121,12 +124,17 @@ pub fn all_pending(c: &Connection) -> rusqlite::Result<Vec<Order>> {
 
 /// Every (user, client_order_id, order id) (engine start-up).
 pub fn all_client_ids(c: &Connection) -> rusqlite::Result<Vec<(Id, String, Id)>> {
-    c.prepare("SELECT user_id, client_order_id, id FROM orders WHERE client_order_id IS NOT NULL")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect()
+    c.prepare(
+        "SELECT user_id, client_order_id, id FROM order_rows WHERE client_order_id IS NOT NULL",
+    )?
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    .collect()
 }
 
-/// The highest order id (0 for none).
+/// The highest id of `order_rows` (0 for none). Orders and positions share one sequence:
+/// the next id of either is above this and [`super::positions::max_id`].
 pub fn max_id(c: &Connection) -> rusqlite::Result<Id> {
-    c.query_row("SELECT COALESCE(MAX(id), 0) FROM orders", [], |r| r.get(0))
+    c.query_row("SELECT COALESCE(MAX(id), 0) FROM order_rows", [], |r| {
+        r.get(0)
+    })
 }

@@ -5,15 +5,15 @@ use crate::domain::model::{AccountType, Id, Position, PositionSide};
 use crate::domain::money::Dec;
 use rusqlite::{Connection, Row, params};
 
-const COLS: &str = "id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at";
+const COLS: &str = "id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at, order_id";
 static INSERT: MultiInsert = MultiInsert::new(
     "INSERT OR FAIL INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, \
-           liquidation_price, open_fee, account_type, opened_at)",
-    14,
+           liquidation_price, open_fee, account_type, opened_at, order_id)",
+    15,
     "",
 );
 /// Hot query: a user's open positions on one account, oldest first.
-pub const BY_USER: &str = "SELECT id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at FROM active_positions WHERE user_id = ?1 AND account_type = ?2 ORDER BY id";
+pub const BY_USER: &str = "SELECT id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at, order_id FROM active_positions WHERE user_id = ?1 AND account_type = ?2 ORDER BY id";
 /// Hot query: open positions of a symbol.
 pub const BY_SYMBOL: &str = "SELECT id FROM active_positions WHERE symbol = ?1";
 
@@ -34,6 +34,7 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Position> {
         unrealized_pnl: Dec::ZERO,
         account_type: text_enum(r, 12, AccountType::parse)?,
         opened_at: r.get(13)?,
+        order_id: r.get(14)?,
     })
 }
 
@@ -54,7 +55,8 @@ pub fn insert_many(c: &Connection, rows: &[&Position]) -> rusqlite::Result<()> {
             p.liquidation_price.raw(),
             p.open_fee.raw(),
             p.account_type.as_str(),
-            p.opened_at
+            p.opened_at,
+            p.order_id
         )
     })
 }
@@ -80,7 +82,7 @@ pub fn all(c: &Connection) -> rusqlite::Result<Vec<Position>> {
         .collect()
 }
 
-/// The highest position id ever used, open or closed (0 for none).
+/// The highest position id ever used, open or closed (0 for none). See [`super::orders::max_id`].
 pub fn max_id(c: &Connection) -> rusqlite::Result<Id> {
     c.query_row(
         "SELECT MAX(COALESCE((SELECT MAX(id) FROM active_positions), 0), COALESCE((SELECT MAX(position_id) FROM trade_logs), 0))",

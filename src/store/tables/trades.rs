@@ -1,7 +1,8 @@
 //! `trade_logs`: append-only record of closed positions.
 
 use super::{MultiInsert, bind_row, dec, text_enum};
-use crate::domain::model::{AccountType, CloseReason, Id, PositionSide, Trade};
+use crate::domain::model::{AccountType, CloseReason, Id, Position, PositionSide, Trade};
+use crate::domain::money::Dec;
 use rusqlite::{Connection, Row, params};
 
 /// Hot query: a page of a user's trades, newest first by close time then id.
@@ -31,14 +32,40 @@ fn map(r: &Row<'_>) -> rusqlite::Result<Trade> {
 
 static INSERT: MultiInsert = MultiInsert::new(
     "INSERT OR FAIL INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
-           close_fee, pnl, reason, account_type, leverage, opened_at, closed_at)",
-    16,
+           close_fee, pnl, reason, account_type, leverage, opened_at, closed_at, order_id, sl, tp)",
+    19,
     "",
 );
 
-/// Appends trades, each with its position's leverage.
-pub fn insert_many(c: &Connection, rows: &[(&Trade, u32)]) -> rusqlite::Result<()> {
-    INSERT.run(c, rows, |st, at, (t, leverage)| {
+/// What a trade log keeps of its position beyond the API's trade object: enough to show the
+/// order that opened it when that order has no row of its own (the `orders` view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opening {
+    /// The position's leverage.
+    pub leverage: u32,
+    /// The order that opened it (`Position::order_id`).
+    pub order_id: Option<Id>,
+    /// Its stop loss.
+    pub sl: Option<Dec>,
+    /// Its take profit.
+    pub tp: Option<Dec>,
+}
+
+impl Opening {
+    /// What `p` leaves on its trade log.
+    pub fn of(p: &Position) -> Self {
+        Opening {
+            leverage: p.leverage,
+            order_id: p.order_id,
+            sl: p.sl,
+            tp: p.tp,
+        }
+    }
+}
+
+/// Appends trades, each with its position's [`Opening`].
+pub fn insert_many(c: &Connection, rows: &[(&Trade, Opening)]) -> rusqlite::Result<()> {
+    INSERT.run(c, rows, |st, at, (t, o)| {
         bind_row!(st, at;
             t.id,
             t.position_id,
@@ -53,9 +80,12 @@ pub fn insert_many(c: &Connection, rows: &[(&Trade, u32)]) -> rusqlite::Result<(
             t.pnl.raw(),
             t.reason.as_str(),
             t.account_type.as_str(),
-            leverage,
+            o.leverage,
             t.opened_at,
-            t.closed_at
+            t.closed_at,
+            o.order_id,
+            o.sl.map(|d| d.raw()),
+            o.tp.map(|d| d.raw())
         )
     })
 }
