@@ -1,6 +1,6 @@
 //! The `litetrade` command line: parse, build the Config, call into the library.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use litetrade::{Config, Engine};
@@ -372,6 +372,23 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
     if !cfg.db.exists() {
         bail!("database {} does not exist", cfg.db.display());
     }
+    // A file from an older litetrade is migrated first, as `serve` would do. An older engine
+    // still serving it would then fail its writes, so migrating needs the engine lock (held
+    // until optimize ends, only in that case).
+    let version = litetrade::store::schema::file_version(&cfg.db)
+        .with_context(|| format!("optimize {}", cfg.db.display()))?;
+    let _lock = if version < litetrade::store::schema::SCHEMA_VERSION {
+        Some(litetrade::engine::lock_database(cfg).map_err(|e| {
+            anyhow!(
+                "{e}; the file is at schema version {version}, older than this litetrade \
+                 ({}): stop that process (or start this version's serve, which migrates \
+                 the file), then run optimize again",
+                litetrade::store::schema::SCHEMA_VERSION
+            )
+        })?)
+    } else {
+        None
+    };
     let steps = Steps::new(json);
     let progress = |step: &str, done: u64, total: u64| steps.update(step, done, total);
     let report = litetrade::store::optimize::optimize(

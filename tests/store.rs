@@ -76,7 +76,9 @@ fn legacy_file(path: &Path, page_size: u32, wal: bool) {
         c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
             .unwrap();
     }
+    // the tables as an older deployment had them (an `orders` table, no order links)
     c.execute_batch(schema::tables_sql()).unwrap();
+    c.execute_batch(BEFORE_VERSION_4).unwrap();
     c.execute_batch(
         "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'old', x'00', 1), (2, 'older', x'01', 2);
          INSERT INTO payments (user_id, kind, amount, account_type, created_at) VALUES (1, 'deposit', 100, 'demo', 3);",
@@ -366,24 +368,15 @@ fn a_version_2_file_checks_its_trading_foreign_keys_at_commit() {
     assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
 }
 
-/// Version 4 writes no row for a market order placed without a client id: the position it
-/// opens takes its id and is its record (then its trade log), and the `orders` view shows it.
-/// A version-3 file numbered orders and positions apart. Migrated, it keeps every order it
-/// had, none of its old positions or trades passes for an order, new ids start above every
-/// old order and position, and a new market order reads back as it was placed, open and
-/// closed, from the file (after a reopen, so no cache answers).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_3_file_keeps_its_orders_and_new_ids_start_above_all_old_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir, "v3.db");
-    let c = plain(&path);
+/// A file as a version-3 engine left it: user 1, market order 7 that opened position 9 (ids
+/// were counted apart), limit order 8 cancelled, and position 12 closed.
+fn version_3_file(path: &Path) {
+    let c = plain(path);
     c.execute_batch(schema::SCHEMA_SQL).unwrap();
     c.execute_batch(BEFORE_VERSION_4).unwrap();
     for s in DEFAULT_SYMBOLS {
         symbols::save(&c, &SymbolSpec::default_for(s)).unwrap();
     }
-    // as a version-3 engine wrote them: market order 7 opened position 9, limit order 8 was
-    // cancelled, and position 12 is closed
     c.execute_batch(
         "INSERT INTO users (id, name, token_hash, created_at) VALUES (1, 'u', x'00', 1);
          INSERT INTO balances (user_id, account_type, wallet, margin_used, deposited, updated_at)
@@ -400,6 +393,19 @@ async fn a_version_3_file_keeps_its_orders_and_new_ids_start_above_all_old_ones(
     )
     .unwrap();
     drop(c);
+}
+
+/// Version 4 writes no row for a market order placed without a client id: the position it
+/// opens takes its id and is its record (then its trade log), and the `orders` view shows it.
+/// A version-3 file numbered orders and positions apart. Migrated, it keeps every order it
+/// had, none of its old positions or trades passes for an order, new ids start above every
+/// old order and position, and a new market order reads back as it was placed, open and
+/// closed, from the file (after a reopen, so no cache answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_file_keeps_its_orders_and_new_ids_start_above_all_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "v3.db");
+    version_3_file(&path);
     let cfg = Config {
         db: path.clone(),
         ..Config::default()
@@ -464,6 +470,65 @@ async fn a_version_3_file_keeps_its_orders_and_new_ids_start_above_all_old_ones(
         count(&c, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
         0
     );
+}
+
+/// `optimize` migrates a version-3 file as opening it would, before it measures (the hot
+/// queries need the new columns). From the command line it first takes the engine lock, so
+/// while another process (an older server) holds the file it refuses and changes nothing.
+#[test]
+fn optimize_migrates_a_version_3_file_but_not_under_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "v3.db");
+    version_3_file(&path);
+    let cfg = Config {
+        db: path.clone(),
+        ..Config::default()
+    };
+    let cli = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_litetrade"))
+            .args(["optimize", "--db", path.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let table_names = || {
+        let c = read_only(&path);
+        let names = c
+            .prepare("SELECT type || ' ' || name FROM sqlite_schema WHERE name IN ('orders', 'order_rows') ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        (pragma_text(&c, "user_version"), names)
+    };
+    let lock = litetrade::engine::lock_database(&cfg).expect("lock");
+    let out = cli();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("schema version 3"), "{err}");
+    assert_eq!(table_names(), ("3".into(), vec!["table orders".into()]));
+    drop(lock);
+
+    let out = cli();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        table_names(),
+        (
+            schema::SCHEMA_VERSION.to_string(),
+            vec!["table order_rows".into(), "view orders".into()]
+        )
+    );
+    let c = read_only(&path);
+    assert_eq!(count(&c, "SELECT COUNT(*) FROM orders"), 2);
+    assert!(schema::missing_indexes(&c).unwrap().is_empty());
+    drop(c);
+    let e = Engine::open(&cfg).expect("the engine opens the migrated file");
+    assert_eq!(e.order(1, 7).unwrap().position_id, Some(9));
+    e.shutdown();
 }
 
 #[test]

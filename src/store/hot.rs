@@ -126,3 +126,29 @@ pub fn plan_scans_table(plan: &str) -> bool {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::plan_scans_table;
+
+    #[test]
+    fn a_scan_counts_unless_over_an_index_or_a_co_routine() {
+        assert!(plan_scans_table("SCAN trade_logs"));
+        assert!(!plan_scans_table(
+            "SEARCH trade_logs USING INDEX trades_position (position_id=?)"
+        ));
+        assert!(!plan_scans_table(
+            "SCAN order_rows USING COVERING INDEX orders_pending_book"
+        ));
+        // a view's rows, read from the co-routine that searched each table
+        let view = "CO-ROUTINE orders; COMPOUND QUERY; LEFT-MOST SUBQUERY; \
+                    SEARCH order_rows USING INTEGER PRIMARY KEY (rowid=?); SCAN orders";
+        assert!(!plan_scans_table(view));
+        // a co-routine that itself scans a table
+        assert!(plan_scans_table(
+            "CO-ROUTINE orders; SCAN active_positions; SCAN orders"
+        ));
+        // a scan of a table that only shares a prefix with a co-routine's name
+        assert!(plan_scans_table("CO-ROUTINE orders; SCAN orders_archive"));
+    }
+}

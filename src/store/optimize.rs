@@ -4,8 +4,9 @@
 //! [`OptimizeReport`]; it never prints. Progress goes to a callback `(step, done, total)` so the
 //! binary can draw bars (or plain lines when stdout is not a terminal).
 //!
-//! 1. the tables are created if missing (`CREATE TABLE IF NOT EXISTS`, never touching existing
-//!    rows), then every hot query of [`super::hot::hot_queries`] is measured: its plan, whether
+//! 1. a file from an older litetrade is migrated to the current schema as opening it would
+//!    ([`schema::migrate_tables`]: missing tables created, old ones edited in place, no row
+//!    rewritten), then every hot query of [`super::hot::hot_queries`] is measured: its plan, whether
 //!    it uses an index, and its median latency through a prepared statement on a fresh read-only
 //!    connection (the way the server's pool runs it);
 //! 2. index migration: every index of the schema that the file lacks is created (idempotent);
@@ -414,7 +415,7 @@ fn run(
         busy_timeout_ms: opts.busy_timeout_ms,
         ..StoreConfig::default()
     };
-    // 0. open: WAL, pragmas, refuse a newer schema, create missing tables.
+    // 0. open: WAL, pragmas, refuse a newer schema, migrate an older one.
     *step = "open";
     progress("open", 0, 1);
     conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))?;
@@ -445,7 +446,9 @@ fn run(
     apply_pragmas(conn, &cfg, false)?;
     rep.page_size_before = pragma_i64(conn, "page_size")? as u32;
     rep.free_pages_before = pragma_i64(conn, "freelist_count")? as u64;
-    conn.execute_batch(schema::tables_sql())?;
+    // an older file is migrated as opening it would (the caller makes sure no older engine
+    // still serves it); missing indexes are left to step 2, after the "before" measurement
+    schema::migrate_tables(conn)?;
     progress("open", 1, 1);
 
     // 1. measure before.

@@ -167,10 +167,25 @@ pub fn foreign_file(conn: &Connection) -> rusqlite::Result<Option<String>> {
     }))
 }
 
-/// Brings the file to [`SCHEMA_VERSION`] in one transaction. A file at version 0 (new, or made
-/// by an older deployment with some tables and no indexes) gains every table, every index and
-/// the default symbols. A file from a newer litetrade is refused.
+/// The `user_version` of the file at `path`, read without changing anything (0 for a file
+/// without tables).
+pub fn file_version(path: &std::path::Path) -> rusqlite::Result<i64> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Brings the file to [`SCHEMA_VERSION`] ([`migrate_tables`]) and creates every index it
+/// lacks: what opening a store does.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    migrate_tables(conn)?;
+    create_missing_indexes(conn).map(drop)
+}
+
+/// Brings the file's tables, view and rows to [`SCHEMA_VERSION`] in one transaction, without
+/// creating indexes (`optimize` creates them after measuring the file as it found it). A file
+/// at version 0 (new, or made by an older deployment with some tables and no indexes) gains
+/// every table and the default symbols. A file from a newer litetrade is refused.
+pub fn migrate_tables(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version == SCHEMA_VERSION {
         return Ok(());
@@ -199,8 +214,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         }
         conn.execute_batch(tables_sql())?;
         if version < 1 {
-            // the baseline's indexes and symbols
-            create_missing_indexes(conn)?;
+            // the baseline's symbols
             for s in DEFAULT_SYMBOLS {
                 if super::tables::symbols::get(conn, s)?.is_none() {
                     super::tables::symbols::save(conn, &SymbolSpec::default_for(s))?;

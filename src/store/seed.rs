@@ -15,8 +15,9 @@
 //!   margin and reserve, so no prefix of the history ever went below zero), and one `payments`
 //!   deposit row per deposit;
 //! - each open position is also the only record of the market order that opened it (same id,
-//!   `order_id = id`, as the engine writes it; the `orders` view shows that order); their liquidation, stop-loss and take-profit prices are on the safe side of the last
-//!   price, and pending limit buys rest below the last price, sells above, so nothing triggers or
+//!   `order_id = id`, as the engine writes it; the `orders` view shows that order); their
+//!   liquidation, stop-loss and take-profit prices are on the safe side of the last price, and
+//!   pending limit buys rest below the last price, sells above, so nothing triggers or
 //!   fills on the first tick. Historical trade logs stand alone (their opening orders are not
 //!   generated: that would double the row count and no query needs them);
 //! - `trade_logs.closed_at` spreads over the last 30 days, with some in the last 24 h so the
