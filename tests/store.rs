@@ -253,6 +253,12 @@ fn migrated(path: &Path, schema_sql: &str, version: i64) -> Connection {
     c
 }
 
+/// The file passes `PRAGMA integrity_check` and `PRAGMA foreign_key_check`.
+fn assert_sound(c: &Connection) {
+    assert_eq!(pragma_text(c, "integrity_check"), "ok");
+    assert_eq!(count(c, "SELECT COUNT(*) FROM pragma_foreign_key_check"), 0);
+}
+
 /// The CREATE TABLE text the file stores for `table`.
 fn table_sql(c: &Connection, table: &str) -> String {
     c.query_row(
@@ -353,11 +359,7 @@ fn a_version_2_file_checks_its_trading_foreign_keys_at_commit() {
         );
     }
     assert_eq!(count(&c, "SELECT COUNT(*) FROM orders WHERE id = 7"), 1);
-    assert_eq!(pragma_text(&c, "integrity_check"), "ok");
-    assert_eq!(
-        count(&c, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
-        0
-    );
+    assert_sound(&c);
     // the other tables' keys are still checked at once
     let err = c
         .execute(
@@ -368,10 +370,12 @@ fn a_version_2_file_checks_its_trading_foreign_keys_at_commit() {
     assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
 }
 
-/// A file as a version-3 engine left it: user 1, market order 7 that opened position 9 (ids
-/// were counted apart), limit order 8 cancelled, and position 12 closed.
-fn version_3_file(path: &Path) {
-    let c = plain(path);
+/// `v3.db` in `dir` as a version-3 engine left it (user 1, market order 7 that opened
+/// position 9, as ids were counted apart, limit order 8 cancelled, and position 12 closed),
+/// and an engine config for it.
+fn version_3_file(dir: &tempfile::TempDir) -> (PathBuf, Config) {
+    let path = db_in(dir, "v3.db");
+    let c = plain(&path);
     c.execute_batch(schema::SCHEMA_SQL).unwrap();
     c.execute_batch(BEFORE_VERSION_4).unwrap();
     for s in DEFAULT_SYMBOLS {
@@ -393,6 +397,11 @@ fn version_3_file(path: &Path) {
     )
     .unwrap();
     drop(c);
+    let cfg = Config {
+        db: path.clone(),
+        ..Config::default()
+    };
+    (path, cfg)
 }
 
 /// Version 4 writes no row for a market order placed without a client id: the position it
@@ -404,12 +413,7 @@ fn version_3_file(path: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_3_file_keeps_its_orders_and_new_ids_start_above_all_old_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir, "v3.db");
-    version_3_file(&path);
-    let cfg = Config {
-        db: path.clone(),
-        ..Config::default()
-    };
+    let (path, cfg) = version_3_file(&dir);
     let e = Engine::open(&cfg).expect("open migrates");
     let old = e.order(1, 7).unwrap();
     assert_eq!(
@@ -465,11 +469,7 @@ async fn a_version_3_file_keeps_its_orders_and_new_ids_start_above_all_old_ones(
         1
     );
     assert!(schema::missing_indexes(&c).unwrap().is_empty());
-    assert_eq!(pragma_text(&c, "integrity_check"), "ok");
-    assert_eq!(
-        count(&c, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
-        0
-    );
+    assert_sound(&c);
 }
 
 /// `optimize` migrates a version-3 file as opening it would, before it measures (the hot
@@ -478,12 +478,7 @@ async fn a_version_3_file_keeps_its_orders_and_new_ids_start_above_all_old_ones(
 #[test]
 fn optimize_migrates_a_version_3_file_but_not_under_another_process() {
     let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir, "v3.db");
-    version_3_file(&path);
-    let cfg = Config {
-        db: path.clone(),
-        ..Config::default()
-    };
+    let (path, cfg) = version_3_file(&dir);
     let cli = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_litetrade"))
             .args(["optimize", "--db", path.to_str().unwrap()])
