@@ -151,7 +151,7 @@ impl State {
             st.promos.insert(p.code.clone(), p);
         }
         st.redeemed = licenses::all_redemptions(&tx)?.into_iter().collect();
-        st.last_ids.order = orders::max_id(&tx)?.max(positions::max_id(&tx)?);
+        st.last_ids.order = orders::max_id(&tx)?;
         st.last_ids.trade = trades::max_id(&tx)?;
         st.last_ids.signal = signals::max_id(&tx)?;
         st.last_ids.promo = licenses::max_promo_id(&tx)?;

@@ -276,7 +276,7 @@ fn write_all(
     let first_user = max_id(c, "SELECT COALESCE(MAX(id), 0) FROM users")? + 1;
     let mut next_trade = trades::max_id(c)? + 1;
     // orders and positions share one sequence (as in the engine)
-    let mut next_id = orders::max_id(c)?.max(positions::max_id(c)?) + 1;
+    let mut next_id = orders::max_id(c)? + 1;
     // Spread positions and orders over the users (counts per user).
     let (mut pos_count, mut ord_count) = (vec![0u32; n as usize], vec![0u32; n as usize]);
     if n > 0 {

@@ -131,10 +131,15 @@ pub fn all_client_ids(c: &Connection) -> rusqlite::Result<Vec<(Id, String, Id)>>
     .collect()
 }
 
-/// The highest id of `order_rows` (0 for none). Orders and positions share one sequence:
-/// the next id of either is above this and [`super::positions::max_id`].
+/// The highest id that orders and positions have used (0 for none): they share one sequence,
+/// so it is the largest of the ids in `order_rows`, of the open positions and of the closed
+/// ones (their trade logs).
 pub fn max_id(c: &Connection) -> rusqlite::Result<Id> {
-    c.query_row("SELECT COALESCE(MAX(id), 0) FROM order_rows", [], |r| {
-        r.get(0)
-    })
+    c.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM order_rows), 0), \
+                    COALESCE((SELECT MAX(id) FROM active_positions), 0), \
+                    COALESCE((SELECT MAX(position_id) FROM trade_logs), 0))",
+        [],
+        |r| r.get(0),
+    )
 }

@@ -81,12 +81,3 @@ pub fn all(c: &Connection) -> rusqlite::Result<Vec<Position>> {
         .query_map([], map)?
         .collect()
 }
-
-/// The highest position id ever used, open or closed (0 for none). See [`super::orders::max_id`].
-pub fn max_id(c: &Connection) -> rusqlite::Result<Id> {
-    c.query_row(
-        "SELECT MAX(COALESCE((SELECT MAX(id) FROM active_positions), 0), COALESCE((SELECT MAX(position_id) FROM trade_logs), 0))",
-        [],
-        |r| r.get(0),
-    )
-}
