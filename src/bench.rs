@@ -836,8 +836,21 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
             &t,
         ));
     }
-    let resets = || engine.store().stats().wal_resets.load(Relaxed);
-    let before = resets();
+    // WAL resets, writer batches and the jobs in them, so far
+    let counters = || {
+        let s = engine.store().stats();
+        [&s.wal_resets, &s.batches, &s.batched_jobs].map(|c| c.load(Relaxed))
+    };
+    // "{resets} WAL resets, mean batch {jobs / batches} jobs" since `before`
+    let writes = |before: [u64; 3]| {
+        let [r, b, j] = counters();
+        format!(
+            "{} WAL resets, mean batch {:.1} jobs",
+            r - before[0],
+            (j - before[2]) as f64 / (b - before[1]).max(1) as f64
+        )
+    };
+    let before = counters();
     let (lat, n, secs) = load(addr, &reqs, opts.clients, http_time(opts), None).await?;
     let saturated = n as f64 / secs;
     rep.add(
@@ -849,13 +862,13 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
         Some(&lat),
         Some(saturated),
         format!(
-            "as fast as answered: latency ≈ connections / throughput; {} WAL resets",
-            resets() - before
+            "as fast as answered: latency ≈ connections / throughput; {}",
+            writes(before)
         ),
     );
     for share in [0.1, 0.25, 0.5, 0.75] {
         let rate = (saturated * share).round().max(1.0);
-        let before = resets();
+        let before = counters();
         let (lat, n, secs) = load(addr, &reqs, opts.clients, http_time(opts), Some(rate)).await?;
         rep.add(
             "http",
@@ -867,8 +880,8 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
             Some(&lat),
             Some(n as f64 / secs),
             format!(
-                "latency from each request's scheduled send time; {} WAL resets",
-                resets() - before
+                "latency from each request's scheduled send time; {}",
+                writes(before)
             ),
         );
     }
