@@ -474,6 +474,10 @@ impl Sequencer {
             .map(|f| f.iter().copied().collect())
             .unwrap_or_default();
         let mut tx = Tx::new(now);
+        // a placed follower adds two invalidations (positions, ledger) and four events
+        // (placed, filled, opened, balance): reserved once rather than regrown and copied
+        tx.inval.reserve(2 * followers.len());
+        tx.events.reserve(4 * followers.len());
         let (mut placed, mut skipped) = (0u32, 0u32);
         let long = s.side == Side::Buy;
         for (i, user) in followers.into_iter().enumerate() {
@@ -481,7 +485,7 @@ impl Sequencer {
                 self.commit_part(&mut tx);
             }
             let u = &self.st.users[&user];
-            let cfg = u.config.clone();
+            let cfg = &u.config;
             let risk = match cfg.risk_pct {
                 Some(r) if u.bot && (!self.require_license || u.licensed(now)) => r,
                 _ => {
@@ -489,7 +493,7 @@ impl Sequencer {
                     continue;
                 }
             };
-            let leverage = super::trading::configured_leverage(&cfg, &spec);
+            let leverage = super::trading::configured_leverage(cfg, &spec);
             let available = u.ledgers[cfg.account_type.index()].available();
             let qty = math::signal_qty(available, risk, leverage, last, spec.lot_size);
             if qty < spec.min_qty {

@@ -143,8 +143,10 @@ impl Sequencer {
     /// until it arrives, the writer holds the write transaction open.
     pub fn commit_part(&mut self, tx: &mut Tx) {
         self.save_dirty_ledgers(tx);
+        // the next part is likely as large: start it at this one's size
+        let next = Vec::with_capacity(tx.ops.len());
         self.store.writer().submit(Job {
-            ops: std::mem::take(&mut tx.ops),
+            ops: std::mem::replace(&mut tx.ops, next),
             epoch: self.epoch,
             continues: true,
             done: Box::new(drop),
