@@ -130,8 +130,33 @@ struct Checked {
     user: Id,
     acct: AccountType,
     leverage: u32,
-    /// Some(price) when it fills at once.
-    fill_now: Option<Dec>,
+    /// Set when it fills at once.
+    fill_now: Option<FillAt>,
+}
+
+/// A fill's price with the margin and fee it costs there, worked out once when the fill is
+/// checked and used as they are when it is applied.
+struct FillAt {
+    px: Dec,
+    margin: Dec,
+    fee: Dec,
+}
+
+impl FillAt {
+    /// The cost of filling `qty` at `px` with `leverage`; `None` when it does not fit the
+    /// money range.
+    fn of(px: Dec, qty: Dec, leverage: u32, fee_bps: crate::domain::symbol::Bps) -> Option<FillAt> {
+        Some(FillAt {
+            px,
+            margin: math::margin(px, qty, leverage)?,
+            fee: math::fee(px, qty, fee_bps)?,
+        })
+    }
+
+    /// Margin plus fee, in i128 so that two values near the range's edge cannot overflow.
+    fn cost(&self) -> i128 {
+        self.margin.raw() as i128 + self.fee.raw() as i128
+    }
 }
 
 impl Sequencer {
@@ -232,12 +257,14 @@ impl Sequencer {
         };
         let acct = o.account_type.unwrap_or_default();
         let too_large = || Error::Invalid("order notional too large".into());
-        let needed = match fill_now {
+        let fill_now = match fill_now {
             Some(px) => {
-                let m = math::margin(px, o.qty, leverage).ok_or_else(too_large)?;
-                let f = math::fee(px, o.qty, spec.taker_fee_bps).ok_or_else(too_large)?;
-                Dec(m.raw() + f.raw())
+                Some(FillAt::of(px, o.qty, leverage, spec.taker_fee_bps).ok_or_else(too_large)?)
             }
+            None => None,
+        };
+        let needed = match &fill_now {
+            Some(f) => Dec(f.margin.raw() + f.fee.raw()),
             None => math::reserve(reference, o.qty, leverage, spec.taker_fee_bps)
                 .ok_or_else(too_large)?,
         };
@@ -308,10 +335,7 @@ impl Sequencer {
             order: order.clone(),
         });
         match c.fill_now {
-            Some(px) => {
-                let fee_bps = spec.taker_fee_bps;
-                self.fill(tx, &mut order, px, fee_bps, false);
-            }
+            Some(at) => self.fill(tx, &mut order, at, false),
             None => {
                 let limit = order.price.expect("validated limit price");
                 order.reserve = math::reserve(limit, order.qty, order.leverage, spec.taker_fee_bps)
@@ -335,18 +359,15 @@ impl Sequencer {
         order
     }
 
-    /// Fills `order` at `px`: opens its position, charges the fee, releases any reserve.
+    /// Fills `order` as `at` says: opens its position, charges the fee, releases any reserve.
     fn fill(
         &mut self,
         tx: &mut Tx,
         order: &mut Order,
-        px: Dec,
-        fee_bps: crate::domain::symbol::Bps,
+        FillAt { px, margin, fee }: FillAt,
         was_resting: bool,
     ) {
         let spec = &self.st.symbols[&order.symbol].spec;
-        let margin = math::margin(px, order.qty, order.leverage).expect("validated size");
-        let fee = math::fee(px, order.qty, fee_bps).expect("validated size");
         let side = order.side.position_side();
         let liq = math::liquidation_price(side, px, order.leverage, spec.mmr_bps, spec.tick_size);
         // A market order placed without a client id is recorded only by its position, which
@@ -461,22 +482,25 @@ impl Sequencer {
         });
     }
 
-    /// Whether resting `order` may still fill at `px` with `fee_bps` under the symbol's current
-    /// spec. Its leverage must be within the symbol's `max_leverage`: after the admin lowers
+    /// The fill of resting `order` at `px` with `fee_bps`, if it may still fill under the
+    /// symbol's current spec. Its leverage must be within the symbol's `max_leverage`: after the admin lowers
     /// it, the maintenance margin may exceed `1/leverage`, and the position would be born past
     /// its liquidation price. And its owner must be able to pay: the margin and fee must fit
     /// in what is available once the reserve is released. The reserve always covers them
     /// unless the symbol's fees were raised after it was taken.
-    fn can_fill(&self, order: &Order, px: Dec, fee_bps: crate::domain::symbol::Bps) -> bool {
+    fn fill_for(
+        &self,
+        order: &Order,
+        px: Dec,
+        fee_bps: crate::domain::symbol::Bps,
+    ) -> Option<FillAt> {
         if order.leverage > self.st.symbols[&order.symbol].spec.max_leverage {
-            return false;
+            return None;
         }
-        let cost = math::margin(px, order.qty, order.leverage)
-            .zip(math::fee(px, order.qty, fee_bps))
-            .map(|(m, f)| m.raw() as i128 + f.raw() as i128);
+        let at = FillAt::of(px, order.qty, order.leverage, fee_bps)?;
         let ledger = &self.st.users[&order.user_id].ledgers[order.account_type.index()];
         let room = ledger.available().raw() as i128 + order.reserve.raw() as i128;
-        cost.is_some_and(|c| c <= room)
+        (at.cost() <= room).then_some(at)
     }
 
     /// Refuses with 409 when the row exists for this user but is no longer open, else 404. The
@@ -636,13 +660,16 @@ impl Sequencer {
                 .expect("symbol")
                 .book
                 .remove(order.side, limit, id);
-            if self.can_fill(&order, limit, maker) {
-                tx.inval.push(Inval::Orders(order.user_id));
-                self.fill(tx, &mut order, limit, maker, true);
-                out.fills += 1;
-            } else {
-                self.cancel(tx, &mut order);
-                out.cancelled += 1;
+            match self.fill_for(&order, limit, maker) {
+                Some(at) => {
+                    tx.inval.push(Inval::Orders(order.user_id));
+                    self.fill(tx, &mut order, at, true);
+                    out.fills += 1;
+                }
+                None => {
+                    self.cancel(tx, &mut order);
+                    out.cancelled += 1;
+                }
             }
         }
         let hits = self.st.symbols[symbol].triggers.triggered_by(price);
