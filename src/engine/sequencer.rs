@@ -143,7 +143,8 @@ impl Sequencer {
     /// until it arrives, the writer holds the write transaction open.
     pub fn commit_part(&mut self, tx: &mut Tx) {
         self.save_dirty_ledgers(tx);
-        // the next part is likely as large: start it at this one's size
+        // start the next part at this one's size (after a signal's small first part, its
+        // parts are equal)
         let next = Vec::with_capacity(tx.ops.len());
         self.store.writer().submit(Job {
             ops: std::mem::replace(&mut tx.ops, next),

@@ -137,8 +137,11 @@ struct Checked {
 /// A fill's price with the margin and fee it costs there, worked out once when the fill is
 /// checked and used as they are when it is applied.
 struct FillAt {
+    /// The fill price.
     px: Dec,
+    /// The position's margin at that price.
     margin: Dec,
+    /// The fee charged at that price.
     fee: Dec,
 }
 
@@ -483,11 +486,11 @@ impl Sequencer {
     }
 
     /// The fill of resting `order` at `px` with `fee_bps`, if it may still fill under the
-    /// symbol's current spec. Its leverage must be within the symbol's `max_leverage`: after the admin lowers
-    /// it, the maintenance margin may exceed `1/leverage`, and the position would be born past
-    /// its liquidation price. And its owner must be able to pay: the margin and fee must fit
-    /// in what is available once the reserve is released. The reserve always covers them
-    /// unless the symbol's fees were raised after it was taken.
+    /// symbol's current spec. Its leverage must be within the symbol's `max_leverage`: after
+    /// the admin lowers it, the maintenance margin may exceed `1/leverage`, and the position
+    /// would be born past its liquidation price. And its owner must be able to pay: the margin
+    /// and fee must fit in what is available once the reserve is released. The reserve always
+    /// covers them unless the symbol's fees were raised after it was taken.
     fn fill_for(
         &self,
         order: &Order,
