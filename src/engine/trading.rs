@@ -260,14 +260,11 @@ impl Sequencer {
         };
         let acct = o.account_type.unwrap_or_default();
         let too_large = || Error::Invalid("order notional too large".into());
-        let fill_now = match fill_now {
-            Some(px) => {
-                Some(FillAt::of(px, o.qty, leverage, spec.taker_fee_bps).ok_or_else(too_large)?)
-            }
-            None => None,
-        };
+        let fill_now = fill_now
+            .map(|px| FillAt::of(px, o.qty, leverage, spec.taker_fee_bps).ok_or_else(too_large))
+            .transpose()?;
         let needed = match &fill_now {
-            Some(f) => Dec(f.margin.raw() + f.fee.raw()),
+            Some(f) => Dec(i64::try_from(f.cost()).map_err(|_| too_large())?),
             None => math::reserve(reference, o.qty, leverage, spec.taker_fee_bps)
                 .ok_or_else(too_large)?,
         };

@@ -87,11 +87,12 @@ fn link_orders_to_positions(conn: &Connection) -> rusqlite::Result<()> {
     if is_table("orders")? {
         conn.execute_batch("ALTER TABLE orders RENAME TO order_rows")?;
     }
+    let has_column = |table: &str, column: &str| {
+        conn.prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+            .exists([table, column])
+    };
     for (table, column) in ORDER_LINK_COLUMNS {
-        let has = conn
-            .prepare_cached("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
-            .exists([table, column])?;
-        if is_table(table)? && !has {
+        if is_table(table)? && !has_column(table, column)? {
             // names from the constant above, not input
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER"))?;
         }
