@@ -246,7 +246,7 @@ fn admin_token(cfg: &Config) -> Result<(String, Option<PathBuf>)> {
         litetrade::api::admin_token(std::env::var("LITETRADE_ADMIN_TOKEN").ok(), &token_file)
             .with_context(|| {
                 format!(
-                    "cannot set up the admin token file {}",
+                    "cannot set up the admin token (LITETRADE_ADMIN_TOKEN or the file {})",
                     token_file.display()
                 )
             })?;

@@ -320,6 +320,53 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
     assert!(!s.log_text().contains(&token));
 }
 
+#[test]
+fn an_admin_token_too_long_to_present_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("long.db");
+    let long = "a".repeat(257);
+    let run = |env: Option<&str>| {
+        let mut c = common::litetrade();
+        c.args(["serve", "--db"]).arg(&db);
+        c.args(["--listen", &format!("127.0.0.1:{}", common::free_port())]);
+        if let Some(t) = env {
+            c.env("LITETRADE_ADMIN_TOKEN", t);
+        }
+        let mut child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if common::wait_for(&mut child, std::time::Duration::from_secs(60)).is_none() {
+            child.kill().unwrap();
+            panic!("serve started and kept running with a 257-byte admin token");
+        }
+        child.wait_with_output().unwrap()
+    };
+    // from the environment
+    let out = run(Some(&long));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "serve started with a 257-byte admin token"
+    );
+    assert!(
+        err.contains("LITETRADE_ADMIN_TOKEN") && err.contains("at most 256"),
+        "{err}"
+    );
+    assert!(!err.contains(&long), "the token was printed: {err}");
+    // from the file beside the database
+    std::fs::write(beside(&db, "admin-token"), &long).unwrap();
+    let out = run(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "serve started with a 257-byte token file"
+    );
+    assert!(err.contains("at most 256"), "{err}");
+    assert!(!err.contains(&long), "the token was printed: {err}");
+}
+
 // =============================================================================================
 // a user token reaches only its own data
 
@@ -357,6 +404,15 @@ fn body_for(method: &str, path: &str) -> Option<Value> {
         _ => json!({}),
     };
     Some(b)
+}
+
+/// The request of `method path` made malformed: a body that is not JSON for a write, a query
+/// of unknown values for a read.
+fn malformed(method: &str, path: &str) -> (String, Option<&'static dyn std::fmt::Display>) {
+    match method {
+        "get" | "delete" => (format!("{path}?account_type=zzz&limit=x&page=-"), None),
+        _ => (path.to_string(), Some(&"{\"not\": json")),
+    }
 }
 
 /// What the admin sees of a user: everything a route could change.
@@ -492,6 +548,14 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
             (404, Some("not_found")),
             "{m} {path} with B's token: {v}"
         );
+        // the same with a malformed body or query: the owner is checked before either is read
+        let (bad_path, bad_body) = malformed(m, &path);
+        let (st, v) = s.req(&m.to_uppercase(), &bad_path, Some(&tb), bad_body);
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{m} {bad_path} with B's token and a malformed request: {v}"
+        );
         // B's token on B's own path with A's sub-ids: the object is not B's either
         if p.contains("{oid}") || p.contains("{pid}") {
             let path = fill(p, b, aoid, apid);
@@ -565,13 +629,18 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
             Some(&tb),
             body.as_ref().map(|b| b as _),
         );
-        assert!(
-            [401, 403, 404].contains(&st),
-            "admin-only {m} {path} with a user token: {st} {v}"
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "admin-only {m} {path} with a user token: {v}"
         );
-        assert!(
-            v["error"]["code"].is_string(),
-            "{m} {path}: not a JSON error: {v}"
+        // the admin is checked before the body or query is read
+        let (bad_path, bad_body) = malformed(m, &path);
+        let (st, v) = s.req(&m.to_uppercase(), &bad_path, Some(&tb), bad_body);
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "admin-only {m} {bad_path} with a user token and a malformed request: {v}"
         );
     }
     assert!(admin_only >= 8, "only {admin_only} admin-only routes found");

@@ -163,10 +163,28 @@ pub enum TokenSource {
 
 /// The admin token: `LITETRADE_ADMIN_TOKEN` if set, else the token stored in `file` (created
 /// with a random token, mode 0600, when missing), and which of the two it is. The token is
-/// never logged; the file path is.
+/// never logged; the file path is. A token longer than [`auth::MAX_TOKEN_LEN`] could never be
+/// presented, so it is refused here rather than at every request.
 pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<(String, TokenSource)> {
+    let usable = |t: String, from: &str| {
+        if t.len() > auth::MAX_TOKEN_LEN {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the admin token in {from} is {} bytes; a bearer token may have at most {}",
+                    t.len(),
+                    auth::MAX_TOKEN_LEN
+                ),
+            ))
+        } else {
+            Ok(t)
+        }
+    };
     if let Some(t) = env.filter(|t| !t.trim().is_empty()) {
-        return Ok((t.trim().to_string(), TokenSource::Env));
+        return Ok((
+            usable(t.trim().to_string(), "LITETRADE_ADMIN_TOKEN")?,
+            TokenSource::Env,
+        ));
     }
     if !file.exists() {
         crate::engine::secrets::write_private_file(
@@ -184,7 +202,7 @@ pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<(String,
             "the file is empty: put a token in it, or delete it and a new one is made",
         ));
     }
-    Ok((token, TokenSource::File))
+    Ok((usable(token, "the file")?, TokenSource::File))
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests and shuts

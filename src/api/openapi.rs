@@ -410,7 +410,7 @@ pub fn document() -> Value {
     add(
         "/api/v1/openapi.json",
         "get",
-        op("this document", "200", None, any.clone(), true),
+        op("this document", "200", None, any.clone(), false),
     );
     let mut metrics = op("Prometheus metrics", "200", None, any, true);
     metrics["responses"]["200"] = json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}});

@@ -1,9 +1,9 @@
 //! The handlers of API.md §2, one per route.
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::{Admin, Caller, Owner, path_id as id};
 use super::error::{ApiError, ApiResult, Body, Object};
-use crate::domain::model::{AccountType, Id};
+use crate::domain::model::AccountType;
 use crate::domain::money::Dec;
 use crate::domain::symbol::{Bps, SymbolSpec};
 use crate::engine::accounts::{ConfigPatch, NewPromo, Signal};
@@ -15,20 +15,6 @@ use axum::response::IntoResponse;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-fn id(s: &str, what: &'static str) -> ApiResult<Id> {
-    s.parse::<Id>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::new(404, "not_found", format!("{what} not found")))
-}
-
-/// Parses the path's user id and checks the caller may use it.
-fn user_path(caller: Caller, raw: &str) -> ApiResult<Id> {
-    let uid = id(raw, "user")?;
-    caller.may_access(uid)?;
-    Ok(uid)
-}
 
 /// A one-field JSON object, `{"name": value}`, serialized straight from the value.
 pub struct Field<T>(&'static str, T);
@@ -65,10 +51,9 @@ pub struct NewUser {
 /// `POST /users` (admin).
 pub async fn create_user(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Body(b): Body<NewUser>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.admin()?;
     let (u, token) = st.engine.create_user(&b.name, b.telegram_id).await?;
     let body = json!({"id": u.id, "name": u.name, "telegram_id": u.telegram_id, "token": token, "created_at": u.created_at});
     Ok((StatusCode::CREATED, Json(body)))
@@ -77,31 +62,25 @@ pub async fn create_user(
 /// `GET /users/{id}`.
 pub async fn get_user(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(st.engine.user(uid)?))
 }
 
 /// `GET /users/{id}/config`.
 pub async fn get_config(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(st.engine.user_config(uid)?))
 }
 
 /// `PUT /users/{id}/config`.
 pub async fn put_config(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
     Body(patch): Body<ConfigPatch>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(st.engine.set_config(uid, patch).await?))
 }
 
@@ -115,11 +94,9 @@ pub struct BotSwitch {
 /// `PUT /users/{id}/bot`.
 pub async fn put_bot(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
     Body(b): Body<BotSwitch>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     let enabled = st.engine.set_bot_enabled(uid, b.enabled).await?;
     Ok(Json(Field("enabled", enabled)))
 }
@@ -136,11 +113,9 @@ pub struct DepositBody {
 /// `POST /users/{id}/deposit` (users: demo only).
 pub async fn deposit(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, caller }: Owner,
     Body(b): Body<DepositBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     let acct = b.account_type.unwrap_or_default();
     if acct == AccountType::Real {
         caller.admin().map_err(|_| {
@@ -153,11 +128,9 @@ pub async fn deposit(
 /// `GET /users/{id}/balance`.
 pub async fn balance(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
     Query(q): Query<AccountQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(
         st.engine.balance(uid, q.account_type.unwrap_or_default())?,
     ))
@@ -166,11 +139,9 @@ pub async fn balance(
 /// `POST /users/{id}/orders`.
 pub async fn place_order(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
     Body(o): Body<NewOrder>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     let order = st.engine.place_order(uid, o).await?;
     Ok((StatusCode::CREATED, Json(order)))
 }
@@ -178,11 +149,9 @@ pub async fn place_order(
 /// `GET /users/{id}/orders` (pending, oldest first).
 pub async fn list_orders(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
     Query(q): Query<AccountQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(Field(
         "orders",
         st.engine.orders(uid, q.account_type)?,
@@ -192,31 +161,27 @@ pub async fn list_orders(
 /// `GET /users/{id}/orders/{oid}`.
 pub async fn get_order(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((uid, oid)): Path<(String, String)>,
+    Owner { id: uid, .. }: Owner,
+    Path((_, oid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(st.engine.order(uid, id(&oid, "order")?)?))
 }
 
 /// `DELETE /users/{id}/orders/{oid}`.
 pub async fn cancel_order(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((uid, oid)): Path<(String, String)>,
+    Owner { id: uid, .. }: Owner,
+    Path((_, oid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(st.engine.cancel_order(uid, id(&oid, "order")?).await?))
 }
 
 /// `GET /users/{id}/positions` (open, oldest first).
 pub async fn positions(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
     Query(q): Query<AccountQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(Field(
         "positions",
         st.engine.positions(uid, q.account_type)?,
@@ -226,10 +191,9 @@ pub async fn positions(
 /// `POST /users/{id}/positions/{pid}/close`.
 pub async fn close_position(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((uid, pid)): Path<(String, String)>,
+    Owner { id: uid, .. }: Owner,
+    Path((_, pid)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(
         st.engine.close_position(uid, id(&pid, "position")?).await?,
     ))
@@ -272,11 +236,9 @@ impl<'de> Deserialize<'de> for Whole {
 /// `GET /users/{id}/trades?page=&limit=`.
 pub async fn trades(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     let limit = q.limit.map_or(100, |w| w.0.clamp(1, 1000) as u32);
     Ok(Json(st.engine.trades(
         uid,
@@ -296,11 +258,10 @@ pub struct CredentialsBody {
 /// `PUT /users/{id}/credentials/{exchange}`.
 pub async fn put_credentials(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((uid, exchange)): Path<(String, String)>,
+    Owner { id: uid, .. }: Owner,
+    Path((_, exchange)): Path<(String, String)>,
     Body(b): Body<CredentialsBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(
         st.engine
             .set_credentials(uid, &exchange, &b.api_key, &b.api_secret)
@@ -311,10 +272,9 @@ pub async fn put_credentials(
 /// `GET /users/{id}/credentials/{exchange}` (masked).
 pub async fn get_credentials(
     State(st): State<AppState>,
-    caller: Caller,
-    Path((uid, exchange)): Path<(String, String)>,
+    Owner { id: uid, .. }: Owner,
+    Path((_, exchange)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(st.engine.credentials(uid, &exchange)?))
 }
 
@@ -328,21 +288,17 @@ pub struct RedeemBody {
 /// `POST /users/{id}/redeem`.
 pub async fn redeem(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
     Body(b): Body<RedeemBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(st.engine.redeem_promo(uid, &b.code).await?))
 }
 
 /// `GET /users/{id}/license`.
 pub async fn license(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
 ) -> ApiResult<impl IntoResponse> {
-    let uid = user_path(caller, &uid)?;
     Ok(Json(st.engine.license(uid)?))
 }
 
@@ -356,10 +312,9 @@ pub struct TicksBody {
 /// `POST /market/ticks` (admin): answers once every effect is durable and visible.
 pub async fn ticks(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Body(b): Body<TicksBody>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.admin()?;
     let ticks = b.ticks.into_iter().map(|Object(t)| t).collect();
     let out = st.engine.ingest_ticks(ticks).await?;
     Ok(Json(Field("accepted", out.accepted)))
@@ -395,11 +350,10 @@ pub struct SymbolBody {
 /// `PUT /symbols/{symbol}` (admin): fields left out keep their current (or default) value.
 pub async fn put_symbol(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Path(symbol): Path<String>,
     Body(b): Body<SymbolBody>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.admin()?;
     let base = st
         .engine
         .symbol(&symbol)
@@ -420,42 +374,37 @@ pub async fn put_symbol(
 /// `POST /signals` (admin).
 pub async fn signal(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Body(s): Body<Signal>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.admin()?;
     Ok(Json(st.engine.submit_signal(s).await?))
 }
 
 /// `POST /promo-codes` (admin).
 pub async fn create_promo(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Body(p): Body<NewPromo>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.admin()?;
     let promo = st.engine.create_promo(p).await?;
     Ok((StatusCode::CREATED, Json(promo)))
 }
 
 /// `GET /admin/dashboard` (admin; may lag by the api_response TTL).
-pub async fn dashboard(State(st): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
-    caller.admin()?;
+pub async fn dashboard(State(st): State<AppState>, _admin: Admin) -> ApiResult<impl IntoResponse> {
     Ok(Json(st.engine.dashboard()?))
 }
 
 /// `GET /stats/cache` (admin).
 pub async fn cache_stats(
     State(st): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
 ) -> ApiResult<impl IntoResponse> {
-    caller.admin()?;
     Ok(Json(Field("caches", st.engine.caches().stats())))
 }
 
 /// `GET /health/db-pool` (admin).
-pub async fn db_pool(State(st): State<AppState>, caller: Caller) -> ApiResult<impl IntoResponse> {
-    caller.admin()?;
+pub async fn db_pool(State(st): State<AppState>, _admin: Admin) -> ApiResult<impl IntoResponse> {
     let (size, open, idle) = st.engine.store().pool_state();
     let s = st.engine.store().stats().snapshot();
     Ok(Json(json!({

@@ -1,10 +1,10 @@
 //! `GET /users/{id}/events`: that user's events as Server-Sent Events, as they commit.
 
 use super::AppState;
-use super::auth::Caller;
+use super::auth::Owner;
 use super::error::ApiResult;
 use crate::engine::events::RecvError;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
 use std::convert::Infallible;
@@ -12,15 +12,8 @@ use std::convert::Infallible;
 /// The SSE stream of one user's events; a client too slow to keep up gets a `lagged` event.
 pub async fn events(
     State(st): State<AppState>,
-    caller: Caller,
-    Path(uid): Path<String>,
+    Owner { id: uid, .. }: Owner,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    let uid = uid
-        .parse()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| super::error::ApiError::new(404, "not_found", "user not found"))?;
-    caller.may_access(uid)?;
     st.engine.user(uid)?;
     let rx = st.engine.subscribe_user(uid);
     let s = stream::unfold(rx, |mut rx| async move {
