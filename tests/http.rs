@@ -2010,6 +2010,18 @@ fn openapi_json_needs_a_token_like_every_route_but_health_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("t.db"));
     err(&s.get("/api/v1/openapi.json", None), 401, "unauthorized");
+    // and the document says so: only /health and /metrics are marked public (`security: []`)
+    let doc = ok(&s.get("/api/v1/openapi.json", Some(ADMIN)), 200);
+    let mut public = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if op["security"] == json!([]) {
+                public.push(format!("{method} {path}"));
+            }
+        }
+    }
+    public.sort();
+    assert_eq!(public, ["get /api/v1/health", "get /metrics"]);
 }
 
 // =============================================================================================
