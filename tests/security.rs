@@ -415,6 +415,33 @@ fn malformed(method: &str, path: &str) -> (String, Option<&'static dyn std::fmt:
     }
 }
 
+/// Sends `method path` with `token`, once with `body` and once [`malformed`], and asserts that
+/// both answer `want` (status, error code): who may call is settled before the body or query
+/// is read.
+#[track_caller]
+fn assert_refused(
+    s: &Serve,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+    want: (u16, &str),
+) {
+    let (bad_path, bad_body) = malformed(method, path);
+    let tries = [
+        (path.to_string(), body.map(|b| b as &dyn std::fmt::Display)),
+        (bad_path, bad_body),
+    ];
+    for (p, b) in tries {
+        let (st, v) = s.req(&method.to_uppercase(), &p, Some(token), b);
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (want.0, Some(want.1)),
+            "{method} {p} with another's token: {v}"
+        );
+    }
+}
+
 /// What the admin sees of a user: everything a route could change.
 fn state_of(s: &Serve, admin: &str, uid: i64, oid: i64) -> Vec<Value> {
     let u = format!("/api/v1/users/{uid}");
@@ -537,25 +564,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         let body = body_for(m, p);
         // B's token on A's path, with A's sub-ids
         let path = fill(p, a, aoid, apid);
-        let (st, v) = s.req(
-            &m.to_uppercase(),
-            &path,
-            Some(&tb),
-            body.as_ref().map(|b| b as _),
-        );
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (404, Some("not_found")),
-            "{m} {path} with B's token: {v}"
-        );
-        // the same with a malformed body or query: the owner is checked before either is read
-        let (bad_path, bad_body) = malformed(m, &path);
-        let (st, v) = s.req(&m.to_uppercase(), &bad_path, Some(&tb), bad_body);
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (404, Some("not_found")),
-            "{m} {bad_path} with B's token and a malformed request: {v}"
-        );
+        assert_refused(&s, m, &path, &tb, body.as_ref(), (404, "not_found"));
         // B's token on B's own path with A's sub-ids: the object is not B's either
         if p.contains("{oid}") || p.contains("{pid}") {
             let path = fill(p, b, aoid, apid);
@@ -623,25 +632,7 @@ fn a_user_token_reaches_no_other_users_data_through_any_route() {
         admin_only += 1;
         let path = fill(p, a, aoid, apid);
         let body = body_for(m, p);
-        let (st, v) = s.req(
-            &m.to_uppercase(),
-            &path,
-            Some(&tb),
-            body.as_ref().map(|b| b as _),
-        );
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (403, Some("forbidden")),
-            "admin-only {m} {path} with a user token: {v}"
-        );
-        // the admin is checked before the body or query is read
-        let (bad_path, bad_body) = malformed(m, &path);
-        let (st, v) = s.req(&m.to_uppercase(), &bad_path, Some(&tb), bad_body);
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (403, Some("forbidden")),
-            "admin-only {m} {bad_path} with a user token and a malformed request: {v}"
-        );
+        assert_refused(&s, m, &path, &tb, body.as_ref(), (403, "forbidden"));
     }
     assert!(admin_only >= 8, "only {admin_only} admin-only routes found");
     // nothing of that went through
