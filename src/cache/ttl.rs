@@ -151,7 +151,7 @@ impl<K: CacheKey, V: Clone + Send + Sync + 'static> TtlCache<K, V> {
                     let _ = g.insert(Arc::new(Entry {
                         value: value.clone(),
                         generation,
-                        expires_ms: now + self.ttl_ms,
+                        expires_ms: now.saturating_add(self.ttl_ms),
                     }));
                     return Ok(value);
                 }
@@ -174,7 +174,7 @@ impl<K: CacheKey, V: Clone + Send + Sync + 'static> TtlCache<K, V> {
             Arc::new(Entry {
                 value,
                 generation,
-                expires_ms: now_ms() + self.ttl_ms,
+                expires_ms: now_ms().saturating_add(self.ttl_ms),
             }),
         );
     }
