@@ -6,18 +6,27 @@ use super::{MultiInsert, bind_row, dec, opt_dec, text_enum};
 use crate::domain::model::{AccountType, Id, Millis, Order, OrderStatus, OrderType, Side};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-const COLS: &str = "id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, \
-                    fill_price, fee, position_id, client_order_id, created_at, filled_at";
+/// The columns `map` reads, in its order: every query of a whole order selects these.
+macro_rules! cols {
+    () => {
+        "id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, \
+         reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at"
+    };
+}
+const COLS: &str = cols!();
 static INSERT: MultiInsert = MultiInsert::new(
-    "INSERT OR FAIL INTO order_rows (id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, \
-           status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at, updated_at)",
+    concat!("INSERT OR FAIL INTO order_rows (", cols!(), ", updated_at)"),
     20,
     "",
 );
 /// Hot query: one order, in any status, through the `orders` view.
-pub const BY_ID: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM orders WHERE id = ?1 LIMIT 1";
+pub const BY_ID: &str = concat!("SELECT ", cols!(), " FROM orders WHERE id = ?1 LIMIT 1");
 /// Hot query: a user's pending orders on one account, oldest first.
-pub const PENDING_BY_USER: &str = "SELECT id, user_id, symbol, side, type, qty, price, leverage, sl, tp, account_type, status, reserve, fill_price, fee, position_id, client_order_id, created_at, filled_at FROM order_rows WHERE user_id = ?1 AND account_type = ?2 AND status = 'pending' ORDER BY id";
+pub const PENDING_BY_USER: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM order_rows WHERE user_id = ?1 AND account_type = ?2 AND status = 'pending' ORDER BY id"
+);
 /// Hot query: pending orders of a symbol by price (rebuilding the book).
 pub const PENDING_BY_SYMBOL: &str =
     "SELECT id FROM order_rows WHERE symbol = ?1 AND status = 'pending' ORDER BY price";

@@ -5,15 +5,25 @@ use crate::domain::model::{AccountType, Id, Position, PositionSide};
 use crate::domain::money::Dec;
 use rusqlite::{Connection, Row, params};
 
-const COLS: &str = "id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at, order_id";
+/// The columns `map` reads, in its order: every query of a whole position selects these.
+macro_rules! cols {
+    () => {
+        "id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, \
+         open_fee, account_type, opened_at, order_id"
+    };
+}
+const COLS: &str = cols!();
 static INSERT: MultiInsert = MultiInsert::new(
-    "INSERT OR FAIL INTO active_positions (id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, \
-           liquidation_price, open_fee, account_type, opened_at, order_id)",
+    concat!("INSERT OR FAIL INTO active_positions (", cols!(), ")"),
     15,
     "",
 );
 /// Hot query: a user's open positions on one account, oldest first.
-pub const BY_USER: &str = "SELECT id, user_id, symbol, side, qty, entry_price, leverage, margin, sl, tp, liquidation_price, open_fee, account_type, opened_at, order_id FROM active_positions WHERE user_id = ?1 AND account_type = ?2 ORDER BY id";
+pub const BY_USER: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM active_positions WHERE user_id = ?1 AND account_type = ?2 ORDER BY id"
+);
 /// Hot query: open positions of a symbol.
 pub const BY_SYMBOL: &str = "SELECT id FROM active_positions WHERE symbol = ?1";
 

@@ -5,8 +5,19 @@ use crate::domain::model::{AccountType, CloseReason, Id, Position, PositionSide,
 use crate::domain::money::Dec;
 use rusqlite::{Connection, Row, params};
 
+/// The columns `map` reads, in its order: every query of a whole trade selects these.
+macro_rules! cols {
+    () => {
+        "id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, \
+         close_fee, pnl, reason, account_type, opened_at, closed_at"
+    };
+}
 /// Hot query: a page of a user's trades, newest first by close time then id.
-pub const PAGE_BY_USER: &str = "SELECT id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, close_fee, pnl, reason, account_type, opened_at, closed_at FROM trade_logs WHERE user_id = ?1 ORDER BY closed_at DESC, id DESC LIMIT ?2 OFFSET ?3";
+pub const PAGE_BY_USER: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM trade_logs WHERE user_id = ?1 ORDER BY closed_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+);
 /// Hot query: how many trades a user has.
 pub const COUNT_BY_USER: &str = "SELECT COUNT(*) FROM trade_logs WHERE user_id = ?1";
 
@@ -123,4 +134,8 @@ pub fn by_position(c: &Connection, position: Id) -> rusqlite::Result<Option<Trad
 }
 
 /// Hot query: the trade of a closed position.
-pub const BY_POSITION: &str = "SELECT id, position_id, user_id, symbol, side, qty, entry_price, exit_price, open_fee, close_fee, pnl, reason, account_type, opened_at, closed_at FROM trade_logs WHERE position_id = ?1";
+pub const BY_POSITION: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM trade_logs WHERE position_id = ?1"
+);
