@@ -64,7 +64,26 @@ pub fn gross_pnl(side: PositionSide, entry: Dec, exit: Dec, qty: Dec) -> Dec {
     to_dec(div_round_half_away(diff * qty.raw() as i128, S))
 }
 
+/// The gross PnL and the close fee a close actually charges, given the most the account can
+/// lose (`most_loss`: its available balance plus the position's margin) and the most its wallet
+/// can still gain (`most_gain`). Nothing may go below zero (API.md §1), so what the account
+/// cannot pay is waived: first the close fee, then the loss. A gain beyond what a wallet can
+/// hold (only after absurd price moves) is capped.
+pub fn chargeable(gross: Dec, fee: Dec, most_loss: Dec, most_gain: Dec) -> (Dec, Dec) {
+    let floor = -(most_loss.raw() as i128).max(0);
+    let gross = (gross.raw() as i128).max(floor);
+    let fee = (fee.raw() as i128).min(gross - floor);
+    let gross = gross.min((most_gain.raw() as i128).max(0) + fee);
+    (to_dec(gross), to_dec(fee))
+}
+
 /// Isolated-margin liquidation price, rounded to `tick` (long: up, short: down).
+///
+/// Rounding to the tick never crosses an entry that lies on the tick grid, since the exact
+/// price lies on the losing side of the entry. A feed's tick may lie off the grid, though (tick
+/// prices are taken as given), and then that rounding could put the price on the winning side
+/// of the entry, so a liquidation would pay out a profit. In that case alone the price is
+/// rounded the same way to 8 fractional digits instead, which stays on the losing side.
 pub fn liquidation_price(
     side: PositionSide,
     entry: Dec,
@@ -79,13 +98,20 @@ pub fn liquidation_price(
         PositionSide::Long => (l * one - one + m * l, l * one),
         PositionSide::Short => (l * one + one - m * l, l * one),
     };
-    let t = tick.raw() as i128;
     let exact_num = entry.raw() as i128 * num;
-    let steps = match side {
-        PositionSide::Long => div_ceil(exact_num, den * t),
-        PositionSide::Short => div_floor(exact_num, den * t),
+    let rounded_to = |step: i128| {
+        step * match side {
+            PositionSide::Long => div_ceil(exact_num, den * step),
+            PositionSide::Short => div_floor(exact_num, den * step),
+        }
     };
-    to_dec(steps * t)
+    let on_tick = rounded_to(tick.raw() as i128);
+    let entry = entry.raw() as i128;
+    let crosses = match side {
+        PositionSide::Long => on_tick > entry,
+        PositionSide::Short => on_tick < entry,
+    };
+    to_dec(if crosses { rounded_to(1) } else { on_tick })
 }
 
 /// `price × (1 + pct/100)` (use a negative `pct` for minus), rounded to the nearest tick.
@@ -156,6 +182,54 @@ mod tests {
         assert_eq!(
             liquidation_price(Short, d("33.33"), 3, Bps(5000), tick),
             d("44.27")
+        );
+    }
+
+    #[test]
+    fn liquidation_never_lies_on_the_winning_side_of_an_off_grid_entry() {
+        let tick = d("0.01");
+        // short 0.5237 x100: 0.5263185 rounds down to 0.52, below the entry: keep 8 digits
+        assert_eq!(
+            liquidation_price(Short, d("0.5237"), 100, Bps(5000), tick),
+            d("0.5263185")
+        );
+        // long 0.005 x1: 0.000025 rounds up to 0.01, above the entry: keep 8 digits
+        assert_eq!(
+            liquidation_price(Long, d("0.005"), 1, Bps(5000), tick),
+            d("0.000025")
+        );
+        // long 0.00333333 x1 at 0.5 %: 0.0000166666665 rounds up to 0.00001667
+        assert_eq!(
+            liquidation_price(Long, d("0.00333333"), 1, Bps(5000), tick),
+            d("0.00001667")
+        );
+        // an on-grid entry keeps the tick rounding, even when it reaches the entry itself
+        assert_eq!(
+            liquidation_price(Short, d("0.52"), 100, Bps(5000), tick),
+            d("0.52")
+        );
+        // an off-grid entry whose tick rounding stays on the losing side keeps it
+        assert_eq!(
+            liquidation_price(Long, d("100.005"), 10, Bps(5000), tick),
+            d("90.51")
+        );
+    }
+
+    #[test]
+    fn a_close_charges_only_what_the_account_holds() {
+        let (g, f) = (d("-1"), d("9.9"));
+        // enough to pay everything: charged as computed
+        assert_eq!(chargeable(g, f, d("20"), d("1000")), (g, f));
+        // 1 to lose: the loss is paid, the fee waived
+        assert_eq!(chargeable(g, f, d("1"), d("1000")), (g, d("0")));
+        // 5 to lose: the loss, then 4 of the fee
+        assert_eq!(chargeable(g, f, d("5"), d("1000")), (g, d("4")));
+        // 0.4 to lose: part of the loss too
+        assert_eq!(chargeable(g, f, d("0.4"), d("1000")), (d("-0.4"), d("0")));
+        // a gain beyond the wallet's room is capped, net of the whole fee
+        assert_eq!(
+            chargeable(d("500"), d("1"), d("0"), d("100")),
+            (d("101"), d("1"))
         );
     }
 

@@ -551,22 +551,20 @@ impl Sequencer {
             .expect("symbol of an open position");
         sym.triggers.remove(&p);
         let taker = sym.spec.taker_fee_bps;
-        let close_fee = math::close_fee(exit, p.qty, taker);
         let l = self
             .st
             .users
             .get_mut(&p.user_id)
             .expect("position owner exists")
             .ledger(p.account_type);
-        // never below zero: a loss beyond what the account holds is absorbed by the venue; a gain
-        // beyond what a wallet can represent is capped (only after absurd price moves)
-        let floor = -(l.available().raw() as i128 + p.margin.raw() as i128);
-        let ceiling = MAX_WALLET.raw() as i128 - l.wallet.raw() as i128;
-        let net = (math::gross_pnl(p.side, p.entry_price, exit, p.qty).raw() as i128
-            - close_fee.raw() as i128)
-            .clamp(floor, ceiling.max(floor));
-        let gross = math::to_dec(net + close_fee.raw() as i128);
-        l.wallet = math::to_dec(l.wallet.raw() as i128 + net);
+        let (gross, close_fee) = math::chargeable(
+            math::gross_pnl(p.side, p.entry_price, exit, p.qty),
+            math::close_fee(exit, p.qty, taker),
+            Dec(l.available().raw() + p.margin.raw()),
+            Dec(MAX_WALLET.raw() - l.wallet.raw()),
+        );
+        l.wallet =
+            math::to_dec(l.wallet.raw() as i128 + gross.raw() as i128 - close_fee.raw() as i128);
         l.margin_used = Dec(l.margin_used.raw() - p.margin.raw());
         tx.touch(p.user_id, p.account_type);
         self.st.last_ids.trade += 1;
