@@ -29,6 +29,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/users/{id}"),
     ("get", "/api/v1/users/{id}/config"),
     ("put", "/api/v1/users/{id}/config"),
+    ("get", "/api/v1/users/{id}/bot"),
     ("put", "/api/v1/users/{id}/bot"),
     ("post", "/api/v1/users/{id}/deposit"),
     ("get", "/api/v1/users/{id}/balance"),
@@ -856,16 +857,12 @@ fn every_route_answers_its_success_shape() {
     assert_eq!(reset["account_type"], "demo");
     assert_eq!(reset["strategy"], "trend", "the rest stays");
 
-    // PUT /users/{id}/bot
-    let b = ok(
-        &s.put(
-            &format!("/api/v1/users/{uid}/bot"),
-            Some(&tok),
-            &json!({"enabled": true}),
-        ),
-        200,
-    );
+    // GET, PUT /users/{id}/bot: a new user's bot is off
+    let bot = format!("/api/v1/users/{uid}/bot");
+    assert_eq!(ok(&s.get(&bot, Some(&tok)), 200), json!({"enabled": false}));
+    let b = ok(&s.put(&bot, Some(&tok), &json!({"enabled": true})), 200);
     assert_eq!(b, json!({"enabled": true}));
+    assert_eq!(ok(&s.get(&bot, Some(&tok)), 200), json!({"enabled": true}));
 
     // POST /users/{id}/deposit → balance
     let d = s.deposit(uid, &tok, "10000");
@@ -1858,6 +1855,7 @@ fn a_user_token_reaches_only_its_own_routes() {
         ("GET", ub.clone(), None),
         ("GET", format!("{ub}/config"), None),
         ("PUT", format!("{ub}/config"), Some(json!({"leverage": 3}))),
+        ("GET", format!("{ub}/bot"), None),
         ("PUT", format!("{ub}/bot"), Some(json!({"enabled": true}))),
         (
             "POST",
@@ -2500,6 +2498,29 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
     add!("GET", ticks, adm, None, Status(405));
     add!("POST", "/api/v1/health", None, Some("{}"), Status(405));
     add!("PUT", &ord, t, Some(&m("")), Status(405));
+
+    // a path segment that is not UTF-8 on the caller's own route: not found, and the message
+    // does not claim the caller's own user is missing
+    for p in [format!("{ord}/%ff"), format!("{ua}/credentials/%ff")] {
+        let r = s.raw("GET", &p, t, None, &[]);
+        assert_eq!(r.status, 404, "{p}: {}", r.text());
+        err_shape(&r, "not_found");
+        assert!(!r.text().contains("user"), "{p}: {}", r.text());
+    }
+    // a Content-Length over the limit answers 413 at once, without waiting for a body that
+    // will never come (the read timeout would fail this)
+    let r = s.raw(
+        "POST",
+        &ord,
+        t,
+        None,
+        &[
+            ("Content-Length", "2000000"),
+            ("Content-Type", "application/json"),
+        ],
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    err_shape(&r, "payload_too_large");
 
     for (method, path, token, body, want) in &cases {
         let r = s.raw(method, path, token.as_deref(), body.as_deref(), &[]);

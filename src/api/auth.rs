@@ -117,7 +117,9 @@ impl FromRequestParts<AppState> for Owner {
         let caller = Caller::from_request_parts(parts, st).await?;
         let params = RawPathParams::from_request_parts(parts, st)
             .await
-            .map_err(|_| ApiError::new(404, "not_found", "user not found"))?;
+            .map_err(|_| {
+                ApiError::new(404, "not_found", "no such resource: the path is not UTF-8")
+            })?;
         let raw = params
             .iter()
             .find(|(k, _)| *k == "id")

@@ -1,10 +1,12 @@
 //! The JSON error model `{"error":{"code","message"}}` and the body extractor that turns every
 //! malformed request into a 4xx of that shape.
 
+use super::AppState;
 use crate::error::Error;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
@@ -59,16 +61,24 @@ impl IntoResponse for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A JSON body: any content type, unknown fields and bad values rejected as `invalid_request`
-/// (400 for malformed JSON, 422 for well-formed JSON of the wrong shape), 413 past the limit.
+/// (400 for malformed JSON, 422 for well-formed JSON of the wrong shape), 413 past the limit
+/// (at once when the `Content-Length` header already says so). An empty body counts as `{}`.
 pub struct Body<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > state.body_limit as u64) {
+            return Err(too_large());
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(413, "payload_too_large", "request body too large")
+                too_large()
             } else {
                 ApiError::invalid(400, format!("cannot read body: {e}"))
             }
@@ -94,6 +104,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             }
         }
     }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(413, "payload_too_large", "request body too large")
 }
 
 /// A value that deserializes from a JSON object only. serde's derived structs would also take

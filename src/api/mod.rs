@@ -30,6 +30,8 @@ pub struct AppState {
     pub token_cache: Arc<quick_cache::sync::Cache<Vec<u8>, Id>>,
     /// Request metrics.
     pub http: Arc<metrics::HttpMetrics>,
+    /// The most bytes a request body may hold.
+    pub body_limit: usize,
 }
 
 /// Every route: (method, path) — the router and the OpenAPI document are checked against it.
@@ -39,6 +41,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/users/{id}"),
     ("get", "/api/v1/users/{id}/config"),
     ("put", "/api/v1/users/{id}/config"),
+    ("get", "/api/v1/users/{id}/bot"),
     ("put", "/api/v1/users/{id}/bot"),
     ("post", "/api/v1/users/{id}/deposit"),
     ("get", "/api/v1/users/{id}/balance"),
@@ -75,6 +78,7 @@ pub fn router(engine: Engine, admin_token: &str) -> Router {
         admin_token: admin_token.into(),
         token_cache: Arc::new(quick_cache::sync::Cache::new(100_000)),
         http: Arc::new(metrics::HttpMetrics::default()),
+        body_limit,
     };
     use routes as r;
     let v1 = Router::new()
@@ -82,7 +86,7 @@ pub fn router(engine: Engine, admin_token: &str) -> Router {
         .route("/users", post(r::create_user))
         .route("/users/{id}", get(r::get_user))
         .route("/users/{id}/config", get(r::get_config).put(r::put_config))
-        .route("/users/{id}/bot", put(r::put_bot))
+        .route("/users/{id}/bot", get(r::get_bot).put(r::put_bot))
         .route("/users/{id}/deposit", post(r::deposit))
         .route("/users/{id}/balance", get(r::balance))
         .route(

@@ -160,16 +160,22 @@ pub fn document() -> Value {
             false,
         ),
     );
+    let bot = obj(json!({"enabled": {"type": "boolean"}}), &["enabled"]);
+    add(
+        &format!("{u}/bot"),
+        "get",
+        op(
+            "whether the bot is on (a new user's is off)",
+            "200",
+            None,
+            bot.clone(),
+            false,
+        ),
+    );
     add(
         &format!("{u}/bot"),
         "put",
-        op(
-            "switch the bot",
-            "200",
-            Some(obj(json!({"enabled": {"type": "boolean"}}), &["enabled"])),
-            any.clone(),
-            false,
-        ),
+        op("switch the bot", "200", Some(bot.clone()), bot, false),
     );
     add(
         &format!("{u}/deposit"),

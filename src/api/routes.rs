@@ -91,6 +91,14 @@ pub struct BotSwitch {
     enabled: bool,
 }
 
+/// `GET /users/{id}/bot`.
+pub async fn get_bot(
+    State(st): State<AppState>,
+    Owner { id: uid, .. }: Owner,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(Field("enabled", st.engine.bot_enabled(uid)?)))
+}
+
 /// `PUT /users/{id}/bot`.
 pub async fn put_bot(
     State(st): State<AppState>,
