@@ -1400,3 +1400,71 @@ fn the_db_model_detects_a_difference() {
         e.shutdown();
     });
 }
+
+/// A database file the process may not write is refused at start with one clear line, rather
+/// than served with every write failing. As root (which may write any file) the server runs
+/// as `nobody` through `setpriv`; the test skips where neither works.
+#[test]
+fn a_read_only_database_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ro.db");
+    drop(Engine::open(&cfg(&db, StoreConfig::default())).unwrap());
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let mut cmd = if root {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            eprintln!("skipped: running as root without setpriv");
+            return;
+        }
+        // nobody owns the directory and its files, so only the file's mode stands in the way
+        let chown = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(litetrade().get_program());
+        c
+    } else {
+        litetrade()
+    };
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LITETRADE_") {
+            cmd.env_remove(k);
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let mut child = cmd
+        .arg("serve")
+        .arg("--db")
+        .arg(&db)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("LITETRADE_ADMIN_TOKEN", "read-only-test-admin-token")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for(&mut child, Duration::from_secs(30));
+    let mut err = String::new();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr: {err}");
+    assert!(err.contains("read-only"), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file is unchanged");
+}

@@ -577,6 +577,22 @@ fn another_programs_database_is_refused_and_left_alone() {
     assert_eq!(pragma_text(&c, "journal_mode"), "delete");
     assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), 1);
     assert_eq!(count(&c, "PRAGMA user_version"), 1);
+    // a program with a users table of its own
+    c.execute_batch("PRAGMA user_version = 0; CREATE TABLE users(name TEXT);")
+        .unwrap();
+    drop(c);
+    let err = Store::open(&path, StoreConfig::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("its table users lacks the columns id, telegram_id, token_hash, created_at"),
+        "{err}"
+    );
+    assert!(optimize(&path, &quick(), &no_progress).is_err());
+    let c = plain(&path);
+    assert_eq!(pragma_text(&c, "journal_mode"), "delete");
+    assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -170,6 +170,15 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
     .map_err(|e| open_err(e.to_string()))?;
     conn.busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))
         .map_err(|e| open_err(e.to_string()))?;
+    // SQLite opens a file it may not write read-only, and every write would fail later
+    if conn
+        .is_readonly(rusqlite::MAIN_DB)
+        .map_err(|e| open_err(e.to_string()))?
+    {
+        return Err(open_err(
+            "the file is read-only (check its permissions)".into(),
+        ));
+    }
     // before anything is changed (WAL mode included)
     if let Some(why) = schema::foreign_file(&conn).map_err(|e| open_err(e.to_string()))? {
         return Err(open_err(why));

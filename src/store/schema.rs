@@ -160,12 +160,50 @@ pub fn foreign_file(conn: &Connection) -> rusqlite::Result<Option<String>> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let new_file = version == 0 && tables == 0;
-    Ok((users == 0 && !new_file).then(|| {
-        format!(
+    if users == 0 && !new_file {
+        return Ok(Some(format!(
             "not a litetrade database: it has no users table ({tables} other tables, \
              user_version {version})"
-        )
-    }))
+        )));
+    }
+    if new_file || version >= SCHEMA_VERSION {
+        return Ok(None);
+    }
+    lacking_columns(conn)
+}
+
+/// For a file the migration is about to change: the first of litetrade's tables that the file
+/// holds in some other form (without a column that every version of it had), described.
+fn lacking_columns(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let want = Connection::open_in_memory()?;
+    want.execute_batch(tables_sql())?;
+    let columns = |c: &Connection, table: &str| -> rusqlite::Result<Vec<String>> {
+        c.prepare("SELECT name FROM pragma_table_info(?1)")?
+            .query_map([table], |r| r.get(0))?
+            .collect()
+    };
+    let tables: Vec<String> = want
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for table in tables {
+        let have = columns(conn, &table)?;
+        if have.is_empty() {
+            continue; // absent: the migration creates it
+        }
+        let added_later = |c: &str| ORDER_LINK_COLUMNS.contains(&(table.as_str(), c));
+        let lacking: Vec<String> = columns(&want, &table)?
+            .into_iter()
+            .filter(|c| !have.contains(c) && !added_later(c))
+            .collect();
+        if !lacking.is_empty() {
+            return Ok(Some(format!(
+                "not a litetrade database: its table {table} lacks the columns {}",
+                lacking.join(", ")
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The `user_version` of the file at `path`, read without changing anything (0 for a file
