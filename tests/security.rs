@@ -253,6 +253,44 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
         contains(&all, b"alice"),
         "the scan did not see the users table"
     );
+    drop(conn);
+
+    // a start with a key that cannot open the sealed credentials is refused at once (not a
+    // 500 on the first read), naming where the key came from and never the key
+    for (env, names) in [
+        (Some("not-the-key"), "LITETRADE_SECRET_KEY"),
+        (None, "missing"),
+    ] {
+        if env.is_none() {
+            std::fs::rename(&key_file, beside(&db, "key.away")).unwrap();
+        }
+        let mut cmd = common::litetrade();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .env("LITETRADE_ADMIN_TOKEN", &admin)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(k) = env {
+            cmd.env("LITETRADE_SECRET_KEY", k);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let status = common::wait_for(&mut child, std::time::Duration::from_secs(60));
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+        assert!(
+            err.contains(names) && err.trim().lines().count() == 1,
+            "{err}"
+        );
+        assert!(
+            !err.contains("not-the-key") && !err.contains(&key_hex),
+            "{err}"
+        );
+    }
+    assert!(!key_file.exists(), "no new key replaces the missing one");
 }
 
 #[test]

@@ -78,9 +78,13 @@ impl Engine {
         let lock = lock_database(cfg)?;
         let store = Arc::new(Store::open(&cfg.db, cfg.store.clone())?);
         let caches = Arc::new(Caches::new(&cfg.caches));
+        let sealed = store.read("credentials_sample", crate::store::tables::credentials::any)?;
         let vault = Vault::open(
             std::env::var("LITETRADE_SECRET_KEY").ok().as_deref(),
             &cfg.beside_db("key"),
+            sealed
+                .as_ref()
+                .map(|(u, ex, nonce, ct)| (*u, ex.as_str(), nonce.as_slice(), ct.as_slice())),
         )?;
         let events = Arc::new(EventBus::default());
         let seq = Sequencer::new(

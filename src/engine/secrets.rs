@@ -49,37 +49,77 @@ pub struct Vault {
 
 impl Vault {
     /// The key from `env_key` (any string; hashed to 32 bytes) or from `key_file`, which is
-    /// created with 32 random bytes (mode 0600) when missing.
-    pub fn open(env_key: Option<&str>, key_file: &Path) -> Result<Vault> {
-        let key: Zeroizing<[u8; 32]> = match env_key.filter(|k| !k.is_empty()) {
+    /// created with 32 random bytes (mode 0600) when missing. `sealed` is something the
+    /// database already holds sealed, as (user, exchange, nonce, ciphertext): the key must
+    /// open it, and a missing key file is then an error rather than a new key. Each error
+    /// names what to fix and never shows a key.
+    pub fn open(
+        env_key: Option<&str>,
+        key_file: &Path,
+        sealed: Option<(Id, &str, &[u8], &[u8])>,
+    ) -> Result<Vault> {
+        let from_env = env_key.filter(|k| !k.is_empty());
+        let vault = Vault {
+            cipher: XChaCha20Poly1305::new(
+                Self::key(from_env, key_file, sealed.is_none())?
+                    .as_ref()
+                    .into(),
+            ),
+        };
+        if let Some((user, exchange, nonce, ct)) = sealed
+            && vault.open_sealed(user, exchange, nonce, ct).is_err()
+        {
+            let source = match from_env {
+                Some(_) => "LITETRADE_SECRET_KEY".to_string(),
+                None => format!("the key file {}", key_file.display()),
+            };
+            return Err(Error::Invalid(format!(
+                "the stored credentials cannot be opened with {source}: start with the key \
+                 that sealed them"
+            )));
+        }
+        Ok(vault)
+    }
+
+    fn key(
+        env_key: Option<&str>,
+        key_file: &Path,
+        may_create: bool,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        Ok(match env_key {
             Some(k) => Zeroizing::new(Sha256::digest(k.as_bytes()).into()),
             None => {
+                if !key_file.exists() && !may_create {
+                    return Err(Error::Invalid(format!(
+                        "the key file {} is missing, and the database holds credentials \
+                         sealed with it: restore it, or set LITETRADE_SECRET_KEY to the value \
+                         that sealed them",
+                        key_file.display()
+                    )));
+                }
                 if !key_file.exists() {
                     write_private_file(key_file, hex::encode(random_bytes::<32>()).as_bytes())
                         .map_err(|e| {
-                            Error::Internal(format!(
+                            Error::Invalid(format!(
                                 "cannot create key file {}: {e}",
                                 key_file.display()
                             ))
                         })?;
                 }
                 let text = Zeroizing::new(std::fs::read_to_string(key_file).map_err(|e| {
-                    Error::Internal(format!("cannot read key file {}: {e}", key_file.display()))
+                    Error::Invalid(format!("cannot read key file {}: {e}", key_file.display()))
                 })?);
                 let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| {
-                    Error::Internal(format!("key file {} is not hex", key_file.display()))
+                    Error::Invalid(format!("key file {} is not hex", key_file.display()))
                 })?);
                 let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                    Error::Internal(format!(
+                    Error::Invalid(format!(
                         "key file {} must hold 32 bytes",
                         key_file.display()
                     ))
                 })?;
                 Zeroizing::new(arr)
             }
-        };
-        Ok(Vault {
-            cipher: XChaCha20Poly1305::new(key.as_ref().into()),
         })
     }
 
@@ -148,7 +188,7 @@ mod tests {
     #[test]
     fn seal_open_round_trip_and_binding() {
         let dir = tempfile::tempdir().unwrap();
-        let v = Vault::open(None, &dir.path().join("k")).unwrap();
+        let v = Vault::open(None, &dir.path().join("k"), None).unwrap();
         let s = Secret {
             api_key: "AKIA1234567890".into(),
             api_secret: "shh".into(),
@@ -160,9 +200,23 @@ mod tests {
             v.open_sealed(8, "binance", &n, &ct).is_err(),
             "bound to the user"
         );
-        // the same key file opens it again
-        let v2 = Vault::open(None, &dir.path().join("k")).unwrap();
+        // the same key file opens it again, and checks it can
+        let k = dir.path().join("k");
+        let sealed = Some((7, "binance", n.as_slice(), ct.as_slice()));
+        let v2 = Vault::open(None, &k, sealed).unwrap();
         assert_eq!(v2.open_sealed(7, "binance", &n, &ct).unwrap(), s);
+        // another key is refused at once, naming its source and not the key
+        let other = Vault::open(Some("another-key"), &k, sealed).err().unwrap();
+        assert!(
+            other.to_string().contains("LITETRADE_SECRET_KEY"),
+            "{other}"
+        );
+        assert!(!other.to_string().contains("another-key"), "{other}");
+        // a missing key file is not replaced by a new key while something is sealed
+        let gone = dir.path().join("gone");
+        let missing = Vault::open(None, &gone, sealed).err().unwrap();
+        assert!(missing.to_string().contains("missing"), "{missing}");
+        assert!(!gone.exists());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -34,3 +34,11 @@ pub fn get(
         .query_row(params![user, exchange], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
 }
+
+/// Some stored credentials, if any: (user, exchange, nonce, ciphertext). What a start checks
+/// its key against.
+pub fn any(c: &Connection) -> rusqlite::Result<Option<(Id, String, Vec<u8>, Vec<u8>)>> {
+    c.prepare_cached("SELECT user_id, exchange, nonce, ciphertext FROM credentials LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()
+}
