@@ -10,6 +10,7 @@ use crate::engine::events::Event;
 use crate::engine::trading::{NewOrder, Tick};
 use crate::error::Result;
 use crate::feed::{self, FeedTick};
+use rusqlite::OptionalExtension;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -80,18 +81,23 @@ pub const START_PRICES: [(&str, i64); 4] = [
 const STRATEGIES: [&str; 2] = ["trend", "revert"];
 
 /// Creates the demo users on a database that has none; returns their ids and tokens (tokens
-/// only for users created now). A database whose first user is not the demo's own is refused:
-/// the demo's price feed would trade its users' positions.
+/// only for users created now). A database holding any user that is not the demo's own (users
+/// 1–6, named `demo-1` … `demo-6`) is refused: the demo's price feed would trade its users'
+/// positions.
 pub async fn ensure_demo_users(engine: &Engine) -> Result<Vec<(Id, Option<String>)>> {
-    if let Ok(first) = engine.user(1) {
-        if first.name != "demo-1" {
-            return Err(crate::Error::Invalid(format!(
-                "this database holds users that are not the demo's (user 1 is {:?}), and the \
-                 demo's price feed would trade their positions: run the demo on its own file, \
-                 e.g. --db demo.db",
-                first.name
-            )));
-        }
+    let outsider = engine.store().read("demo_outsider", |c| {
+        c.prepare("SELECT id, name FROM users WHERE id > 6 OR name != 'demo-' || id LIMIT 1")?
+            .query_row([], |r| Ok((r.get::<_, Id>(0)?, r.get::<_, String>(1)?)))
+            .optional()
+    })?;
+    if let Some((id, name)) = outsider {
+        return Err(crate::Error::Invalid(format!(
+            "this database holds users that are not the demo's (user {id} is {name:?}), and \
+             the demo's price feed would trade their positions: run the demo on its own file, \
+             e.g. --db demo.db"
+        )));
+    }
+    if engine.user(1).is_ok() {
         let ids = (1..=6)
             .filter(|id| engine.user(*id).is_ok())
             .map(|id| (id, None))

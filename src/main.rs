@@ -8,6 +8,29 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// `println!` that ignores a closed stdout (output piped into `head`) instead of panicking.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` and a flush, ignoring a closed stdout like [`say!`].
+macro_rules! say_inline {
+    ($($t:tt)*) => {{
+        let mut out = std::io::stdout();
+        let _ = write!(out, $($t)*);
+        let _ = out.flush();
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr instead of panicking.
+macro_rules! note {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// mimalloc: the sequencer allocates order and position rows that the writer thread frees;
 /// glibc malloc serialises those cross-thread frees on an arena lock (see BENCHMARKS.md §9).
 #[global_allocator]
@@ -191,7 +214,7 @@ impl Steps {
             }
             g.0 = step.to_string();
             if !self.quiet && !std::io::stderr().is_terminal() {
-                eprintln!("{step}...");
+                note!("{step}...");
             }
             g.1 = (!self.quiet).then(|| bar(total, step));
         }
@@ -290,7 +313,7 @@ async fn demo(
         )?;
     }
     let base = format!("http://{}", cfg.listen);
-    println!(
+    say!(
         "litetrade demo: serving {base}/api/v1 on {}",
         cfg.db.display()
     );
@@ -298,31 +321,31 @@ async fn demo(
     // then), else the file
     let admin = match &token_file {
         None => {
-            println!("admin token: the value of LITETRADE_ADMIN_TOKEN");
+            say!("admin token: the value of LITETRADE_ADMIN_TOKEN");
             "$LITETRADE_ADMIN_TOKEN".to_string()
         }
         Some(f) => {
-            println!("admin token: in {}", f.display());
+            say!("admin token: in {}", f.display());
             format!("$(cat {})", f.display())
         }
     };
     let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
     if tokens_file.exists() {
-        println!(
+        say!(
             "demo users {ids:?}; their tokens are in {} (mode 0600)",
             tokens_file.display()
         );
     } else {
-        println!(
+        say!(
             "demo users {ids:?} were already in the database; a user's token is shown only when \
              the user is created, so the admin token above is the one to use"
         );
     }
-    println!("try:");
-    println!("  curl -s {base}/api/v1/health");
-    println!("  curl -s -H \"Authorization: Bearer {admin}\" {base}/api/v1/users/1/positions");
-    println!("  curl -s -H \"Authorization: Bearer {admin}\" {base}/api/v1/users/1/trades?limit=5");
-    println!("Ctrl-C stops it.");
+    say!("try:");
+    say!("  curl -s {base}/api/v1/health");
+    say!("  curl -s -H \"Authorization: Bearer {admin}\" {base}/api/v1/users/1/positions");
+    say!("  curl -s -H \"Authorization: Bearer {admin}\" {base}/api/v1/users/1/trades?limit=5");
+    say!("Ctrl-C stops it.");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(litetrade::demo::DemoStatus::default());
     let feed_task = tokio::spawn(litetrade::demo::run(
@@ -341,10 +364,9 @@ async fn demo(
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             n += 1;
             if tty {
-                print!("\r{}   ", st.line());
-                let _ = std::io::stdout().flush();
+                say_inline!("\r{}   ", st.line());
             } else if n.is_multiple_of(5) {
-                println!("{}", st.line());
+                say!("{}", st.line());
             }
         }
     });
@@ -360,11 +382,11 @@ async fn demo(
     litetrade::api::serve(engine, listener, &token, stop).await?;
     printer.abort();
     match feed_task.await {
-        Ok(Err(e)) => eprintln!("\nfeed stopped: {e}"),
-        Err(e) => eprintln!("\nfeed task failed: {e}"),
+        Ok(Err(e)) => note!("\nfeed stopped: {e}"),
+        Err(e) => note!("\nfeed task failed: {e}"),
         Ok(Ok(())) => {}
     }
-    println!("\n{}", status.line());
+    say!("\n{}", status.line());
     Ok(())
 }
 
@@ -402,9 +424,9 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
     .with_context(|| format!("optimize {}", cfg.db.display()))?;
     steps.finish();
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        say!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{}", report.render_table());
+        say!("{}", report.render_table());
     }
     Ok(if report.integrity == "ok" { 0 } else { 2 })
 }
@@ -430,7 +452,7 @@ fn seed(
     let report = litetrade::store::seed::seed(&cfg.db, &opts, &progress)
         .with_context(|| format!("seed {}", cfg.db.display()))?;
     steps.finish();
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    say!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 
@@ -460,7 +482,7 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
         let t = done * 10 / total.max(1);
         if plain && t > tenth.get() {
             tenth.set(t);
-            eprintln!("replay: {done} of {total} ticks");
+            note!("replay: {done} of {total} ticks");
         }
     })
     .await;
@@ -469,7 +491,7 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
     tokio::task::spawn_blocking(move || e.shutdown()).await?;
     let s = summary?;
     let o = &s.outcome;
-    println!(
+    say!(
         "replayed {} ticks onto {symbol} in {:.2} s ({:.0} ticks/s): {} fills ({} cancelled), closes: {} take_profit, {} stop_loss, {} liquidation",
         o.accepted,
         s.seconds,
@@ -491,7 +513,7 @@ async fn chat(cfg: Config, user: i64) -> Result<()> {
     engine.user(user).with_context(|| format!("user {user}"))?;
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        println!("litetrade chat as user {user}. Type /help; Ctrl-D quits.");
+        say!("litetrade chat as user {user}. Type /help; Ctrl-D quits.");
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
     std::thread::spawn(move || {
@@ -507,8 +529,8 @@ async fn chat(cfg: Config, user: i64) -> Result<()> {
             continue;
         }
         let reply = litetrade::chat::handle(&engine, user, &line).await;
-        println!("{}", reply.text());
-        println!();
+        say!("{}", reply.text());
+        say!();
     }
     let e = engine.clone();
     tokio::task::spawn_blocking(move || e.shutdown()).await?;
@@ -526,13 +548,11 @@ fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
     })
     .with_context(|| format!("backup {}", cfg.db.display()))?;
     pb.finish_and_clear();
-    println!("backed up {} to {}", cfg.db.display(), to.display());
+    say!("backed up {} to {}", cfg.db.display(), to.display());
     match key {
-        Some(k) => println!("copied its key file to {} (mode 0600)", k.display()),
+        Some(k) => say!("copied its key file to {} (mode 0600)", k.display()),
         None if std::env::var_os("LITETRADE_SECRET_KEY").is_some() => {
-            println!(
-                "its credentials are sealed with LITETRADE_SECRET_KEY: keep that with the copy"
-            )
+            say!("its credentials are sealed with LITETRADE_SECRET_KEY: keep that with the copy")
         }
         None => {}
     }
@@ -555,13 +575,13 @@ async fn bench(
     };
     opts.scenario = scenario;
     opts.settings = cfg;
-    let report = litetrade::bench::run(&opts, &|line| eprintln!("bench: {line}")).await;
+    let report = litetrade::bench::run(&opts, &|line| note!("bench: {line}")).await;
     let _ = std::fs::remove_dir_all(&tmp);
     let report = report?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{}", report.render_table());
+        say!("{}", report.render_table());
     }
     Ok(())
 }
@@ -626,7 +646,7 @@ fn main() {
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            note!("error: {e:#}");
             std::process::exit(1);
         }
     }

@@ -3271,6 +3271,21 @@ fn cli_user_errors_print_one_clear_line() {
     ];
     let (st, _, e) = run_cli(&args, "", t);
     assert_one_clear_line(&args, st, &e, &["not the demo's", "--db demo.db"]);
+    // so is the demo's own file once someone else's user joined it
+    let demo_db = dir.path().join("demo.db");
+    let mut args = args;
+    args[2] = demo_db.to_str().unwrap();
+    let (st, _, e) = run_cli(&args, "", t);
+    assert!(st.success(), "demo: {e}");
+    let c = rusqlite::Connection::open(&demo_db).unwrap();
+    c.execute(
+        "INSERT INTO users (id, name, token_hash, created_at) VALUES (7, 'alice', randomblob(32), 0)",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["not the demo's", "user 7 is \"alice\""]);
     let args = ["chat", "--db", fresh.to_str().unwrap(), "--user", "999"];
     let (st, _, e) = run_cli(&args, "/balance\n", t);
     assert_one_clear_line(&args, st, &e, &["999", "not found"]);
@@ -3615,4 +3630,39 @@ fn a_huge_price_move_neither_drops_reads_nor_stops_the_engine() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Output piped into something that stops reading (`litetrade demo | head -3`) ends the
+/// demo's printing, not the process: no panic, and it still stops cleanly.
+#[test]
+fn demo_piped_into_head_does_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let mut child = litetrade()
+        .args(["demo", "--duration", "6", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--db")
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("litetrade demo"), "{first}");
+    drop(out); // the reader goes away, like `head` after its lines
+    let status = wait_for(&mut child, Duration::from_secs(60));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
