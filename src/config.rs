@@ -146,6 +146,32 @@ impl Config {
         Ok(())
     }
 
+    /// The `LITETRADE_*` names among `names` that litetrade does not read (a typo such as
+    /// `LITETRADE_CACHE_BALANCE_TTL` would otherwise be ignored without a word).
+    pub fn unknown_env(&self, names: impl IntoIterator<Item = String>) -> Vec<String> {
+        // the common flags', the secrets' and the log filter's, then whatever apply_env asks for
+        let mut known: Vec<String> = [
+            "LITETRADE_DB",
+            "LITETRADE_LISTEN",
+            "LITETRADE_CONFIG",
+            "LITETRADE_ADMIN_TOKEN",
+            "LITETRADE_SECRET_KEY",
+            "LITETRADE_LOG",
+        ]
+        .map(String::from)
+        .into();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let _ = self.clone().apply_env(|k| {
+            asked.borrow_mut().push(k.to_string());
+            None
+        });
+        known.extend(asked.into_inner());
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("LITETRADE_") && !known.contains(n))
+            .collect()
+    }
+
     /// A file beside the database: `<db>.<suffix>`.
     pub fn beside_db(&self, suffix: &str) -> PathBuf {
         let mut s = self.db.clone().into_os_string();
@@ -187,6 +213,21 @@ mod tests {
         c.apply_env(|k| (k == "LITETRADE_CACHE_PRICE_TTL_MS").then(|| "42".to_string()))
             .unwrap();
         assert_eq!(c.caches.price.ttl_ms, 42);
+        let names = [
+            "LITETRADE_CACHE_PRICE_TTL_MS",
+            "LITETRADE_CACHE_PRICE_TTL",
+            "LITETRADE_SECRET_KEY",
+            "LITETRADE_REQUIRE_LICENSE",
+            "LITETRADE_CACHE_API_RESPONSE_CAPACITY",
+            "PATH",
+        ];
+        assert_eq!(
+            c.unknown_env(names.map(String::from)),
+            [
+                "LITETRADE_CACHE_PRICE_TTL",
+                "LITETRADE_CACHE_API_RESPONSE_CAPACITY"
+            ]
+        );
         // every one of API.md's nine names has its variable
         let nine = [
             "USER_CONFIG",

@@ -156,6 +156,10 @@ fn build_config(c: &Common) -> Result<Config> {
         None => Config::default(),
     };
     cfg.apply_env(|k| std::env::var(k).ok())?;
+    let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    for name in cfg.unknown_env(names) {
+        tracing::warn!(variable = %name, "litetrade does not read this variable; it is ignored");
+    }
     if let Some(db) = &c.db {
         cfg.db = db.clone();
     }
@@ -344,7 +348,7 @@ async fn demo(
     say!("try:");
     say!("  curl -s {base}/api/v1/health");
     say!("  curl -s -H \"Authorization: Bearer {admin}\" {base}/api/v1/users/1/positions");
-    say!("  curl -s -H \"Authorization: Bearer {admin}\" {base}/api/v1/users/1/trades?limit=5");
+    say!("  curl -s -H \"Authorization: Bearer {admin}\" \"{base}/api/v1/users/1/trades?limit=5\"");
     say!("Ctrl-C stops it.");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(litetrade::demo::DemoStatus::default());

@@ -356,6 +356,20 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
     assert!(s.terminate().success());
     // the log of a fresh token file names the file, never the token
     assert!(!s.log_text().contains(&token));
+
+    // a token file others may read is made private again, with a warning; an unknown
+    // LITETRADE_ variable is named in a warning too
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut s = start_server(&db, &[("LITETRADE_CACHE_BALANCE_TTL", "5")]);
+        assert_eq!(mode(&admin_file), 0o600);
+        assert!(s.terminate().success());
+        let log = s.log_text();
+        assert!(log.contains("now 0600") && !log.contains(&token), "{log}");
+        assert!(log.contains("LITETRADE_CACHE_BALANCE_TTL"), "{log}");
+    }
 }
 
 #[test]
