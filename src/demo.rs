@@ -5,7 +5,7 @@ use crate::Engine;
 use crate::domain::model::{AccountType, CloseReason, Id, Side};
 use crate::domain::money::Dec;
 use crate::domain::rng::Rng;
-use crate::engine::accounts::{ConfigPatch, Signal};
+use crate::engine::accounts::{ConfigPatch, NewPromo, Signal};
 use crate::engine::events::Event;
 use crate::engine::trading::{NewOrder, Tick};
 use crate::error::Result;
@@ -129,6 +129,34 @@ pub async fn ensure_demo_users(engine: &Engine) -> Result<Vec<(Id, Option<String
         out.push((u.id, Some(token)));
     }
     Ok(out)
+}
+
+/// Under `--require-license` the demo's users could not trade without a license, and the demo
+/// would show nothing: each of `users` without an active license redeems a one-year `demo`
+/// license from a promo code made for them. Returns how many did.
+pub async fn license_demo_users(engine: &Engine, users: &[Id]) -> Result<usize> {
+    let unlicensed: Vec<Id> = users
+        .iter()
+        .copied()
+        .filter(|u| !engine.license(*u).is_ok_and(|l| l.active))
+        .collect();
+    if !engine.config().require_license || unlicensed.is_empty() {
+        return Ok(0);
+    }
+    let code = format!("demo-{}", crate::domain::model::now_ms());
+    engine
+        .create_promo(NewPromo {
+            code: code.clone(),
+            license_type: "demo".into(),
+            days: 365,
+            max_uses: unlicensed.len() as u32,
+            valid_until: None,
+        })
+        .await?;
+    for u in &unlicensed {
+        engine.redeem_promo(*u, &code).await?;
+    }
+    Ok(unlicensed.len())
 }
 
 /// The price paths: per symbol, from a file (onto BTCUSDT) or the built-in random walk.

@@ -304,6 +304,8 @@ async fn demo(
     let listener = listen(&cfg).await?;
     let engine = open_engine(&cfg)?;
     let users = litetrade::demo::ensure_demo_users(&engine).await?;
+    let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
+    let licensed = litetrade::demo::license_demo_users(&engine, &ids).await?;
     let (token, token_file) = admin_token(&cfg)?;
     let tokens_file = cfg.beside_db("demo-tokens");
     let fresh: Vec<String> = users
@@ -333,7 +335,9 @@ async fn demo(
             format!("$(cat {})", f.display())
         }
     };
-    let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
+    if licensed > 0 {
+        say!("licenses are required here: {licensed} demo users redeemed a one-year demo license");
+    }
     if tokens_file.exists() {
         say!(
             "demo users {ids:?}; their tokens are in {} (mode 0600)",

@@ -1657,6 +1657,39 @@ async fn an_off_grid_entry_is_never_liquidated_at_a_profit() {
     );
 }
 
+/// Under `--require-license`, the demo gives its users a license, so it still shows trading;
+/// a second start redeems nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_licenses_its_users_when_licenses_are_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open_licensed(&dir);
+    let users = litetrade::demo::ensure_demo_users(&e).await.unwrap();
+    let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
+    tick(&e, BTC, "30000").await;
+    let buy = || order(BTC, Side::Buy, "0.01", None, 5, None, None);
+    assert_eq!(code(e.place_order(ids[0], buy()).await), "license_required");
+    assert_eq!(
+        litetrade::demo::license_demo_users(&e, &ids).await.unwrap(),
+        6
+    );
+    e.place_order(ids[0], buy()).await.unwrap();
+    assert_eq!(e.license(ids[5]).unwrap().license_type, "demo");
+    assert_eq!(
+        litetrade::demo::license_demo_users(&e, &ids).await.unwrap(),
+        0
+    );
+    // without the requirement nothing is redeemed
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let users = litetrade::demo::ensure_demo_users(&e).await.unwrap();
+    let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
+    assert_eq!(
+        litetrade::demo::license_demo_users(&e, &ids).await.unwrap(),
+        0
+    );
+    assert_eq!(code(e.license(ids[0])), "not_found");
+}
+
 /// Changes BTCUSDT's spec as the admin's `PUT /symbols` would.
 async fn respec_btc(e: &Engine, change: impl FnOnce(&mut SymbolSpec)) {
     let mut spec = e.symbol(BTC).unwrap();
