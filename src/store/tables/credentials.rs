@@ -35,9 +35,11 @@ pub fn get(
         .optional()
 }
 
-/// Some stored credentials, if any: (user, exchange, nonce, ciphertext). What a start checks
-/// its key against.
-pub fn any(c: &Connection) -> rusqlite::Result<Option<(Id, String, Vec<u8>, Vec<u8>)>> {
+/// One user's sealed credentials for one exchange: (user, exchange, nonce, ciphertext).
+pub type SealedRow = (Id, String, Vec<u8>, Vec<u8>);
+
+/// Some stored credentials, if any. What a start checks its key against.
+pub fn any(c: &Connection) -> rusqlite::Result<Option<SealedRow>> {
     c.prepare_cached("SELECT user_id, exchange, nonce, ciphertext FROM credentials LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()
