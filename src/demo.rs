@@ -159,16 +159,14 @@ pub async fn license_demo_users(engine: &Engine, users: &[Id]) -> Result<usize> 
     Ok(unlicensed.len())
 }
 
-/// The price paths: per symbol, from a file (onto BTCUSDT) or the built-in random walk.
+/// The price paths: per symbol, from a file (onto BTCUSDT, prices as they are; see
+/// [`fit_ticks`]) or the built-in random walk.
 pub fn price_paths(
     file: Option<&std::path::Path>,
 ) -> std::result::Result<Vec<(String, Vec<FeedTick>)>, feed::FeedError> {
     let tick = Dec::parse("0.01").expect("literal");
     if let Some(path) = file {
-        let mut ticks = feed::read_feed(path)?;
-        let distorted = feed::scale_to(&mut ticks, tick);
-        feed::warn_if_distorted(distorted, ticks.len(), "BTCUSDT", tick);
-        return Ok(vec![("BTCUSDT".to_string(), ticks)]);
+        return Ok(vec![("BTCUSDT".to_string(), feed::read_feed(path)?)]);
     }
     Ok(START_PRICES
         .iter()
@@ -180,6 +178,31 @@ pub fn price_paths(
             )
         })
         .collect())
+}
+
+/// Gives each symbol of `paths` a tick fine enough for its prices, when its own is not: the demo
+/// owns its database, and rounding a fine feed (BTC priced in ETH, 0.00162008) to 0.01 would
+/// turn its path into a flat line that liquidates every position. Returns the symbols changed,
+/// with their new tick.
+pub async fn fit_ticks(
+    engine: &Engine,
+    paths: &[(String, Vec<FeedTick>)],
+) -> Result<Vec<(String, Dec)>> {
+    let mut changed = Vec::new();
+    for (symbol, ticks) in paths {
+        let mut spec = engine.symbol(symbol)?;
+        let tick = spec.tick_size.raw();
+        if ticks.iter().all(|t| t.price.raw() % tick == 0) {
+            continue;
+        }
+        let step = feed::finest_step(ticks, spec.tick_size);
+        if tick % step.raw() == 0 {
+            spec.tick_size = step;
+            engine.upsert_symbol(spec).await?;
+            changed.push((symbol.clone(), step));
+        }
+    }
+    Ok(changed)
 }
 
 /// Runs the feed, the signals and the resting orders until `stop` flips; counts into `status`.

@@ -229,6 +229,16 @@ pub fn scale_to(ticks: &mut [FeedTick], tick_size: Dec) -> usize {
     distorted
 }
 
+/// The coarsest power-of-ten step, at most `cap`, that every price of `ticks` is a multiple
+/// of: the tick a symbol needs to take the feed's prices as they are.
+pub fn finest_step(ticks: &[FeedTick], cap: Dec) -> Dec {
+    let mut step = 1i64;
+    while step < cap.raw() && ticks.iter().all(|t| t.price.raw() % (step * 10) == 0) {
+        step *= 10;
+    }
+    Dec(step.min(cap.raw().max(1)))
+}
+
 /// Warns (through `tracing`) when [`scale_to`] moved `distorted` of `total` prices by more
 /// than 1 %: the feed is finer than the symbol's tick, and its price path is not kept.
 pub fn warn_if_distorted(distorted: usize, total: usize, symbol: &str, tick_size: Dec) {
@@ -1416,6 +1426,24 @@ mod tests {
             parse_feed("a.json", &[b'[', 0xff, b']']),
             Err(FeedError::NotText)
         ));
+    }
+
+    #[test]
+    fn finest_step_is_the_coarsest_power_of_ten_that_fits() {
+        let t = |p: &str| FeedTick {
+            price: dec(p),
+            ts: 0,
+        };
+        let cent = dec("0.01");
+        assert_eq!(
+            finest_step(&[t("0.00162008"), t("0.0016")], cent),
+            dec("0.00000001")
+        );
+        assert_eq!(finest_step(&[t("101.5"), t("100.25")], cent), cent);
+        assert_eq!(finest_step(&[t("101.5"), t("100.2")], cent), dec("0.01"));
+        assert_eq!(finest_step(&[t("101.5"), t("100.2")], Dec::ONE), dec("0.1"));
+        assert_eq!(finest_step(&[t("30000"), t("31000")], Dec::ONE), Dec::ONE);
+        assert_eq!(finest_step(&[], cent), cent);
     }
 
     #[test]

@@ -306,6 +306,9 @@ async fn demo(
     let users = litetrade::demo::ensure_demo_users(&engine).await?;
     let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
     let licensed = litetrade::demo::license_demo_users(&engine, &ids).await?;
+    for (symbol, tick) in litetrade::demo::fit_ticks(&engine, &paths).await? {
+        tracing::info!(%symbol, %tick, "the feed's prices are finer than the symbol's tick: tick_size set to fit them");
+    }
     let (token, token_file) = admin_token(&cfg)?;
     let tokens_file = cfg.beside_db("demo-tokens");
     let fresh: Vec<String> = users
