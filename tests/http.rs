@@ -3223,6 +3223,29 @@ fn cli_user_errors_print_one_clear_line() {
     ];
     let (st, _, e) = run_cli(&args, "", t);
     assert_one_clear_line(&args, st, &e, &["does not exist", "missing.db"]);
+    // a file that is not SQLite: named as such, not an "internal error", and no copy is left
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(
+        &garbage,
+        "this is not a database, it is only some text\n".repeat(200),
+    )
+    .unwrap();
+    let args = [
+        "backup",
+        "--db",
+        garbage.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ];
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(
+        &args,
+        st,
+        &e,
+        &["not a usable SQLite database", "garbage.db"],
+    );
+    assert!(!e.contains("internal"), "{e}");
+    assert!(!to.exists());
 
     // a usage error is not exit 2, which optimize keeps for a damaged database
     let (st, _, e) = run_cli(&["optimize", "--bogus"], "", t);

@@ -333,6 +333,12 @@ pub fn backup_file(src: &Path, dest: &Path, progress: &dyn Fn(u64, u64)) -> Resu
     let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| open_error(src, e))?;
     from.busy_timeout(Duration::from_secs(10))?;
+    // a file that is not SQLite, or not litetrade's, is named as such before anything is written
+    let foreign = schema::foreign_file(&from)
+        .map_err(|e| open_error(src, format!("not a usable SQLite database ({e})")))?;
+    if let Some(why) = foreign {
+        return Err(open_error(src, why));
+    }
     // created here, empty and private, so that an existing file is never overwritten
     let mut file = std::fs::OpenOptions::new();
     file.write(true).create_new(true);
