@@ -108,8 +108,8 @@ enum Cmd {
     },
     /// Fill a database with consistent synthetic users, trades, positions and orders
     Seed {
-        /// Users to create
-        #[arg(long, default_value_t = 1000)]
+        /// Users to create (at least 1)
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         users: u64,
         /// Closed trades per user
         #[arg(long, default_value_t = 10)]

@@ -3250,6 +3250,15 @@ fn cli_user_errors_print_one_clear_line() {
     // a usage error is not exit 2, which optimize keeps for a damaged database
     let (st, _, e) = run_cli(&["optimize", "--bogus"], "", t);
     assert_eq!(st.code(), Some(64), "{e}");
+    // seed needs someone to hold its positions and orders
+    let none = dir.path().join("none.db");
+    let (st, _, e) = run_cli(
+        &["seed", "--db", none.to_str().unwrap(), "--users", "0"],
+        "",
+        t,
+    );
+    assert_eq!(st.code(), Some(64), "{e}");
+    assert!(e.contains("--users") && !none.exists(), "{e}");
     let (st, out, _) = run_cli(&["optimize", "--help"], "", t);
     assert!(st.success() && out.contains("--vacuum"), "{out}");
 
