@@ -361,7 +361,7 @@ async fn reads(
     let mut a = Lat::default();
     let mut b = Lat::default();
     for &u in &sample {
-        a.time(|| drop(store.read("trades", |c| trades::page(c, u, 100, 0))));
+        a.time(|| drop(store.read("trades", |c| trades::page(c, u, None, 100, 0))));
         b.time(|| drop(engine.balance(u, demo)));
     }
     rep.add(

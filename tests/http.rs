@@ -1122,6 +1122,17 @@ fn every_route_answers_its_success_shape() {
     let mut newest_first = trade_ids.clone();
     newest_first.reverse();
     assert_eq!(ids, newest_first, "trades are newest first");
+    // one account only: all three are demo trades
+    assert_eq!(trades("?account_type=demo")["trades"], all["trades"]);
+    let real = trades("?account_type=real&limit=2");
+    assert_eq!(
+        (
+            real["trades"].clone(),
+            real["total"].clone(),
+            real["pages"].clone()
+        ),
+        (json!([]), json!(0), json!(0))
+    );
     let p1 = trades("?page=1&limit=2");
     assert_eq!(
         (
@@ -2476,6 +2487,7 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         "trades?limit=",
         "trades?page=--1",
         "trades?page=1&limit=2&sort=asc",
+        "trades?account_type=paper",
         "balance?account_type=gold",
         "balance?foo=1",
         "positions?account_type=",

@@ -247,7 +247,8 @@ pub fn document() -> Value {
     let mut tr = op("trades, newest first", "200", None, any.clone(), false);
     tr["parameters"] = json!([
         {"name": "page", "in": "query", "required": false, "description": "default 1; any whole number, clamped to at least 1", "schema": {"type": "integer"}},
-        {"name": "limit", "in": "query", "required": false, "description": "default 100; any whole number, clamped to 1..=1000", "schema": {"type": "integer"}}]);
+        {"name": "limit", "in": "query", "required": false, "description": "default 100; any whole number, clamped to 1..=1000", "schema": {"type": "integer"}},
+        {"name": "account_type", "in": "query", "required": false, "description": "one account only (default: both)", "schema": {"type": "string", "enum": ["demo", "real"]}}]);
     add(&format!("{u}/trades"), "get", tr);
     let masked = obj(
         json!({"exchange": {"type": "string"}, "api_key_masked": {"type": "string"}}),

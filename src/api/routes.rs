@@ -213,6 +213,7 @@ pub async fn close_position(
 pub struct PageQuery {
     page: Option<Whole>,
     limit: Option<Whole>,
+    account_type: Option<AccountType>,
 }
 
 /// A whole number from the query string, saturated into `u64` (a negative one is 0). The
@@ -241,15 +242,16 @@ impl<'de> Deserialize<'de> for Whole {
     }
 }
 
-/// `GET /users/{id}/trades?page=&limit=`.
+/// `GET /users/{id}/trades?page=&limit=&account_type=`.
 pub async fn trades(
     State(st): State<AppState>,
     Owner { id: uid, .. }: Owner,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let limit = q.limit.map_or(100, |w| w.0.clamp(1, 1000) as u32);
-    Ok(Json(st.engine.trades(
+    Ok(Json(st.engine.trades_of(
         uid,
+        q.account_type,
         q.page.map_or(1, |w| w.0),
         limit,
     )?))

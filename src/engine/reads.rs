@@ -201,16 +201,28 @@ impl Engine {
             .ok_or(Error::NotFound("order"))
     }
 
-    /// A page of a user's trades, newest first; `limit` is clamped to 1..=1000, `page` ≥ 1.
+    /// A page of a user's trades of both accounts, newest first; `limit` is clamped to
+    /// 1..=1000, `page` ≥ 1.
     pub fn trades(&self, user: Id, page: u64, limit: u32) -> Result<TradePage> {
+        self.trades_of(user, None, page, limit)
+    }
+
+    /// Like [`Engine::trades`], of one account when `acct` names one.
+    pub fn trades_of(
+        &self,
+        user: Id,
+        acct: Option<AccountType>,
+        page: u64,
+        limit: u32,
+    ) -> Result<TradePage> {
         self.profile(user)?;
         let limit = limit.clamp(1, 1000);
         let page = page.max(1);
         // SQLite takes OFFSET as i64: past that every page is empty anyway
         let offset = (page - 1).saturating_mul(limit as u64).min(i64::MAX as u64);
-        let (rows, total) = self
-            .store()
-            .read("trades_page", |c| trades::page(c, user, limit, offset))?;
+        let (rows, total) = self.store().read("trades_page", |c| {
+            trades::page(c, user, acct, limit, offset)
+        })?;
         Ok(TradePage {
             trades: rows,
             page,

@@ -61,6 +61,21 @@ pub fn hot_queries() -> Vec<HotQuery> {
             vec![u(), Value::Integer(100), Value::Integer(0)],
         ),
         q("trades_count_by_user", trades::COUNT_BY_USER, vec![u()]),
+        q(
+            "trades_page_by_account",
+            trades::PAGE_BY_USER_ACCOUNT,
+            vec![
+                u(),
+                Value::Integer(100),
+                Value::Integer(0),
+                Value::Text("demo".into()),
+            ],
+        ),
+        q(
+            "trades_count_by_account",
+            trades::COUNT_BY_USER_ACCOUNT,
+            vec![u(), Value::Text("demo".into())],
+        ),
         q("trade_by_position", trades::BY_POSITION, vec![u()]),
         q(
             "trades_closed_24h",

@@ -20,6 +20,16 @@ pub const PAGE_BY_USER: &str = concat!(
 );
 /// Hot query: how many trades a user has.
 pub const COUNT_BY_USER: &str = "SELECT COUNT(*) FROM trade_logs WHERE user_id = ?1";
+/// Hot query: a page of a user's trades of one account (`?4`), newest first.
+pub const PAGE_BY_USER_ACCOUNT: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM trade_logs WHERE user_id = ?1 AND account_type = ?4 \
+     ORDER BY closed_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+);
+/// Hot query: how many trades a user has on one account.
+pub const COUNT_BY_USER_ACCOUNT: &str =
+    "SELECT COUNT(*) FROM trade_logs WHERE user_id = ?1 AND account_type = ?2";
 
 fn map(r: &Row<'_>) -> rusqlite::Result<Trade> {
     Ok(Trade {
@@ -101,20 +111,32 @@ pub fn insert_many(c: &Connection, rows: &[(&Trade, Opening)]) -> rusqlite::Resu
     })
 }
 
-/// One page of a user's trades (`offset` rows skipped) and the user's total trade count.
+/// One page of a user's trades (`offset` rows skipped), of one account or of both, and how
+/// many trades that selection holds in all.
 pub fn page(
     c: &Connection,
     user: Id,
+    acct: Option<AccountType>,
     limit: u32,
     offset: u64,
 ) -> rusqlite::Result<(Vec<Trade>, u64)> {
-    let rows = c
-        .prepare_cached(PAGE_BY_USER)?
-        .query_map(params![user, limit, offset as i64], map)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let total: i64 = c
-        .prepare_cached(COUNT_BY_USER)?
-        .query_row([user], |r| r.get(0))?;
+    let offset = offset as i64;
+    let (rows, total) = match acct {
+        None => (
+            c.prepare_cached(PAGE_BY_USER)?
+                .query_map(params![user, limit, offset], map)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+            c.prepare_cached(COUNT_BY_USER)?
+                .query_row([user], |r| r.get::<_, i64>(0))?,
+        ),
+        Some(a) => (
+            c.prepare_cached(PAGE_BY_USER_ACCOUNT)?
+                .query_map(params![user, limit, offset, a.as_str()], map)?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+            c.prepare_cached(COUNT_BY_USER_ACCOUNT)?
+                .query_row(params![user, a.as_str()], |r| r.get::<_, i64>(0))?,
+        ),
+    };
     Ok((rows, total as u64))
 }
 
