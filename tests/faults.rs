@@ -1452,17 +1452,7 @@ fn a_read_only_database_is_refused_at_start() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = wait_for(&mut child, Duration::from_secs(30));
-    let mut err = String::new();
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = common::finish(&mut child, Duration::from_secs(30));
     assert_eq!(status.and_then(|s| s.code()), Some(1), "stderr: {err}");
     assert!(err.contains("read-only"), "stderr: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");

@@ -3696,17 +3696,7 @@ fn demo_piped_into_head_does_not_panic() {
     out.read_line(&mut first).unwrap();
     assert!(first.contains("litetrade demo"), "{first}");
     drop(out); // the reader goes away, like `head` after its lines
-    let status = wait_for(&mut child, Duration::from_secs(60));
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = common::finish(&mut child, Duration::from_secs(60));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }

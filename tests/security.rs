@@ -274,12 +274,7 @@ fn no_token_key_or_secret_in_logs_or_in_the_database_file() {
             cmd.env("LITETRADE_SECRET_KEY", k);
         }
         let mut child = cmd.spawn().unwrap();
-        let status = common::wait_for(&mut child, std::time::Duration::from_secs(60));
-        if status.is_none() {
-            let _ = child.kill();
-        }
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let (status, err) = common::finish(&mut child, std::time::Duration::from_secs(60));
         assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
         assert!(
             err.contains(names) && err.trim().lines().count() == 1,

@@ -550,49 +550,40 @@ fn a_file_from_a_newer_litetrade_is_refused() {
 fn another_programs_database_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir, "notes.db");
+    // serve and optimize both refuse, naming why, and the file keeps its journal mode and its
+    // `tables` schema entries
+    let refused_untouched = |why: &str, tables: i64| {
+        let err = Store::open(&path, StoreConfig::default())
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(why), "{err}");
+        assert!(matches!(
+            optimize(&path, &quick(), &no_progress),
+            Err(StoreError::Open { .. })
+        ));
+        let c = plain(&path);
+        assert_eq!(pragma_text(&c, "journal_mode"), "delete");
+        assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), tables);
+        c
+    };
     let c = Connection::open(&path).unwrap();
     c.execute_batch("CREATE TABLE notes(body TEXT); INSERT INTO notes VALUES ('keep me');")
         .unwrap();
     drop(c);
-    let err = Store::open(&path, StoreConfig::default())
-        .err()
-        .expect("refused");
-    assert!(
-        err.to_string().contains("not a litetrade database"),
-        "{err}"
-    );
-    assert!(matches!(
-        optimize(&path, &quick(), &no_progress),
-        Err(StoreError::Open { .. })
-    ));
-    let c = plain(&path);
-    assert_eq!(pragma_text(&c, "journal_mode"), "delete");
-    assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), 1);
+    let c = refused_untouched("not a litetrade database", 1);
     // a program that versions its own schema too
     c.execute_batch("PRAGMA user_version = 1").unwrap();
     drop(c);
-    assert!(Store::open(&path, StoreConfig::default()).is_err());
-    assert!(optimize(&path, &quick(), &no_progress).is_err());
-    let c = plain(&path);
-    assert_eq!(pragma_text(&c, "journal_mode"), "delete");
-    assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), 1);
+    let c = refused_untouched("not a litetrade database", 1);
     assert_eq!(count(&c, "PRAGMA user_version"), 1);
     // a program with a users table of its own
     c.execute_batch("PRAGMA user_version = 0; CREATE TABLE users(name TEXT);")
         .unwrap();
     drop(c);
-    let err = Store::open(&path, StoreConfig::default())
-        .err()
-        .expect("refused");
-    assert!(
-        err.to_string()
-            .contains("its table users lacks the columns id, telegram_id, token_hash, created_at"),
-        "{err}"
+    refused_untouched(
+        "its table users lacks the columns id, telegram_id, token_hash, created_at",
+        2,
     );
-    assert!(optimize(&path, &quick(), &no_progress).is_err());
-    let c = plain(&path);
-    assert_eq!(pragma_text(&c, "journal_mode"), "delete");
-    assert_eq!(count(&c, "SELECT count(*) FROM sqlite_schema"), 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -86,6 +86,21 @@ pub fn litetrade() -> Command {
     c
 }
 
+/// Waits up to `limit` for `child` to exit (killing it if it has not) and reads what it wrote
+/// to its piped stderr: (its exit status, `None` if it had to be killed; its stderr).
+pub fn finish(child: &mut Child, limit: Duration) -> (Option<ExitStatus>, String) {
+    let status = wait_for(child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+    }
+    (status, err)
+}
+
 /// Waits up to `limit` for `child` to exit.
 pub fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
