@@ -171,48 +171,32 @@ mod tests {
     }
 
     #[test]
-    fn liquidation_rounds_to_tick_outward_from_safety() {
-        let tick = d("0.01");
-        // 33.33 x 3 long: 33.33 * (1 - 1/3 + 0.005) = 22.386650 -> up 22.39
-        assert_eq!(
-            liquidation_price(Long, d("33.33"), 3, Bps(5000), tick),
-            d("22.39")
-        );
-        // short: 33.33 * (1 + 1/3 - 0.005) = 44.273350 -> down 44.27
-        assert_eq!(
-            liquidation_price(Short, d("33.33"), 3, Bps(5000), tick),
-            d("44.27")
-        );
-    }
-
-    #[test]
-    fn liquidation_never_lies_on_the_winning_side_of_an_off_grid_entry() {
-        let tick = d("0.01");
-        // short 0.5237 x100: 0.5263185 rounds down to 0.52, below the entry: keep 8 digits
-        assert_eq!(
-            liquidation_price(Short, d("0.5237"), 100, Bps(5000), tick),
-            d("0.5263185")
-        );
-        // long 0.005 x1: 0.000025 rounds up to 0.01, above the entry: keep 8 digits
-        assert_eq!(
-            liquidation_price(Long, d("0.005"), 1, Bps(5000), tick),
-            d("0.000025")
-        );
-        // long 0.00333333 x1 at 0.5 %: 0.0000166666665 rounds up to 0.00001667
-        assert_eq!(
-            liquidation_price(Long, d("0.00333333"), 1, Bps(5000), tick),
-            d("0.00001667")
-        );
-        // an on-grid entry keeps the tick rounding, even when it reaches the entry itself
-        assert_eq!(
-            liquidation_price(Short, d("0.52"), 100, Bps(5000), tick),
-            d("0.52")
-        );
-        // an off-grid entry whose tick rounding stays on the losing side keeps it
-        assert_eq!(
-            liquidation_price(Long, d("100.005"), 10, Bps(5000), tick),
-            d("90.51")
-        );
+    fn liquidation_rounds_to_the_tick_outward_and_never_past_the_entry() {
+        // (side, entry, leverage, expected), at mmr 0.5 % and tick 0.01
+        let cases = [
+            // 33.33 × (1 − 1/3 + 0.005) = 22.38665 → up 22.39
+            (Long, "33.33", 3, "22.39"),
+            // 33.33 × (1 + 1/3 − 0.005) = 44.27335 → down 44.27
+            (Short, "33.33", 3, "44.27"),
+            // an on-grid entry keeps the tick rounding, even when it reaches the entry itself
+            (Short, "0.52", 100, "0.52"),
+            // an off-grid entry whose tick rounding stays on the losing side keeps it
+            (Long, "100.005", 10, "90.51"),
+            // off the grid, the tick would cross the entry: 8 digits instead
+            // 0.5237 × 1.005 = 0.5263185 (down to the tick: 0.52, below the entry)
+            (Short, "0.5237", 100, "0.5263185"),
+            // 0.005 × 0.005 = 0.000025 (up to the tick: 0.01, above the entry)
+            (Long, "0.005", 1, "0.000025"),
+            // 0.00333333 × 0.005 = 0.0000166666665 → up 0.00001667
+            (Long, "0.00333333", 1, "0.00001667"),
+        ];
+        for (side, entry, lev, want) in cases {
+            assert_eq!(
+                liquidation_price(side, d(entry), lev, Bps(5000), d("0.01")),
+                d(want),
+                "{side:?} {entry} x{lev}"
+            );
+        }
     }
 
     #[test]
