@@ -195,12 +195,15 @@ pub async fn fit_ticks(
         if ticks.iter().all(|t| t.price.raw() % tick == 0) {
             continue;
         }
-        let step = feed::finest_step(ticks, spec.tick_size);
-        if tick % step.raw() == 0 {
-            spec.tick_size = step;
-            engine.upsert_symbol(spec).await?;
-            changed.push((symbol.clone(), step));
+        // a power of ten fits every price; their common divisor with the tick also fits the
+        // tick's own grid (a tick of 0.025 and prices in cents: 0.005)
+        let (mut a, mut b) = (tick, feed::finest_step(ticks, spec.tick_size).raw());
+        while b != 0 {
+            (a, b) = (b, a % b);
         }
+        spec.tick_size = Dec(a);
+        engine.upsert_symbol(spec).await?;
+        changed.push((symbol.clone(), Dec(a)));
     }
     Ok(changed)
 }
@@ -277,10 +280,11 @@ pub async fn run(
         if step.is_multiple_of(2 * per_second.max(1)) && !users.is_empty() {
             let user = users[rng.next_u64() as usize % users.len()];
             let (symbol, _) = &paths[rng.next_u64() as usize % paths.len()];
-            if let Ok(Some(last)) = engine.last_price(symbol) {
+            if let (Ok(Some(last)), Ok(spec)) = (engine.last_price(symbol), engine.symbol(symbol)) {
                 let buy = rng.next_u64().is_multiple_of(2);
                 // 0.2 % away from the last price, on the tick
-                let off = Dec(last.raw() / 500 / 1_000_000 * 1_000_000);
+                let tick = spec.tick_size.raw();
+                let off = Dec(last.raw() / 500 / tick * tick);
                 let price = if buy {
                     Dec(last.raw() - off.raw())
                 } else {

@@ -1072,9 +1072,10 @@ fn assert_ledger_invariants(
         // as computed, unless the venue floor waived what the account could not pay: first the
         // close fee, then part of the loss
         let as_computed = t.close_fee.raw() == fee_formula && realized == formula;
+        let fee = t.close_fee.raw();
         let waived = formula - fee_formula < 0
-            && (0..fee_formula).contains(&t.close_fee.raw())
-            && (realized == formula || (realized > formula && t.close_fee.raw() == 0));
+            && (0..=fee_formula).contains(&fee)
+            && ((fee < fee_formula && realized == formula) || (fee == 0 && realized > formula));
         assert!(
             as_computed || waived,
             "{ctx}: trade {}: close fee {} (formula {fee_formula}), pnl + fees = {realized} \
@@ -1688,6 +1689,42 @@ async fn the_demo_licenses_its_users_when_licenses_are_required() {
         0
     );
     assert_eq!(code(e.license(ids[0])), "not_found");
+}
+
+/// `demo --feed` keeps a fine feed's prices: the symbol's tick is made fine enough for them,
+/// and still divides the old tick, so prices already on its grid stay on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_fits_a_symbols_tick_to_its_feed() {
+    use litetrade::feed::FeedTick;
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let path = |prices: &[&str]| {
+        let ticks = prices
+            .iter()
+            .map(|p| FeedTick { price: d(p), ts: 0 })
+            .collect();
+        vec![(BTC.to_string(), ticks)]
+    };
+    let fit = |prices: &[&str]| {
+        let paths = path(prices);
+        let e = e.clone();
+        async move { litetrade::demo::fit_ticks(&e, &paths).await.unwrap() }
+    };
+    // on the grid already: unchanged
+    assert!(fit(&["30000.01", "29999.5"]).await.is_empty());
+    assert_eq!(e.symbol(BTC).unwrap().tick_size, d("0.01"));
+    // BTC priced in ETH: to the 8th digit
+    assert_eq!(
+        fit(&["0.00162008", "0.0016"]).await,
+        [(BTC.to_string(), d("0.00000001"))]
+    );
+    // a tick of 0.025 and prices in cents: their common step, 0.005
+    respec_btc(&e, |s| s.tick_size = d("0.025")).await;
+    assert_eq!(
+        fit(&["100.01", "100.5"]).await,
+        [(BTC.to_string(), d("0.005"))]
+    );
+    assert_eq!(e.symbol(BTC).unwrap().tick_size, d("0.005"));
 }
 
 /// Changes BTCUSDT's spec as the admin's `PUT /symbols` would.
@@ -3774,6 +3811,15 @@ async fn accounts_are_separate_leverage_defaults_to_the_config_and_trades_page()
     assert_eq!(clamped.trades, real_trades.trades[..1].to_vec());
     assert_eq!(e.trades(u, 1, 5000).unwrap().limit, 1000);
     assert!(e.trades(u, 9, 10).unwrap().trades.is_empty());
+    // one account's trades: its own rows, count and pages
+    for (acct, want) in [(AccountType::Real, [4, 3]), (DEMO, [2, 1])] {
+        let p = e.trades_of(u, Some(acct), 1, 1).unwrap();
+        assert_eq!((p.total, p.pages), (2, 2), "{acct:?}");
+        let all = e.trades_of(u, Some(acct), 1, 100).unwrap();
+        let ids: Vec<i64> = all.trades.iter().map(|t| t.position_id).collect();
+        assert_eq!(ids, want, "{acct:?}");
+        assert_eq!(p.trades[..], all.trades[..1]);
+    }
     e.shutdown();
 }
 

@@ -580,10 +580,19 @@ fn another_programs_database_is_refused_and_left_alone() {
     c.execute_batch("PRAGMA user_version = 0; CREATE TABLE users(name TEXT);")
         .unwrap();
     drop(c);
-    refused_untouched(
+    let c = refused_untouched(
         "its table users lacks the columns id, telegram_id, token_hash, created_at",
         2,
     );
+    // one whose users table looks like litetrade's, but whose orders table (the name of
+    // order_rows before version 4) does not
+    c.execute_batch(
+        "DROP TABLE users; CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT, \
+         telegram_id INTEGER, token_hash BLOB, created_at INTEGER); CREATE TABLE orders(item TEXT);",
+    )
+    .unwrap();
+    drop(c);
+    refused_untouched("its table orders lacks the columns id, user_id", 3);
 }
 
 // ---------------------------------------------------------------------------------------------

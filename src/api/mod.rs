@@ -198,19 +198,7 @@ pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<(String,
         tracing::info!(path = %file.display(), "created a new admin token file (mode 0600)");
     } else {
         tracing::info!(path = %file.display(), "admin token read from file");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(file)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
-                tracing::warn!(
-                    path = %file.display(),
-                    was = format!("{:o}", mode & 0o777),
-                    "the admin token file was readable by others; it is now 0600"
-                );
-            }
-        }
+        crate::engine::secrets::keep_private(file);
     }
     let token = std::fs::read_to_string(file)?.trim().to_string();
     if token.is_empty() {

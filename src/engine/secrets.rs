@@ -42,6 +42,36 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Makes an existing secret file that group or others may read private (0600) again, with a
+/// warning naming the file (never its contents). A symlink is left alone, and a file this
+/// process may not change only gets the warning: neither stops a start that worked before.
+pub fn keep_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if !meta.is_file() || mode & 0o077 == 0 {
+            return;
+        }
+        let was = format!("{mode:o}");
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(), was,
+                "this secret file was readable by others; it is now 0600"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(), was, error = %e,
+                "this secret file is readable by others, and it could not be made 0600"
+            ),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Seals and opens credentials.
 pub struct Vault {
     cipher: XChaCha20Poly1305,
@@ -67,7 +97,7 @@ impl Vault {
             ),
         };
         if let Some((user, exchange, nonce, ct)) = sealed
-            && vault.open_sealed(user, exchange, nonce, ct).is_err()
+            && !vault.opens(user, exchange, nonce, ct)
         {
             let source = match from_env {
                 Some(_) => "LITETRADE_SECRET_KEY".to_string(),
@@ -97,6 +127,7 @@ impl Vault {
                         key_file.display()
                     )));
                 }
+                keep_private(key_file);
                 if !key_file.exists() {
                     write_private_file(key_file, hex::encode(random_bytes::<32>()).as_bytes())
                         .map_err(|e| {
@@ -145,6 +176,19 @@ impl Vault {
             )
             .expect("encryption of a short message cannot fail");
         (nonce.to_vec(), ct)
+    }
+
+    /// Whether this key opens sealed credentials: `false` only when their authentication fails
+    /// (another key), not for a row too damaged to try. The plaintext is wiped at once.
+    fn opens(&self, user: Id, exchange: &str, nonce: &[u8], ct: &[u8]) -> bool {
+        if nonce.len() != 24 {
+            return true; // damaged, not a question of the key: reading that row reports it
+        }
+        let aad = Self::aad(user, exchange);
+        self.cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map(Zeroizing::new)
+            .is_ok()
     }
 
     /// Decrypts what [`Vault::seal`] made for the same (user, exchange).

@@ -187,7 +187,12 @@ fn lacking_columns(conn: &Connection) -> rusqlite::Result<Option<String>> {
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for table in tables {
-        let have = columns(conn, &table)?;
+        let mut name = table.as_str();
+        let mut have = columns(conn, name)?;
+        if have.is_empty() && table == "order_rows" {
+            name = "orders"; // its name before version 4
+            have = columns(conn, name)?;
+        }
         if have.is_empty() {
             continue; // absent: the migration creates it
         }
@@ -198,7 +203,7 @@ fn lacking_columns(conn: &Connection) -> rusqlite::Result<Option<String>> {
             .collect();
         if !lacking.is_empty() {
             return Ok(Some(format!(
-                "not a litetrade database: its table {table} lacks the columns {}",
+                "not a litetrade database: its table {name} lacks the columns {}",
                 lacking.join(", ")
             )));
         }
