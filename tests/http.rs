@@ -2350,6 +2350,7 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
     );
     for body in [
         r#"{"tick_size":"0"}"#,
+        r#"{"tick_size":"1000000001"}"#,
         r#"{"lot_size":"-1"}"#,
         r#"{"maker_fee_bps":"1.234"}"#,
         r#"{"max_leverage":0}"#,

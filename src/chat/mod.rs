@@ -698,7 +698,19 @@ fn parse_symbol(cmd: &str, s: &str) -> Result<String, String> {
     Ok(s.to_ascii_uppercase())
 }
 
+/// A decimal as a person types it: digits and one point only. A typo such as `1e3` is refused
+/// here (it would buy 1,000), though JSON requests accept exponents as JSON numbers do.
 fn parse_dec(cmd: &str, what: &str, s: &str) -> Result<Dec, String> {
+    let plain = |s: &str| {
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    };
+    if !s.is_empty() && !plain(s) {
+        return Err(usage_err(
+            cmd,
+            Some(format!("{what} must be a decimal number, got {}", quote(s))),
+        ));
+    }
     Dec::parse(s).map_err(|e| {
         let why = match e {
             ParseDecError::Empty => "is missing".to_string(),
@@ -1583,8 +1595,17 @@ mod tests {
                 format!("QTY must be a decimal number, got \"NaN\".\n{buy}"),
             ),
             (
-                "/buy BTCUSDT 1e999",
-                format!("QTY is out of range: \"1e999\".\n{buy}"),
+                "/buy BTCUSDT 99999999999",
+                format!("QTY is out of range: \"99999999999\".\n{buy}"),
+            ),
+            // an exponent is refused in chat: a typo of 1e3 would buy 1,000
+            (
+                "/buy BTCUSDT 1e3",
+                format!("QTY must be a decimal number, got \"1e3\".\n{buy}"),
+            ),
+            (
+                "/buy BTCUSDT 0.01 sl=2.9e4",
+                format!("SL must be a decimal number, got \"2.9e4\".\n{buy}"),
             ),
             (
                 "/buy BTCUSDT 0.000000001",

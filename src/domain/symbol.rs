@@ -88,6 +88,13 @@ impl SymbolSpec {
         if !self.tick_size.is_positive() || !self.lot_size.is_positive() {
             return Err("tick_size and lot_size must be > 0".into());
         }
+        if self.tick_size > super::math::MAX_PRICE {
+            // no price, limit, stop or target could be a multiple of it
+            return Err(format!(
+                "tick_size must be at most the largest price, {}",
+                super::math::MAX_PRICE
+            ));
+        }
         if !self.min_qty.is_positive() || !self.min_qty.is_multiple_of(self.lot_size) {
             return Err("min_qty must be > 0 and a multiple of lot_size".into());
         }
