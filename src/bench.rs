@@ -788,7 +788,7 @@ async fn http(opts: &BenchOptions, rep: &mut BenchReport) -> Result<()> {
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
     let app = crate::api::router(engine.clone(), "bench-admin-token");
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = tokio::spawn(async move { axum::serve(crate::api::nodelay(listener), app).await });
     let uid = user.id;
     let mut floor = None;
     for (name, path) in [

@@ -210,6 +210,20 @@ pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<(String,
     Ok((usable(token, "the file")?, TokenSource::File))
 }
 
+/// `listener`, setting `TCP_NODELAY` on each connection it accepts: small answers and SSE events
+/// go out at once, not held back by Nagle's algorithm until the client acknowledges the previous
+/// segment (which a delayed ACK can put off for up to 40 ms).
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    }
+    axum::serve::ListenerExt::tap_io(listener, set as fn(&mut tokio::net::TcpStream))
+}
+
 /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests and shuts
 /// the engine down (commit of everything queued, final WAL checkpoint).
 pub async fn serve(
@@ -220,7 +234,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(engine.clone(), admin_token);
     let e = engine.clone();
-    let res = axum::serve(listener, app)
+    let res = axum::serve(nodelay(listener), app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             // SSE responses end only when their stream does
@@ -229,4 +243,19 @@ pub async fn serve(
         .await;
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     res
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_connections_send_without_nagle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = super::nodelay(listener);
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = axum::serve::Listener::accept(&mut listener).await;
+        assert!(accepted.nodelay().unwrap());
+        // what a plain accept gives, so the check above is not vacuous
+        assert!(!client.nodelay().unwrap());
+    }
 }
