@@ -49,17 +49,24 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The common flags. Their variables are read in [`build_config`], not by clap, so that an
+/// empty variable counts as unset rather than as a missing flag value.
 #[derive(Args, Clone)]
 struct Common {
-    /// Database file [default: ./litetrade.db]
-    #[arg(long, global = true, env = "LITETRADE_DB")]
+    /// Database file [default: ./litetrade.db] [env: LITETRADE_DB]
+    #[arg(long, global = true)]
     db: Option<PathBuf>,
-    /// HTTP listen address of serve and demo [default: 127.0.0.1:8765]
-    #[arg(long, global = true, env = "LITETRADE_LISTEN")]
+    /// HTTP listen address of serve and demo [default: 127.0.0.1:8765] [env: LITETRADE_LISTEN]
+    #[arg(long, global = true)]
     listen: Option<String>,
-    /// TOML config file with every tunable (see README)
-    #[arg(long, global = true, env = "LITETRADE_CONFIG")]
+    /// TOML config file with every tunable (see README) [env: LITETRADE_CONFIG]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
+}
+
+/// A variable's value, `None` when it is unset or empty.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 #[derive(Subcommand)]
@@ -151,7 +158,11 @@ enum Cmd {
 }
 
 fn build_config(c: &Common) -> Result<Config> {
-    let mut cfg = match &c.config {
+    let config_file = c
+        .config
+        .clone()
+        .or_else(|| env_value("LITETRADE_CONFIG").map(PathBuf::from));
+    let mut cfg = match &config_file {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
     };
@@ -160,11 +171,14 @@ fn build_config(c: &Common) -> Result<Config> {
     for name in cfg.unknown_env(names) {
         tracing::warn!(variable = %name, "litetrade does not read this variable; it is ignored");
     }
-    if let Some(db) = &c.db {
-        cfg.db = db.clone();
+    if let Some(db) =
+        c.db.clone()
+            .or_else(|| env_value("LITETRADE_DB").map(PathBuf::from))
+    {
+        cfg.db = db;
     }
-    if let Some(l) = &c.listen {
-        cfg.listen = l.clone();
+    if let Some(l) = c.listen.clone().or_else(|| env_value("LITETRADE_LISTEN")) {
+        cfg.listen = l;
     }
     cfg.check()?;
     Ok(cfg)

@@ -3701,3 +3701,65 @@ fn demo_piped_into_head_does_not_panic() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `LITETRADE_DB`, `LITETRADE_LISTEN` and `LITETRADE_CONFIG` stand in for their flags; a flag
+/// beats its variable, and an empty variable counts as unset (not as a flag without a value).
+#[test]
+fn the_common_variables_mirror_their_flags_and_an_empty_one_is_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("env.db");
+    let run = |args: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
+        let out = litetrade()
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let seed = ["seed", "--users", "2", "--trades-per-user", "1"];
+    let (code, err) = run(&seed, &[("LITETRADE_DB", db.as_os_str())]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(db.exists(), "LITETRADE_DB named the file");
+    // empty: the default ./litetrade.db, which does not exist here
+    let (code, err) = run(&["optimize"], &[("LITETRADE_DB", "".as_ref())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("litetrade.db does not exist"), "{err}");
+    // the flag wins
+    let missing = dir.path().join("missing.db");
+    let (code, err) = run(
+        &["optimize", "--db", db.to_str().unwrap()],
+        &[("LITETRADE_DB", missing.as_os_str())],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    // a config file named by the variable is read (this one is refused, naming its key)
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "body_limit = 10\n").unwrap();
+    let args = ["optimize", "--db", db.to_str().unwrap()];
+    let (code, err) = run(&args, &[("LITETRADE_CONFIG", bad.as_os_str())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("body_limit"), "{err}");
+    let (code, err) = run(&args, &[("LITETRADE_CONFIG", "".as_ref())]);
+    assert_eq!(code, Some(0), "{err}");
+    // serve listens where LITETRADE_LISTEN says
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = litetrade()
+        .args(["serve", "--db", db.to_str().unwrap()])
+        .env("LITETRADE_LISTEN", &addr)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answered = loop {
+        if let Ok(r) = http(&addr, "GET", "/api/v1/health", None, None, &[]) {
+            break r.status;
+        }
+        assert!(Instant::now() < deadline, "serve did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answered, 200);
+}
