@@ -134,13 +134,13 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "pnl",
-        usage: "/pnl",
-        about: "realized and unrealized PnL summary",
+        usage: "/pnl [demo|real]",
+        about: "realized and unrealized PnL summary (both accounts unless one is named)",
     },
     CommandInfo {
         name: "trades",
-        usage: "/trades [PAGE]",
-        about: "closed trades, newest first",
+        usage: "/trades [PAGE] [demo|real]",
+        about: "closed trades, newest first (both accounts unless one is named)",
     },
     CommandInfo {
         name: "redeem",
@@ -347,16 +347,14 @@ async fn close(engine: &Engine, user: Id, args: &[&str]) -> Out {
 }
 
 fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
-    if !args.is_empty() {
-        return Err(usage_err("pnl", None));
-    }
+    let acct = opt_account_filter("pnl", args)?;
     let (mut realized, mut fees) = (0i128, 0i128);
     let (mut counted, mut wins, mut losses, mut flat) = (0u64, 0u64, 0u64, 0u64);
     let mut total;
     let mut page = 1u64;
     loop {
         let tp = engine
-            .trades(user, page, PNL_PAGE_LIMIT)
+            .trades_of(user, acct, page, PNL_PAGE_LIMIT)
             .map_err(|e| err_text(&e))?;
         total = tp.total;
         for t in &tp.trades {
@@ -376,12 +374,18 @@ fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
     }
     let mut unrealized = 0i128;
     let mut parts = Vec::new();
-    for acct in AccountType::ALL {
-        let b = engine.balance(user, acct).map_err(|e| err_text(&e))?;
+    for a in AccountType::ALL
+        .into_iter()
+        .filter(|a| acct.is_none_or(|x| x == *a))
+    {
+        let b = engine.balance(user, a).map_err(|e| err_text(&e))?;
         unrealized += b.unrealized_pnl.raw() as i128;
-        parts.push(format!("{acct} {}", b.unrealized_pnl));
+        parts.push(format!("{a} {}", b.unrealized_pnl));
     }
-    let mut s = String::from("PnL summary\n");
+    let mut s = match acct {
+        None => String::from("PnL summary\n"),
+        Some(a) => format!("PnL summary, {a} account\n"),
+    };
     let _ = writeln!(s, "Realized PnL: {} USDT", fmt_raw(realized));
     let _ = writeln!(s, "Fees paid on closed trades: {} USDT", fmt_raw(fees));
     let _ = writeln!(s, "Trades: {counted}");
@@ -407,6 +411,13 @@ fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
 }
 
 fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
+    // an account name may come last, after the page or alone
+    let (acct, args) = match args.split_last() {
+        Some((last, rest)) if AccountType::parse(&last.to_lowercase()).is_some() => {
+            (AccountType::parse(&last.to_lowercase()), rest)
+        }
+        _ => (None, args),
+    };
     let page = match args {
         [] => 1,
         [p] => match p.trim_start_matches('#').parse::<u64>() {
@@ -424,7 +435,7 @@ fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
         _ => return Err(usage_err("trades", None)),
     };
     let first = engine
-        .trades(user, 1, TRADES_PER_PAGE)
+        .trades_of(user, acct, 1, TRADES_PER_PAGE)
         .map_err(|e| err_text(&e))?;
     if first.total == 0 {
         return Ok("No trades yet.".into());
@@ -441,7 +452,7 @@ fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
         first
     } else {
         engine
-            .trades(user, page, TRADES_PER_PAGE)
+            .trades_of(user, acct, page, TRADES_PER_PAGE)
             .map_err(|e| err_text(&e))?
     };
     let mut s = format!(
@@ -456,6 +467,9 @@ fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
     }
     if tp.page < tp.pages {
         let _ = write!(s, "Next: /trades {}", tp.page + 1);
+        if let Some(a) = acct {
+            let _ = write!(s, " {a}");
+        }
     }
     Ok(s)
 }
@@ -1392,7 +1406,27 @@ mod tests {
             "{r}"
         );
         assert!(!r.contains("only the newest"), "{r}");
-        assert_eq!(say(&e, u, "/pnl now").await, "Usage: /pnl");
+        // one account: every trade here is demo
+        let demo = say(&e, u, "/pnl demo").await;
+        assert!(demo.starts_with("PnL summary, demo account\n"), "{demo}");
+        assert!(
+            demo.contains("Trades: 2\n") && demo.contains("(demo 10)"),
+            "{demo}"
+        );
+        let real = say(&e, u, "/pnl real").await;
+        assert!(
+            real.contains("Trades: 0\n") && real.contains("Unrealized PnL: 0 USDT (real 0)"),
+            "{real}"
+        );
+        assert_eq!(say(&e, u, "/trades real").await, "No trades yet.");
+        assert_eq!(
+            say(&e, u, "/trades 1 demo").await,
+            say(&e, u, "/trades").await
+        );
+        assert_eq!(
+            say(&e, u, "/pnl now").await,
+            "Expected demo or real, got \"now\".\nUsage: /pnl [demo|real]"
+        );
         e.shutdown();
     }
 
@@ -1429,7 +1463,7 @@ mod tests {
         );
         assert_eq!(
             say(&e, u, "/trades 0").await,
-            "PAGE must be a whole number >= 1, got \"0\".\nUsage: /trades [PAGE]"
+            "PAGE must be a whole number >= 1, got \"0\".\nUsage: /trades [PAGE] [demo|real]"
         );
         assert!(
             say(&e, u, "/trades 18446744073709551615")
@@ -1655,7 +1689,8 @@ mod tests {
             ("/close 1 2", "Usage: /close POSITION_ID".into()),
             (
                 "/trades x",
-                "PAGE must be a whole number >= 1, got \"x\".\nUsage: /trades [PAGE]".into(),
+                "PAGE must be a whole number >= 1, got \"x\".\nUsage: /trades [PAGE] [demo|real]"
+                    .into(),
             ),
             ("/orders a b", "Usage: /orders [demo|real]".into()),
             (
