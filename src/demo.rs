@@ -10,7 +10,6 @@ use crate::engine::events::Event;
 use crate::engine::trading::{NewOrder, Tick};
 use crate::error::Result;
 use crate::feed::{self, FeedTick};
-use rusqlite::OptionalExtension;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -79,6 +78,9 @@ pub const START_PRICES: [(&str, i64); 4] = [
     ("XRPUSDT", 1),
 ];
 const STRATEGIES: [&str; 2] = ["trend", "revert"];
+/// How many demo users there are: ids 1..=DEMO_USERS, named `{USER_PREFIX}{id}`.
+const DEMO_USERS: i64 = 6;
+const USER_PREFIX: &str = "demo-";
 
 /// Creates the demo users on a database that has none; returns their ids and tokens (tokens
 /// only for users created now). A database holding any user that is not the demo's own (users
@@ -86,9 +88,7 @@ const STRATEGIES: [&str; 2] = ["trend", "revert"];
 /// positions.
 pub async fn ensure_demo_users(engine: &Engine) -> Result<Vec<(Id, Option<String>)>> {
     let outsider = engine.store().read("demo_outsider", |c| {
-        c.prepare("SELECT id, name FROM users WHERE id > 6 OR name != 'demo-' || id LIMIT 1")?
-            .query_row([], |r| Ok((r.get::<_, Id>(0)?, r.get::<_, String>(1)?)))
-            .optional()
+        crate::store::tables::users::first_outside(c, DEMO_USERS, USER_PREFIX)
     })?;
     if let Some((id, name)) = outsider {
         return Err(crate::Error::Invalid(format!(
@@ -98,15 +98,16 @@ pub async fn ensure_demo_users(engine: &Engine) -> Result<Vec<(Id, Option<String
         )));
     }
     if engine.user(1).is_ok() {
-        let ids = (1..=6)
+        let ids = (1..=DEMO_USERS)
             .filter(|id| engine.user(*id).is_ok())
             .map(|id| (id, None))
             .collect();
         return Ok(ids);
     }
     let mut out = Vec::new();
-    for i in 0..6 {
-        let (u, token) = engine.create_user(&format!("demo-{}", i + 1), None).await?;
+    for i in 0..DEMO_USERS as usize {
+        let name = format!("{USER_PREFIX}{}", i + 1);
+        let (u, token) = engine.create_user(&name, None).await?;
         engine
             .deposit(u.id, Dec::from_int(10_000), AccountType::Demo)
             .await?;

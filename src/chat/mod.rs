@@ -412,11 +412,12 @@ fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
 
 fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
     // an account name may come last, after the page or alone
-    let (acct, args) = match args.split_last() {
-        Some((last, rest)) if AccountType::parse(&last.to_lowercase()).is_some() => {
-            (AccountType::parse(&last.to_lowercase()), rest)
-        }
-        _ => (None, args),
+    let named = args
+        .split_last()
+        .and_then(|(last, rest)| Some((AccountType::parse(&last.to_lowercase())?, rest)));
+    let (acct, args) = match named {
+        Some((a, rest)) => (Some(a), rest),
+        None => (None, args),
     };
     let page = match args {
         [] => 1,

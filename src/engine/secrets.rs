@@ -181,36 +181,56 @@ impl Vault {
     /// Whether this key opens sealed credentials: `false` only when their authentication fails
     /// (another key), not for a row too damaged to try. The plaintext is wiped at once.
     fn opens(&self, user: Id, exchange: &str, nonce: &[u8], ct: &[u8]) -> bool {
-        if nonce.len() != 24 {
-            return true; // damaged, not a question of the key: reading that row reports it
-        }
-        let aad = Self::aad(user, exchange);
-        self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-            .map(Zeroizing::new)
-            .is_ok()
+        !matches!(
+            self.decrypt(user, exchange, nonce, ct),
+            Err(Unsealed::OtherKey)
+        )
     }
 
     /// Decrypts what [`Vault::seal`] made for the same (user, exchange).
     pub fn open_sealed(&self, user: Id, exchange: &str, nonce: &[u8], ct: &[u8]) -> Result<Secret> {
-        if nonce.len() != 24 {
-            return Err(Error::Internal("stored credentials are damaged".into()));
-        }
-        let aad = Self::aad(user, exchange);
-        let plain = Zeroizing::new(
-            self.cipher
-                .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-                .map_err(|_| {
+        let damaged = || Error::Internal("stored credentials are damaged".into());
+        let plain = self
+            .decrypt(user, exchange, nonce, ct)
+            .map_err(|e| match e {
+                Unsealed::Damaged => damaged(),
+                Unsealed::OtherKey => {
                     Error::Internal("stored credentials cannot be decrypted with this key".into())
-                })?,
-        );
-        let (api_key, api_secret): (String, String) = serde_json::from_slice(&plain)
-            .map_err(|_| Error::Internal("stored credentials are damaged".into()))?;
+                }
+            })?;
+        let (api_key, api_secret): (String, String) =
+            serde_json::from_slice(&plain).map_err(|_| damaged())?;
         Ok(Secret {
             api_key,
             api_secret,
         })
     }
+
+    /// The plaintext (wiped when dropped) of what [`Vault::seal`] made for (user, exchange).
+    fn decrypt(
+        &self,
+        user: Id,
+        exchange: &str,
+        nonce: &[u8],
+        ct: &[u8],
+    ) -> std::result::Result<Zeroizing<Vec<u8>>, Unsealed> {
+        if nonce.len() != 24 {
+            return Err(Unsealed::Damaged);
+        }
+        let aad = Self::aad(user, exchange);
+        self.cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| Unsealed::OtherKey)
+    }
+}
+
+/// Why sealed credentials did not open.
+enum Unsealed {
+    /// Too short a nonce: the row is damaged, whatever the key.
+    Damaged,
+    /// Authentication failed: another key sealed them (or the ciphertext was altered).
+    OtherKey,
 }
 
 /// A key shown without revealing it: first and last 4 characters when long enough.

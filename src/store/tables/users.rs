@@ -48,3 +48,17 @@ pub fn all_ids(c: &Connection) -> rusqlite::Result<Vec<Id>> {
     let mut st = c.prepare("SELECT id FROM users")?;
     st.query_map([], |r| r.get(0))?.collect()
 }
+
+/// The first user (by id) that is not one of `n` users named `{prefix}{id}` with ids 1..=n:
+/// what tells a database of `demo`'s own from one that holds somebody else.
+pub fn first_outside(
+    c: &Connection,
+    n: Id,
+    prefix: &str,
+) -> rusqlite::Result<Option<(Id, String)>> {
+    c.prepare_cached(
+        "SELECT id, name FROM users WHERE id > ?1 OR name != ?2 || id ORDER BY id LIMIT 1",
+    )?
+    .query_row(params![n, prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+    .optional()
+}
