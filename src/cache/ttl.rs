@@ -37,7 +37,9 @@ struct EvictionCounter(Arc<AtomicU64>);
 
 impl<K, V> Lifecycle<K, V> for EvictionCounter {
     type RequestState = ();
-    fn on_evict(&self, _: &mut (), _: K, _: V) {
+    // quick_cache calls `on_evict` also for the old value of a key that is written again (every
+    // write-through `put`), but `before_evict` only when capacity pushes an entry out
+    fn before_evict(&self, _: &mut (), _: &K, _: &mut V) {
         self.0.fetch_add(1, Relaxed);
     }
 }
@@ -248,6 +250,20 @@ mod tests {
         fn stripe(&self) -> u64 {
             *self
         }
+    }
+
+    #[test]
+    fn evictions_count_entries_pushed_out_not_values_replaced() {
+        let c: TtlCache<u64, u32> = TtlCache::new(100, 60_000, 64);
+        for v in 0..50 {
+            c.put(1, v);
+        }
+        assert_eq!(c.stats().evictions, 0);
+        for k in 0..1_000 {
+            c.put(k, 0);
+        }
+        let s = c.stats();
+        assert!(s.evictions > 0 && s.evictions <= 1_000, "{s:?}");
     }
 
     #[test]

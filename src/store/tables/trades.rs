@@ -112,7 +112,8 @@ pub fn insert_many(c: &Connection, rows: &[(&Trade, Opening)]) -> rusqlite::Resu
 }
 
 /// One page of a user's trades (`offset` rows skipped), of one account or of both, and how
-/// many trades that selection holds in all.
+/// many trades that selection holds in all: both read in one transaction, so the count is of
+/// the same trades the page was cut from even while closes commit.
 pub fn page(
     c: &Connection,
     user: Id,
@@ -120,6 +121,8 @@ pub fn page(
     limit: u32,
     offset: u64,
 ) -> rusqlite::Result<(Vec<Trade>, u64)> {
+    let snapshot = c.unchecked_transaction()?;
+    let c: &Connection = &snapshot;
     let offset = offset as i64;
     let (rows, total) = match acct {
         None => (
