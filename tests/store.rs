@@ -1767,3 +1767,51 @@ fn grouped_writes_keep_each_rows_changes_in_order() {
         "the failed batch left nothing"
     );
 }
+
+/// The per-query time limit guards request reads; loading the whole trading state at start
+/// is not one, and takes as long as the venue is large. With a limit far below that load, the
+/// engine still opens, and request reads are still limited.
+#[test]
+fn the_state_load_is_not_cut_short_by_the_query_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "big.db");
+    seed(
+        &path,
+        &SeedOptions {
+            users: 2_000,
+            trades_per_user: 1,
+            open_positions: 20_000,
+            pending_orders: 20_000,
+            batch_rows: 5_000,
+            ..SeedOptions::default()
+        },
+        &no_progress,
+    )
+    .expect("seed");
+    let mut cfg = Config {
+        db: path,
+        ..Default::default()
+    };
+    cfg.store.query_timeout_ms = 1;
+    let e = litetrade::Engine::open(&cfg).expect("the load ran to its end");
+    assert_eq!(
+        e.store()
+            .read_all("count", |c| c.query_row(
+                "SELECT count(*) FROM active_positions",
+                [],
+                |r| r.get::<_, i64>(0)
+            ))
+            .unwrap(),
+        20_000
+    );
+    // a request read over the limit is still interrupted
+    let slow = e.store().read("slow", |c| {
+        c.query_row(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) \
+             SELECT count(*) FROM n",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+    });
+    assert!(slow.is_err(), "{slow:?}");
+}

@@ -96,7 +96,7 @@ impl Sequencer {
         events: Arc<EventBus>,
         require_license: bool,
     ) -> Result<Sequencer> {
-        let st = store.read("load_state", State::load)?;
+        let st = store.read_all("load_state", State::load)?;
         Ok(Sequencer {
             st,
             store,
@@ -119,7 +119,7 @@ impl Sequencer {
     /// After a failed batch, memory is ahead of the database: reload it and start a new epoch.
     fn resync_if_a_write_failed(&mut self) {
         if let Some(failed_epoch) = self.store.writer().take_failure() {
-            match self.store.read("reload_state", State::load) {
+            match self.store.read_all("reload_state", State::load) {
                 Ok(st) => {
                     self.st = st;
                     self.epoch = failed_epoch + 1;

@@ -271,11 +271,36 @@ impl Store {
         (self.cfg.pool_size, s.connections, s.idle_connections)
     }
 
-    /// Runs `f` on a pooled read-only connection, with the time limit, the slow-query log and
-    /// the counters. `name` identifies the query in logs.
+    /// Runs `f` on a pooled read-only connection, with the time limit
+    /// (`store.query_timeout_ms`), the slow-query log and the counters. `name` identifies the
+    /// query in logs.
     pub fn read<T>(
         &self,
         name: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.read_within(
+            name,
+            Some(Duration::from_millis(self.cfg.query_timeout_ms)),
+            f,
+        )
+    }
+
+    /// [`Store::read`] without the time limit: for loading the whole trading state (at start
+    /// and after a failed write), which reads every open order and position and takes as long
+    /// as the venue is large. Cutting it short would leave the engine unable to start.
+    pub fn read_all<T>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.read_within(name, None, f)
+    }
+
+    fn read_within<T>(
+        &self,
+        name: &'static str,
+        limit: Option<Duration>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         let t0 = Instant::now();
@@ -289,10 +314,14 @@ impl Store {
                 .pool_waits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let deadline = t0 + Duration::from_millis(self.cfg.query_timeout_ms);
-        conn.progress_handler(50_000, Some(move || Instant::now() > deadline))?;
+        if let Some(limit) = limit {
+            let deadline = t0 + limit;
+            conn.progress_handler(50_000, Some(move || Instant::now() > deadline))?;
+        }
         let out = f(&conn);
-        conn.progress_handler(0, None::<fn() -> bool>)?;
+        if limit.is_some() {
+            conn.progress_handler(0, None::<fn() -> bool>)?;
+        }
         let us = t0.elapsed().as_micros() as u64;
         let slow = us > self.cfg.slow_query_ms * 1000;
         if slow {
@@ -363,15 +392,25 @@ fn copy_into(
 ) -> Result<(), StoreError> {
     let mut to = Connection::open(dest)?;
     {
+        // One read snapshot for every step. Without it each step reads the file as it is
+        // then, and SQLite restarts the copy whenever another connection has committed in
+        // between: under steady writes a backup never finished, and the WAL it pinned grew
+        // by gigabytes.
+        let snapshot = from.unchecked_transaction()?;
+        let pages: i64 = snapshot.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        // about a hundred steps, for the progress bar
+        let per_step = i32::try_from(pages / 100).unwrap_or(i32::MAX).max(8);
         let backup = rusqlite::backup::Backup::new(from, &mut to)?;
         loop {
-            let more = backup.step(1024)?;
+            let more = backup.step(per_step)?;
             let p = backup.progress();
             progress((p.pagecount - p.remaining) as u64, p.pagecount as u64);
             if more == rusqlite::backup::StepResult::Done {
                 break;
             }
         }
+        drop(backup);
+        snapshot.rollback()?;
     }
     let ok: String = to.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if ok != "ok" {

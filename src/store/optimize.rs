@@ -641,8 +641,14 @@ fn checkpoint(c: &Connection, rep: &mut OptimizeReport) -> rusqlite::Result<()> 
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
     if busy != 0 {
+        // SQLite gives -1 for both counts when it could not start the checkpoint at all
+        let how_far = if log < 0 {
+            "not started".to_string()
+        } else {
+            format!("{done} of {log} frames")
+        };
         rep.warnings.push(format!(
-            "WAL checkpoint incomplete ({done} of {log} frames): another connection was busy; the server checkpoints later"
+            "WAL checkpoint incomplete ({how_far}): another connection was busy; the server checkpoints later"
         ));
     }
     Ok(())
