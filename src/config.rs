@@ -78,19 +78,67 @@ impl Config {
         })
     }
 
-    /// Refuses settings that parse but cannot work: a body limit below 1 KiB answers every
-    /// request with 413, a pool of no connections serves no read.
+    /// Refuses settings that parse but cannot work, naming the key: an empty `db` or one that
+    /// is a directory; a body limit below 1 KiB
+    /// answers every request with 413; a pool of no connections serves no read; a query time
+    /// limit of 0 interrupts every read; a cache of capacity 0 holds nothing (and would be
+    /// taken as 1). Beyond their upper bounds a setting would hang writes (`commit_delay_us`,
+    /// `busy_timeout_ms`, which SQLite also cannot hold past 2^31 ms) or reserve memory for
+    /// nothing (`pool_size`, `body_limit`).
     pub fn check(&self) -> Result<(), ConfigError> {
-        if self.body_limit < 1024 {
+        const GIB: usize = 1 << 30;
+        let st = &self.store;
+        let rules: [(bool, &str, String); 8] = [
+            (
+                self.body_limit >= 1024,
+                "body_limit",
+                "at least 1024 bytes (an order needs that)".into(),
+            ),
+            (
+                self.body_limit <= GIB,
+                "body_limit",
+                format!("at most {GIB} bytes (1 GiB)"),
+            ),
+            (st.pool_size >= 1, "store.pool_size", "at least 1".into()),
+            (st.pool_size <= 256, "store.pool_size", "at most 256".into()),
+            (
+                st.query_timeout_ms >= 1,
+                "store.query_timeout_ms",
+                "at least 1".into(),
+            ),
+            (
+                st.busy_timeout_ms <= 3_600_000,
+                "store.busy_timeout_ms",
+                "at most 3600000 (an hour)".into(),
+            ),
+            (
+                st.commit_delay_us <= 1_000_000,
+                "store.commit_delay_us",
+                "at most 1000000 (a second)".into(),
+            ),
+            (st.max_batch >= 1, "store.max_batch", "at least 1".into()),
+        ];
+        if self.db.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid("db must name a file".into()));
+        }
+        if self.db.is_dir() {
             return Err(ConfigError::Invalid(format!(
-                "body_limit {} is below the 1024 bytes an order needs",
-                self.body_limit
+                "db {} is a directory; name a file in it",
+                self.db.display()
             )));
         }
-        if self.store.pool_size == 0 {
-            return Err(ConfigError::Invalid(
-                "store.pool_size must be at least 1".into(),
-            ));
+        if let Some((_, key, want)) = rules.into_iter().find(|(ok, _, _)| !ok) {
+            return Err(ConfigError::Invalid(format!("{key} must be {want}")));
+        }
+        let mut caches = self.caches.clone();
+        if let Some((name, _)) = caches
+            .specs_mut()
+            .into_iter()
+            .find(|(_, c)| c.capacity == 0)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "caches.{name}.capacity must be at least 1"
+            )));
         }
         Ok(())
     }
@@ -98,7 +146,9 @@ impl Config {
     /// Applies the `LITETRADE_*` variables that mirror settings without a flag of their own:
     /// `LITETRADE_REQUIRE_LICENSE`, `LITETRADE_POOL_SIZE`, `LITETRADE_SYNCHRONOUS`,
     /// `LITETRADE_SLOW_QUERY_MS`, `LITETRADE_BODY_LIMIT`, and `LITETRADE_CACHE_<NAME>_TTL_MS`.
+    /// An empty (or blank) variable counts as unset.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
             v.trim()
                 .parse()
@@ -107,7 +157,7 @@ impl Config {
         if let Some(v) = get("LITETRADE_REQUIRE_LICENSE") {
             self.require_license = match v.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,
-                "" | "0" | "false" | "no" | "off" => false,
+                "0" | "false" | "no" | "off" => false,
                 _ => {
                     return Err(ConfigError::Env(
                         "LITETRADE_REQUIRE_LICENSE".into(),
@@ -261,10 +311,43 @@ mod tests {
         assert!(license("YES").unwrap());
         assert!(!license("0").unwrap());
         assert!(license("maybe").is_err(), "a typo is not silently false");
+        // every variable set but empty (or blank) counts as unset: nothing changes
+        let mut c = Config {
+            require_license: true,
+            ..Config::default()
+        };
+        c.store.pool_size = 3;
+        let before = format!("{c:?}");
+        c.apply_env(|k| k.starts_with("LITETRADE_").then(|| " ".to_string()))
+            .unwrap();
+        assert_eq!(format!("{c:?}"), before);
         let mut c = Config::default();
         assert!(c.check().is_ok());
         c.body_limit = 0;
         assert!(c.check().is_err());
+        // each bound names its key
+        let refused = |change: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            change(&mut c);
+            c.check().unwrap_err().to_string()
+        };
+        assert!(refused(&|c| c.body_limit = usize::MAX).contains("body_limit"));
+        assert!(refused(&|c| c.store.pool_size = 0).contains("store.pool_size"));
+        assert!(refused(&|c| c.store.pool_size = u32::MAX).contains("store.pool_size"));
+        assert!(refused(&|c| c.store.query_timeout_ms = 0).contains("store.query_timeout_ms"));
+        assert!(refused(&|c| c.store.busy_timeout_ms = 1 << 31).contains("store.busy_timeout_ms"));
+        assert!(refused(&|c| c.store.commit_delay_us = u64::MAX).contains("store.commit_delay_us"));
+        assert!(refused(&|c| c.store.max_batch = 0).contains("store.max_batch"));
+        assert!(refused(&|c| c.caches.price.capacity = 0).contains("caches.price.capacity"));
+        assert!(refused(&|c| c.db = PathBuf::new()).contains("db must name a file"));
+        assert!(refused(&|c| c.db = std::env::temp_dir()).contains("is a directory"));
+        // the largest values still allowed
+        let mut c = Config::default();
+        c.store.busy_timeout_ms = 3_600_000;
+        c.store.commit_delay_us = 1_000_000;
+        c.store.pool_size = 256;
+        c.body_limit = 1 << 30;
+        assert!(c.check().is_ok());
     }
 
     #[test]

@@ -137,7 +137,7 @@ enum Cmd {
     /// Measure the workload scenarios (reads, orders, ticks, fanout, startup, http)
     Bench {
         /// One scenario (default: all)
-        #[arg(long)]
+        #[arg(long, value_parser = scenario_name)]
         scenario: Option<String>,
         /// Print JSON instead of a table
         #[arg(long)]
@@ -166,7 +166,7 @@ fn build_config(c: &Common) -> Result<Config> {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
     };
-    cfg.apply_env(|k| std::env::var(k).ok())?;
+    cfg.apply_env(env_value)?;
     let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
     for name in cfg.unknown_env(names) {
         tracing::warn!(variable = %name, "litetrade does not read this variable; it is ignored");
@@ -184,15 +184,27 @@ fn build_config(c: &Common) -> Result<Config> {
     Ok(cfg)
 }
 
+/// Logs go to stderr, filtered by `LITETRADE_LOG`, else `RUST_LOG`, else `info` (an empty
+/// variable counts as unset; a filter that does not parse is named and skipped).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LITETRADE_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let mut bad = None;
+    let filter = ["LITETRADE_LOG", "RUST_LOG"]
+        .into_iter()
+        .find_map(|name| {
+            let v = env_value(name)?;
+            tracing_subscriber::EnvFilter::try_new(&v)
+                .inspect_err(|e| bad = Some(format!("{name}={v:?} is not a log filter ({e})")))
+                .ok()
+        })
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
+    if let Some(why) = bad {
+        tracing::warn!("{why}; it is ignored");
+    }
 }
 
 fn bar(total: u64, what: &str) -> ProgressBar {
@@ -348,8 +360,11 @@ async fn demo(
             "$LITETRADE_ADMIN_TOKEN".to_string()
         }
         Some(f) => {
+            // absolute, so the sample commands work from any directory
+            let f = std::path::absolute(f).unwrap_or_else(|_| f.clone());
             say!("admin token: in {}", f.display());
-            format!("$(cat {})", f.display())
+            let quoted = f.display().to_string().replace('\'', r"'\''");
+            format!("$(cat '{quoted}')")
         }
     };
     if licensed > 0 {
@@ -412,6 +427,10 @@ async fn demo(
         Ok(Ok(())) => {}
     }
     say!("\n{}", status.line());
+    say!(
+        "demo stopped; everything it did is in {} (run it again to go on)",
+        cfg.db.display()
+    );
     Ok(())
 }
 
@@ -609,6 +628,19 @@ async fn bench(
         say!("{}", report.render_table());
     }
     Ok(())
+}
+
+/// `--scenario`'s values: `all` or one of [`litetrade::bench::SCENARIOS`] (a usage error
+/// otherwise, so a typo exits 64 before any database is built).
+fn scenario_name(s: &str) -> std::result::Result<String, String> {
+    if s == "all" || litetrade::bench::SCENARIOS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "one of all, {}",
+            litetrade::bench::SCENARIOS.join(", ")
+        ))
+    }
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

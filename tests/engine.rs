@@ -17,7 +17,7 @@ use litetrade::domain::model::{
     PositionSide, Side, Trade,
 };
 use litetrade::domain::money::Dec;
-use litetrade::domain::symbol::{Bps, SymbolSpec};
+use litetrade::domain::symbol::{Bps, SymbolPatch, SymbolSpec};
 use litetrade::engine::events::Event;
 use litetrade::{
     Config, ConfigPatch, Engine, Error, NewOrder, NewPromo, Signal, Tick, TickOutcome,
@@ -51,13 +51,15 @@ fn open(dir: &TempDir) -> Engine {
     Engine::open(&cfg_for(dir, false)).expect("open engine")
 }
 
-/// Shuts an engine down and opens its database again. The handle must go first: the database
-/// lock is held until the last handle is dropped, not released by `shutdown()`.
+/// Shuts an engine down and opens its database again with the same configuration. The handle
+/// must go first: the database lock is held until the last handle is dropped, not released by
+/// `shutdown()`.
 fn reopen(e: Engine, dir: &TempDir) -> Engine {
-    let require_license = e.config().require_license;
+    let cfg = e.config().clone();
+    assert!(cfg.db.starts_with(dir.path()));
     e.shutdown();
     drop(e);
-    Engine::open(&cfg_for(dir, require_license)).expect("reopen engine")
+    Engine::open(&cfg).expect("reopen engine")
 }
 
 fn open_licensed(dir: &TempDir) -> Engine {
@@ -4013,4 +4015,236 @@ async fn dropping_the_engine_ends_its_event_streams() {
             "{kinds:?}"
         );
     }
+}
+
+/// Length limits count characters, as their messages say: a Telegram name of 128 characters
+/// is taken however many bytes its letters need, and one more character is refused.
+#[tokio::test]
+async fn length_limits_count_characters_not_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let name = "名".repeat(128); // 384 bytes
+    let (u, _) = e.create_user(&name, Some(7)).await.expect("128 characters");
+    assert_eq!(e.user(u.id).unwrap().name, name);
+    assert_eq!(
+        code(e.create_user(&"é".repeat(129), None).await),
+        "invalid_request"
+    );
+    e.deposit(u.id, d("1000"), DEMO).await.unwrap();
+    tick(&e, "BTCUSDT", "30000").await;
+    let mut o = NewOrder::market("BTCUSDT", Side::Buy, d("0.001"));
+    o.client_order_id = Some("🚀".repeat(64)); // 256 bytes
+    let placed = e.place_order(u.id, o.clone()).await.expect("64 characters");
+    assert_eq!(placed.client_order_id, o.client_order_id);
+    o.client_order_id = Some("🚀".repeat(65));
+    assert_eq!(code(e.place_order(u.id, o).await), "invalid_request");
+    let patch = ConfigPatch {
+        strategy: Some(Some("策".repeat(64))),
+        ..Default::default()
+    };
+    e.set_config(u.id, patch).await.expect("64 characters");
+    let patch = ConfigPatch {
+        strategy: Some(Some("策".repeat(65))),
+        ..Default::default()
+    };
+    assert_eq!(code(e.set_config(u.id, patch).await), "invalid_request");
+}
+
+/// A symbol patch changes only the fields it names, merged on the sequencer against the spec
+/// in force: concurrent patches of different fields never undo each other, and a new symbol
+/// starts from the defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_symbol_patches_of_different_fields_all_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let fresh = e
+        .patch_symbol(
+            "SOLUSDT",
+            SymbolPatch {
+                tick_size: Some(d("0.001")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh,
+        SymbolSpec {
+            tick_size: d("0.001"),
+            ..SymbolSpec::default_for("SOLUSDT")
+        }
+    );
+    // one patch of SOLUSDT on its own task, so that two run concurrently
+    let spawn_patch = |p: SymbolPatch| {
+        let e = e.clone();
+        tokio::spawn(async move { e.patch_symbol("SOLUSDT", p).await.unwrap() })
+    };
+    for round in 1..=50i64 {
+        let (maker, mmr) = (Bps(round), Bps(4000 + round));
+        let fee = spawn_patch(SymbolPatch {
+            maker_fee_bps: Some(maker),
+            ..Default::default()
+        });
+        let margin = spawn_patch(SymbolPatch {
+            mmr_bps: Some(mmr),
+            ..Default::default()
+        });
+        let (a, b) = (fee.await.unwrap(), margin.await.unwrap());
+        // whichever ran second saw the other's field
+        assert!(
+            (a.mmr_bps == mmr) || (b.maker_fee_bps == maker),
+            "round {round}: {a:?} / {b:?}"
+        );
+        let now = e.symbol("SOLUSDT").unwrap();
+        assert_eq!(
+            (now.maker_fee_bps, now.mmr_bps),
+            (maker, mmr),
+            "round {round}"
+        );
+        assert_eq!(now.tick_size, d("0.001"));
+    }
+    // a refused patch changes nothing
+    let before = e.symbol("SOLUSDT").unwrap();
+    let bad = SymbolPatch {
+        min_qty: Some(d("0.0003")),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(e.patch_symbol("SOLUSDT", bad).await),
+        "invalid_request"
+    );
+    assert_eq!(e.symbol("SOLUSDT").unwrap(), before);
+}
+
+/// A deposit is committed before its balance is read for the answer. When that read fails
+/// (here: the only pool connection is held past the pool's timeout), the answer still comes,
+/// from the sequencer's memory: an error would invite a retry that credits twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_answers_its_balance_even_when_the_read_pool_is_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cfg_for(&dir, false);
+    cfg.store.pool_size = 1;
+    cfg.store.busy_timeout_ms = 1000; // the pool waits max(this, 1 s) for a connection
+    let e = Engine::open(&cfg).unwrap();
+    let a = user_with(&e, "alice", "1000").await;
+    tick(&e, "BTCUSDT", "30000").await;
+    e.place_order(a, NewOrder::market("BTCUSDT", Side::Buy, d("0.01")))
+        .await
+        .unwrap();
+    tick(&e, "BTCUSDT", "31000").await; // +10 unrealized
+    let want = e.balance(a, DEMO).unwrap();
+    // a fresh engine on the same file: nothing of alice's is cached yet
+    let e = reopen(e, &dir);
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let hold = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            e.store()
+                .read("hold", |_| {
+                    held_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(())
+                })
+                .unwrap()
+        })
+    };
+    held_rx.recv().unwrap();
+    let got = e
+        .deposit(a, d("5"), DEMO)
+        .await
+        .expect("a committed deposit answers");
+    release_tx.send(()).unwrap();
+    hold.join().unwrap();
+    assert_eq!(got.wallet.raw(), want.wallet.raw() + d("5").raw());
+    assert_eq!(got.unrealized_pnl, d("10"));
+    assert_eq!(got, e.balance(a, DEMO).unwrap());
+}
+
+/// A backup finishes while writes keep committing: it copies one read snapshot, so a commit
+/// between two of its steps does not send it back to the start. Here every step waits for
+/// one more acknowledged deposit; before the change the copy restarted at each step and never
+/// finished (and under steady writes in production it took minutes while the WAL it pinned
+/// grew by gigabytes). The copy holds every deposit acknowledged before it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_finishes_under_steady_writes_and_holds_every_acknowledged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let a = user_with(&e, "alice", "1").await;
+    // enough pages for several steps
+    for _ in 0..10 {
+        let users: Vec<_> = (0..50)
+            .map(|i| {
+                let e = e.clone();
+                tokio::spawn(async move { user_with(&e, &format!("u{i}"), "1000").await })
+            })
+            .collect();
+        for u in users {
+            u.await.unwrap();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (e, stop, acked) = (e.clone(), stop.clone(), acked.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                e.deposit(a, d("1"), DEMO).await.unwrap();
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    while acked.load(Ordering::SeqCst) < 10 {
+        tokio::task::yield_now().await;
+    }
+    let before = e.balance(a, DEMO).unwrap().wallet;
+    let dest = dir.path().join("copy.db");
+    let (cfg, dest2, acked2, stop2) = (
+        e.config().clone(),
+        dest.clone(),
+        acked.clone(),
+        stop.clone(),
+    );
+    let steps = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let steps2 = steps.clone();
+    let backup = tokio::task::spawn_blocking(move || {
+        litetrade::engine::backup_database(&cfg, &dest2, &|_, _| {
+            steps2.fetch_add(1, Ordering::SeqCst);
+            // a commit lands between this step and the next
+            let seen = acked2.load(Ordering::SeqCst);
+            while acked2.load(Ordering::SeqCst) == seen && !stop2.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+        })
+    });
+    let mut backup = backup;
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), &mut backup).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let result = match done {
+        Ok(joined) => joined.unwrap(),
+        Err(_) => panic!(
+            "the backup did not finish while writes went on (it did once they stopped: {:?})",
+            backup.await.unwrap()
+        ),
+    };
+    result.unwrap();
+    assert!(steps.load(Ordering::SeqCst) >= 3, "too few steps to test");
+    let copy = rusqlite::Connection::open(&dest).unwrap();
+    let ok: String = copy
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    let users: i64 = copy
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 501);
+    let wallet: i64 = copy
+        .query_row(
+            "SELECT wallet FROM balances WHERE user_id = ?1 AND account_type = 'demo'",
+            [a],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(wallet >= before.raw(), "{wallet} < {}", before.raw());
 }

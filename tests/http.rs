@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
-use common::{free_port, wait_for};
+use common::{Resp, Serve, free_port, request as http, wait_for};
 const ADMIN: &str = "test-admin-token-7f3a9c0e5b1d";
 const SECRET: &str = "s3cr3t-API-secret-never-shown-0xC0FFEE";
 
@@ -164,171 +164,6 @@ const CACHE_FIELDS: &[&str] = &[
 ];
 
 // =============================================================================================
-// a minimal blocking HTTP/1.1 client
-
-/// One HTTP response.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response ({}) is not JSON: {e}: {}",
-                self.status,
-                self.text()
-            )
-        })
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = find(b, b"\r\n") {
-        let line = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
-        b = &b[eol + 2..];
-        if size == 0 {
-            break;
-        }
-        let n = size.min(b.len());
-        out.extend_from_slice(&b[..n]);
-        b = &b[n..];
-        if b.starts_with(b"\r\n") {
-            b = &b[2..];
-        }
-    }
-    out
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(bad(&format!("bad status line {status_line:?}")));
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| bad("bad status code"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let rest = &raw[end + 4..];
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(rest)
-    } else if let Some(n) = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-    {
-        rest[..n.min(rest.len())].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// Sends one request (`Connection: close`) and reads the whole response.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&[u8]>,
-    extra: &[(&str, &str)],
-) -> std::io::Result<Resp> {
-    let sock: std::net::SocketAddr = addr.parse().expect("socket address");
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(10))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    s.set_write_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    for (k, v) in extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    let writer = match body {
-        Some(b) if b.len() > 64 * 1024 => {
-            // a large body is written on a thread while this one reads, so an early answer
-            // (413) is read before the server's close can reset the connection
-            let mut w = s.try_clone()?;
-            let b = b.to_vec();
-            Some(std::thread::spawn(move || {
-                let _ = w.write_all(&b);
-            }))
-        }
-        Some(b) => {
-            s.write_all(b)?;
-            None
-        }
-        None => None,
-    };
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if !raw.is_empty() && find(&raw, b"\r\n\r\n").is_some() => {
-                let _ = e;
-                break;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let _ = s.shutdown(std::net::Shutdown::Both);
-    if let Some(w) = writer {
-        let _ = w.join();
-    }
-    parse_response(&raw)
-}
-
-// =============================================================================================
 // the server under test
 
 fn now_ms() -> i64 {
@@ -386,9 +221,8 @@ fn run_cli(args: &[&str], stdin: &str, limit: Duration) -> (ExitStatus, String, 
 
 /// A running `litetrade serve`; killed on drop.
 struct Server {
-    child: Option<Child>,
+    serve: Serve,
     addr: String,
-    stderr: PathBuf,
     /// (request, status) of every request made through [`Server::call`].
     seen: Mutex<Vec<(String, u16)>>,
     /// Every response body, to check that secrets never leak.
@@ -400,93 +234,27 @@ impl Server {
         Server::start_with(db, &[])
     }
 
+    /// `serve` with the known admin token, quiet logs and `extra` arguments.
     fn start_with(db: &Path, extra: &[&str]) -> Server {
-        let mut last_err = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let addr = format!("127.0.0.1:{port}");
-            let stderr = db.with_file_name(format!(
-                "{}.serve-{port}.stderr",
-                db.file_name().unwrap().to_string_lossy()
-            ));
-            let mut child = litetrade()
-                .arg("serve")
-                .arg("--db")
-                .arg(db)
-                .arg("--listen")
-                .arg(&addr)
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-                .spawn()
-                .expect("spawn litetrade serve");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                if let Some(st) = child.try_wait().expect("try_wait") {
-                    last_err = format!(
-                        "serve exited with {st} before answering: {}",
-                        std::fs::read_to_string(&stderr).unwrap_or_default()
-                    );
-                    break;
-                }
-                if let Ok(r) = http(&addr, "GET", "/api/v1/health", None, None, &[])
-                    && r.status == 200
-                {
-                    return Server {
-                        child: Some(child),
-                        addr,
-                        stderr,
-                        seen: Mutex::new(Vec::new()),
-                        bodies: Mutex::new(String::new()),
-                    };
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "serve did not answer /health within 60 s: {}",
-                        std::fs::read_to_string(&stderr).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            // exited early: most likely the port was taken meanwhile; try another one
-            if !last_err.contains("listen") {
-                break;
-            }
+        let serve = Serve::start(db, |c| {
+            c.args(extra)
+                .env("LITETRADE_ADMIN_TOKEN", ADMIN)
+                .env("LITETRADE_LOG", "warn");
+        });
+        Server {
+            addr: serve.addr.clone(),
+            serve,
+            seen: Mutex::new(Vec::new()),
+            bodies: Mutex::new(String::new()),
         }
-        panic!("{last_err}");
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
     }
 
     fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.serve.log_text()
     }
 
-    /// SIGTERM, then wait up to 10 s for the exit.
     fn terminate(&mut self) -> ExitStatus {
-        let st = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM failed");
-        let mut child = self.child.take().unwrap();
-        match wait_for(&mut child, Duration::from_secs(10)) {
-            Some(st) => st,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "serve did not exit within 10 s of SIGTERM: {}",
-                    self.stderr_text()
-                );
-            }
-        }
+        self.serve.terminate()
     }
 
     fn raw(
@@ -637,15 +405,6 @@ impl Server {
             "btc": ok(&self.get("/api/v1/market/BTCUSDT/ticker", Some(tok)), 200),
             "eth": ok(&self.get("/api/v1/market/ETHUSDT/ticker", Some(tok)), 200),
         })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -2053,12 +1812,12 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
     let (a, ta) = s.create_user("alice");
     s.deposit(a, &ta, "1000");
     s.tick("BTCUSDT", "30000");
-    s.order(
+    let market = s.order(
         a,
         &ta,
         &json!({"symbol": "BTCUSDT", "side": "buy", "type": "market", "qty": "0.001"}),
     );
-    s.order(
+    let limit = s.order(
         a,
         &ta,
         &json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "qty": "0.001", "price": "25000"}),
@@ -2480,6 +2239,27 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         t,
         Some("{}"),
         Is(404, "not_found")
+    );
+    // close and cancel take no body: a field (there is no partial close) or bad JSON is
+    // refused, and the position stays open, the order pending
+    let close = format!("{ua}/positions/{}/close", market["position_id"]);
+    let cancel = format!("{ord}/{}", limit["id"]);
+    for body in [
+        r#"{"qty":"0.0005"}"#,
+        r#"{"reason":"manual"}"#,
+        "[]",
+        "null",
+    ] {
+        add!("POST", &close, t, Some(body), Is(422, "invalid_request"));
+        add!("DELETE", &cancel, t, Some(body), Is(422, "invalid_request"));
+    }
+    add!("POST", &close, t, Some("{bad"), Is(400, "invalid_request"));
+    add!(
+        "DELETE",
+        &cancel,
+        t,
+        Some("{bad"),
+        Is(400, "invalid_request")
     );
     // bad queries
     for q in [
@@ -3275,6 +3055,22 @@ fn cli_user_errors_print_one_clear_line() {
     let (st, out, _) = run_cli(&["optimize", "--help"], "", t);
     assert!(st.success() && out.contains("--vacuum"), "{out}");
 
+    // a setting beyond what can work is refused by name before any file exists (SQLite
+    // cannot hold this busy timeout: it used to panic after creating the database)
+    let huge = dir.path().join("huge.toml");
+    std::fs::write(&huge, "[store]\nbusy_timeout_ms = 2147483648\n").unwrap();
+    let never = dir.path().join("never.db");
+    let args = [
+        "serve",
+        "--db",
+        never.to_str().unwrap(),
+        "--config",
+        huge.to_str().unwrap(),
+    ];
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["store.busy_timeout_ms"]);
+    assert!(!never.exists(), "{e}");
+
     let fresh = dir.path().join("fresh.db");
     let args = ["chat", "--db", fresh.to_str().unwrap(), "--user", "999"];
     let (st, _, e) = run_cli(&args, "/balance\n", t);
@@ -3762,4 +3558,114 @@ fn the_common_variables_mirror_their_flags_and_an_empty_one_is_unset() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answered, 200);
+}
+
+/// `litetrade bench --quick --json` (issue 6's command) runs every scenario and reports
+/// well-formed figures; the checks that can fail are about correctness, never about speed:
+/// every listener got every fan-out event, concurrent misses on one key ran one load, and a
+/// mistyped scenario is a usage error before anything is built.
+#[test]
+fn bench_quick_reports_every_scenario_and_its_correctness_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("bench");
+    let t = Duration::from_secs(240);
+    let (st, _, e) = run_cli(
+        &[
+            "bench",
+            "--scenario",
+            "tickz",
+            "--dir",
+            work.to_str().unwrap(),
+        ],
+        "",
+        t,
+    );
+    assert_eq!(st.code(), Some(64), "{e}");
+    assert!(e.contains("ticks") && !work.exists(), "{e}");
+
+    let (st, out, e) = run_cli(
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--dir",
+            work.to_str().unwrap(),
+        ],
+        "",
+        t,
+    );
+    assert!(st.success(), "{e}");
+    // progress goes to stderr, one line per phase; stdout is the JSON alone
+    assert!(
+        e.contains("bench: reads") && e.contains("bench: http"),
+        "{e}"
+    );
+    let v: Value = serde_json::from_str(&out).expect("bench --json prints one JSON document");
+    let rows = v["rows"].as_array().unwrap();
+    for s in [
+        "reads",
+        "hot queries",
+        "orders",
+        "ticks",
+        "startup",
+        "fanout",
+        "http",
+    ] {
+        assert!(rows.iter().any(|r| r["scenario"] == s), "no {s} row: {out}");
+    }
+    let metric = |prefix: &str| -> &Value {
+        rows.iter()
+            .find(|r| r["metric"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no row {prefix}: {out}"))
+    };
+    for r in rows {
+        if let (Some(m), Some(p)) = (r["median_us"].as_f64(), r["p99_us"].as_f64()) {
+            assert!(m > 0.0 && p >= m, "{r}");
+        }
+        if let Some(n) = r["per_sec"].as_f64() {
+            assert!(n > 0.0, "{r}");
+        }
+    }
+    assert!(v["peak_rss_mib"].as_f64().unwrap() > 0.0, "{out}");
+    // every event of every listening follower arrived, none lagged
+    let note = metric("the same, ")["note"].as_str().unwrap();
+    let words: Vec<&str> = note.split_whitespace().collect();
+    assert_eq!(words.get(1), Some(&"of"), "{note}");
+    assert_eq!(words[0], words[2], "{note}");
+    assert!(
+        words[0].parse::<u64>().unwrap() > 0 && note.contains(" 0 lagged"),
+        "{note}"
+    );
+    // a thousand concurrent misses on one cache key ran its load once
+    assert_eq!(
+        metric("1,000 concurrent misses")["note"],
+        "1 load(s) ran",
+        "{out}"
+    );
+    // the three tick sizes of the quick run, each with a rate
+    let ticks = rows.iter().filter(|r| r["scenario"] == "ticks").count();
+    assert!(ticks >= 4, "{out}");
+    // one scenario alone runs only that scenario
+    let (st, out, e) = run_cli(
+        &[
+            "bench",
+            "--quick",
+            "--json",
+            "--scenario",
+            "startup",
+            "--dir",
+            work.to_str().unwrap(),
+        ],
+        "",
+        t,
+    );
+    assert!(st.success(), "{e}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["startup"], "{out}");
 }

@@ -18,6 +18,7 @@ use axum::routing::{get, post, put};
 use error::ApiError;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -224,23 +225,60 @@ pub fn nodelay(
     axum::serve::ListenerExt::tap_io(listener, set as fn(&mut tokio::net::TcpStream))
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests and shuts
-/// the engine down (commit of everything queued, final WAL checkpoint).
+/// How long a graceful shutdown waits for open connections to finish before it closes them:
+/// a client that stopped reading its SSE stream (whose last bytes then never leave), or a
+/// request body that never ends, must not keep a stopping server alive.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests (for at
+/// most [`DRAIN_LIMIT`]) and shuts the engine down (commit of everything queued, final WAL
+/// checkpoint). Connections still open after the limit are no longer waited for: they end when
+/// their client goes or when their runtime is dropped.
 pub async fn serve(
     engine: Engine,
     listener: tokio::net::TcpListener,
     admin_token: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_draining(engine, listener, admin_token, shutdown, DRAIN_LIMIT).await
+}
+
+/// [`serve`] with the drain limit as a parameter.
+async fn serve_draining(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    admin_token: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<()> {
     let app = router(engine.clone(), admin_token);
     let e = engine.clone();
-    let res = axum::serve(nodelay(listener), app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // SSE responses end only when their stream does
-            e.close_events();
-        })
-        .await;
+    let (told, stopping) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(nodelay(listener), app).with_graceful_shutdown(async move {
+        shutdown.await;
+        // SSE responses end only when their stream does
+        e.close_events();
+        let _ = told.send(());
+    });
+    // the drain starts with the shutdown signal (never, if the server ends on its own)
+    let limit = async move {
+        match stopping.await {
+            Ok(()) => tokio::time::sleep(drain).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let res = tokio::select! {
+        res = std::future::IntoFuture::into_future(server) => res,
+        () = limit => {
+            // the connections left end with their client or their runtime (the binary exits
+            // next); a write they asked for was answered (durable) or is committed below
+            tracing::warn!(
+                limit = ?drain,
+                "connections still open after the shutdown signal (a client not reading?): no longer waiting for them"
+            );
+            Ok(())
+        }
+    };
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
     res
 }
@@ -257,5 +295,85 @@ mod tests {
         assert!(accepted.nodelay().unwrap());
         // what a plain accept gives, so the check above is not vacuous
         assert!(!client.nodelay().unwrap());
+    }
+
+    /// A client that asks for its events and never reads them: once the socket buffers are
+    /// full, the stream's last bytes cannot leave, and a graceful shutdown that waited for
+    /// every connection would wait for as long as the client stays connected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_does_not_hold_up_shutdown() {
+        use crate::domain::model::AccountType;
+        use crate::domain::money::Dec;
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::Config {
+            db: dir.path().join("t.db"),
+            ..Default::default()
+        };
+        let engine = crate::Engine::open(&cfg).unwrap();
+        let (user, token) = engine.create_user("slow", None).await.unwrap();
+        // small socket buffers on both ends (an accepted socket inherits the listener's), so
+        // a few hundred events fill them
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_send_buffer_size(4096).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(super::serve_draining(
+            engine.clone(),
+            listener,
+            "admin",
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_millis(200),
+        ));
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut client = sock.connect(addr).await.unwrap();
+        let head = format!(
+            "GET /api/v1/users/{}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n",
+            user.id
+        );
+        client.write_all(head.as_bytes()).await.unwrap();
+        // the answer's head means the stream is subscribed; nothing is read after it
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut b = [0u8; 512];
+            let n = client.read(&mut b).await.unwrap();
+            assert!(n > 0, "closed before the answer's head");
+            got.extend_from_slice(&b[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        // thousands of balance events: far more than both sockets' buffers hold
+        let deposits: Vec<_> = (0..16)
+            .map(|_| {
+                let e = engine.clone();
+                tokio::spawn(async move {
+                    for _ in 0..250 {
+                        e.deposit(user.id, Dec::from_int(1), AccountType::Demo)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for d in deposits {
+            d.await.unwrap();
+        }
+        stop.send(()).unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(60), server).await;
+        assert!(
+            matches!(done, Ok(Ok(Ok(())))),
+            "serve did not return while a client that does not read stayed connected: {done:?}"
+        );
+        drop(client);
     }
 }

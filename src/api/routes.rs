@@ -5,7 +5,7 @@ use super::auth::{Admin, Caller, Owner, path_id as id};
 use super::error::{ApiError, ApiResult, Body, Object};
 use crate::domain::model::AccountType;
 use crate::domain::money::Dec;
-use crate::domain::symbol::{Bps, SymbolSpec};
+use crate::domain::symbol::SymbolPatch;
 use crate::engine::accounts::{ConfigPatch, NewPromo, Signal};
 use crate::engine::trading::{NewOrder, Tick};
 use axum::Json;
@@ -175,11 +175,19 @@ pub async fn get_order(
     Ok(Json(st.engine.order(uid, id(&oid, "order")?)?))
 }
 
+/// The body of a route that takes none: empty or `{}`. Anything else is refused like any bad
+/// body, so a client that believes it can close part of a position (`{"qty": …}`) is told
+/// instead of having the whole position closed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
 /// `DELETE /users/{id}/orders/{oid}`.
 pub async fn cancel_order(
     State(st): State<AppState>,
     Owner { id: uid, .. }: Owner,
     Path((_, oid)): Path<(String, String)>,
+    _: Body<NoFields>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(st.engine.cancel_order(uid, id(&oid, "order")?).await?))
 }
@@ -196,11 +204,12 @@ pub async fn positions(
     )))
 }
 
-/// `POST /users/{id}/positions/{pid}/close`.
+/// `POST /users/{id}/positions/{pid}/close` (the whole position: there is no partial close).
 pub async fn close_position(
     State(st): State<AppState>,
     Owner { id: uid, .. }: Owner,
     Path((_, pid)): Path<(String, String)>,
+    _: Body<NoFields>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(
         st.engine.close_position(uid, id(&pid, "position")?).await?,
@@ -344,41 +353,15 @@ pub async fn symbols(State(st): State<AppState>, _caller: Caller) -> ApiResult<i
     Ok(Json(Field("symbols", st.engine.symbols()?)))
 }
 
-/// Request shape of its route (see API.md §2).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SymbolBody {
-    tick_size: Option<Dec>,
-    lot_size: Option<Dec>,
-    min_qty: Option<Dec>,
-    max_leverage: Option<u32>,
-    maker_fee_bps: Option<Bps>,
-    taker_fee_bps: Option<Bps>,
-    mmr_bps: Option<Bps>,
-}
-
-/// `PUT /symbols/{symbol}` (admin): fields left out keep their current (or default) value.
+/// `PUT /symbols/{symbol}` (admin): fields left out keep their current (or default) value. The
+/// sequencer merges the patch, so two concurrent updates of different fields both stay.
 pub async fn put_symbol(
     State(st): State<AppState>,
     _admin: Admin,
     Path(symbol): Path<String>,
-    Body(b): Body<SymbolBody>,
+    Body(patch): Body<SymbolPatch>,
 ) -> ApiResult<impl IntoResponse> {
-    let base = st
-        .engine
-        .symbol(&symbol)
-        .unwrap_or_else(|_| SymbolSpec::default_for(&symbol));
-    let spec = SymbolSpec {
-        symbol: symbol.clone(),
-        tick_size: b.tick_size.unwrap_or(base.tick_size),
-        lot_size: b.lot_size.unwrap_or(base.lot_size),
-        min_qty: b.min_qty.unwrap_or(base.min_qty),
-        max_leverage: b.max_leverage.unwrap_or(base.max_leverage),
-        maker_fee_bps: b.maker_fee_bps.unwrap_or(base.maker_fee_bps),
-        taker_fee_bps: b.taker_fee_bps.unwrap_or(base.taker_fee_bps),
-        mmr_bps: b.mmr_bps.unwrap_or(base.mmr_bps),
-    };
-    Ok(Json(st.engine.upsert_symbol(spec).await?))
+    Ok(Json(st.engine.patch_symbol(&symbol, patch).await?))
 }
 
 /// `POST /signals` (admin).

@@ -165,6 +165,24 @@ pub struct Balance {
     pub equity: Dec,
 }
 
+impl Balance {
+    /// An account's balance from its ledger and the sum of its open positions' unrealized PnL
+    /// (raw 10^-8 units, which may exceed `i64` before it is clamped like any amount).
+    pub fn of(account_type: AccountType, l: &Ledger, upnl_raw: i128) -> Balance {
+        let upnl = super::math::to_dec(upnl_raw).raw();
+        Balance {
+            account_type,
+            currency: "USDT",
+            wallet: l.wallet,
+            margin_used: l.margin_used,
+            order_reserved: l.order_reserved,
+            available: l.available(),
+            unrealized_pnl: Dec(upnl),
+            equity: super::math::to_dec(l.wallet.raw() as i128 + upnl as i128),
+        }
+    }
+}
+
 /// An order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Order {

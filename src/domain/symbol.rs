@@ -59,6 +59,43 @@ pub struct SymbolSpec {
     pub mmr_bps: Bps,
 }
 
+/// A partial update of a [`SymbolSpec`] (`PUT /symbols/{symbol}`): fields left out keep their
+/// current value, or the default for a new symbol.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolPatch {
+    /// Price step.
+    pub tick_size: Option<Dec>,
+    /// Quantity step.
+    pub lot_size: Option<Dec>,
+    /// Smallest quantity.
+    pub min_qty: Option<Dec>,
+    /// Highest leverage.
+    pub max_leverage: Option<u32>,
+    /// Maker fee.
+    pub maker_fee_bps: Option<Bps>,
+    /// Taker fee.
+    pub taker_fee_bps: Option<Bps>,
+    /// Maintenance margin rate.
+    pub mmr_bps: Option<Bps>,
+}
+
+impl SymbolPatch {
+    /// `base` with this patch's fields put in.
+    pub fn apply_to(&self, base: SymbolSpec) -> SymbolSpec {
+        SymbolSpec {
+            tick_size: self.tick_size.unwrap_or(base.tick_size),
+            lot_size: self.lot_size.unwrap_or(base.lot_size),
+            min_qty: self.min_qty.unwrap_or(base.min_qty),
+            max_leverage: self.max_leverage.unwrap_or(base.max_leverage),
+            maker_fee_bps: self.maker_fee_bps.unwrap_or(base.maker_fee_bps),
+            taker_fee_bps: self.taker_fee_bps.unwrap_or(base.taker_fee_bps),
+            mmr_bps: self.mmr_bps.unwrap_or(base.mmr_bps),
+            symbol: base.symbol,
+        }
+    }
+}
+
 impl SymbolSpec {
     /// The defaults of API.md §1 for a fresh database.
     pub fn default_for(symbol: &str) -> SymbolSpec {

@@ -6,9 +6,11 @@ use super::state::{SymState, UserState};
 use super::trading::NewOrder;
 use crate::cache::Secret;
 use crate::domain::math;
-use crate::domain::model::{AccountType, Id, License, Millis, Promo, Side, User, UserConfig};
+use crate::domain::model::{
+    AccountType, Balance, Id, License, Millis, Promo, Side, User, UserConfig,
+};
 use crate::domain::money::Dec;
-use crate::domain::symbol::SymbolSpec;
+use crate::domain::symbol::{SymbolPatch, SymbolSpec};
 use crate::error::{Error, Result};
 use crate::store::ops::Op;
 use crate::store::tables::signals::SignalRow;
@@ -83,7 +85,7 @@ impl ConfigPatch {
         let mut c = cur.clone();
         if let Some(v) = &self.strategy {
             if let Some(s) = v {
-                ensure(!s.is_empty() && s.len() <= 64, || {
+                ensure(!s.is_empty() && s.chars().count() <= 64, || {
                     "strategy must be 1-64 characters".into()
                 })?;
             }
@@ -184,9 +186,10 @@ impl Sequencer {
         token_hash: Vec<u8>,
         reply: Reply<User>,
     ) {
-        if let Err(e) = ensure(!name.trim().is_empty() && name.len() <= 128, || {
-            "name must be 1-128 characters".into()
-        }) {
+        if let Err(e) = ensure(
+            !name.trim().is_empty() && name.chars().count() <= 128,
+            || "name must be 1-128 characters".into(),
+        ) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -240,6 +243,25 @@ impl Sequencer {
         tx.touch(user, acct);
         tx.ops.push(Op::InsertDeposit(user, acct, amount, now));
         self.commit(tx, (), reply);
+    }
+
+    /// A balance computed from memory alone (every open position is scanned, so this is for
+    /// when the cached read path fails, not for every read).
+    pub fn balance_in_memory(&mut self, user: Id, acct: AccountType, reply: Reply<Balance>) {
+        let res = self.user_mut(user).map(|u| *u.ledger(acct)).map(|l| {
+            let upnl: i128 = self
+                .st
+                .positions
+                .values()
+                .filter(|p| p.user_id == user && p.account_type == acct)
+                .filter_map(|p| {
+                    let last = self.st.symbols.get(&p.symbol)?.last?;
+                    Some(math::gross_pnl(p.side, p.entry_price, last, p.qty).raw() as i128)
+                })
+                .sum();
+            Balance::of(acct, &l, upnl)
+        });
+        let _ = reply.send(res);
     }
 
     /// Applies a config patch; answers the whole config.
@@ -345,6 +367,15 @@ impl Sequencer {
         tx.ops.push(Op::SaveSymbol(spec.clone()));
         tx.inval.push(Inval::Symbol(spec.symbol.clone()));
         self.commit(tx, spec, reply);
+    }
+
+    /// Merges `patch` into the symbol's spec in force (or the defaults), then upserts it.
+    pub fn patch_symbol(&mut self, symbol: String, patch: SymbolPatch, reply: Reply<SymbolSpec>) {
+        let base = match self.st.symbols.get(&symbol) {
+            Some(s) => s.spec.clone(),
+            None => SymbolSpec::default_for(&symbol),
+        };
+        self.upsert_symbol(patch.apply_to(base), reply);
     }
 
     /// Creates a promo code.

@@ -29,7 +29,7 @@ use crate::cache::{Caches, Secret};
 use crate::config::Config;
 use crate::domain::model::{AccountType, Id, License, Order, Promo, Trade, User, UserConfig};
 use crate::domain::money::Dec;
-use crate::domain::symbol::SymbolSpec;
+use crate::domain::symbol::{SymbolPatch, SymbolSpec};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use accounts::{ConfigPatch, NewPromo, Signal, SignalOutcome};
@@ -73,8 +73,10 @@ struct Inner {
 
 impl Engine {
     /// Opens (creating and migrating if needed) the database, rebuilds the books from it and
-    /// starts the sequencer, the writer and the cache cleanup.
+    /// starts the sequencer, the writer and the cache cleanup. A configuration that
+    /// [`Config::check`] refuses is an `Invalid` error, before any file is touched.
     pub fn open(cfg: &Config) -> Result<Engine> {
+        cfg.check().map_err(|e| Error::Invalid(e.to_string()))?;
         let lock = lock_database(cfg)?;
         let store = Arc::new(Store::open(&cfg.db, cfg.store.clone())?);
         let caches = Arc::new(Caches::new(&cfg.caches));
@@ -190,7 +192,15 @@ impl Engine {
     ) -> Result<crate::domain::model::Balance> {
         self.call(move |s, r| s.deposit(user, amount, acct, r))
             .await?;
-        self.balance(user, acct)
+        // the credit is committed: an error now would invite a retry that credits it twice
+        match self.balance(user, acct) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                tracing::warn!(user, error = %e, "balance read after a deposit failed; answering from the sequencer's memory");
+                self.call(move |s, r| s.balance_in_memory(user, acct, r))
+                    .await
+            }
+        }
     }
 
     /// Applies a partial config update; returns the whole config.
@@ -237,6 +247,15 @@ impl Engine {
         self.call(move |s, r| s.upsert_symbol(spec, r)).await
     }
 
+    /// Updates the fields of a symbol's spec that `patch` names (a new symbol starts from the
+    /// defaults); returns the whole spec. The merge happens on the sequencer, against the spec
+    /// in force, so no concurrent update is lost.
+    pub async fn patch_symbol(&self, symbol: &str, patch: SymbolPatch) -> Result<SymbolSpec> {
+        let symbol = symbol.to_string();
+        self.call(move |s, r| s.patch_symbol(symbol, patch, r))
+            .await
+    }
+
     /// Creates a promo code.
     pub async fn create_promo(&self, promo: NewPromo) -> Result<Promo> {
         self.call(move |s, r| s.create_promo(promo, r)).await
@@ -265,7 +284,9 @@ impl Engine {
             "exchange must be 1-32 characters of A-Z, a-z, 0-9, _ or -".into()
         })?;
         sequencer::ensure(
-            !api_key.is_empty() && api_key.len() <= 512 && api_secret.len() <= 512,
+            !api_key.is_empty()
+                && api_key.chars().count() <= 512
+                && api_secret.chars().count() <= 512,
             || "api_key must be 1-512 characters, api_secret at most 512".into(),
         )?;
         let secret = Arc::new(Secret {

@@ -145,17 +145,7 @@ impl Engine {
         for p in self.cached_positions(user, acct)?.iter() {
             sum += self.with_upnl(p)?.unrealized_pnl.raw() as i128;
         }
-        let upnl = math::to_dec(sum).raw();
-        Ok(Balance {
-            account_type: acct,
-            currency: "USDT",
-            wallet: l.wallet,
-            margin_used: l.margin_used,
-            order_reserved: l.order_reserved,
-            available: l.available(),
-            unrealized_pnl: Dec(upnl),
-            equity: math::to_dec(l.wallet.raw() as i128 + upnl as i128),
-        })
+        Ok(Balance::of(acct, &l, sum))
     }
 
     /// Open positions, oldest first, on one account or (None) on both.

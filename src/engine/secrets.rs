@@ -121,9 +121,9 @@ impl Vault {
             None => {
                 if !key_file.exists() && !may_create {
                     return Err(Error::Invalid(format!(
-                        "the key file {} is missing, and the database holds credentials \
-                         sealed with it: restore it, or set LITETRADE_SECRET_KEY to the value \
-                         that sealed them",
+                        "the database holds sealed credentials, and LITETRADE_SECRET_KEY is \
+                         not set while the key file {} is missing: set LITETRADE_SECRET_KEY to \
+                         the value that sealed them, or restore the key file",
                         key_file.display()
                     )));
                 }

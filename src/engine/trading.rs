@@ -196,7 +196,7 @@ impl Sequencer {
             format!("leverage must be a whole number 1..={}", spec.max_leverage)
         })?;
         if let Some(c) = &o.client_order_id {
-            ensure(!c.is_empty() && c.len() <= 64, || {
+            ensure(!c.is_empty() && c.chars().count() <= 64, || {
                 "client_order_id must be 1-64 characters".into()
             })?;
         }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 request with `Connection: close` and an optional raw `Authorization` header
-/// value: (status, body, de-chunked).
+/// value: (status, body as text).
 pub fn http(
     addr: &str,
     method: &str,
@@ -17,14 +17,136 @@ pub fn http(
     auth: Option<&str>,
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(10))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(a) = auth {
-        head.push_str(&format!("Authorization: {a}\r\n"));
+    let extra: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    let r = request(addr, method, path, None, body.map(str::as_bytes), &extra)?;
+    Ok((r.status, r.text()))
+}
+
+/// One HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// Header names and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// The body as (lossy) UTF-8 text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
-    let b = body.unwrap_or("");
-    if body.is_some() {
+
+    /// A header's value, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics with the body when it is not.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response ({}) is not JSON: {e}: {}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = find(b, b"\r\n") {
+        let line = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {line:?}"));
+        b = &b[eol + 2..];
+        if size == 0 {
+            break;
+        }
+        let n = size.min(b.len());
+        out.extend_from_slice(&b[..n]);
+        b = &b[n..];
+        if b.starts_with(b"\r\n") {
+            b = &b[2..];
+        }
+    }
+    out
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(bad(&format!("bad status line {status_line:?}")));
+    }
+    let status = parts
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| bad("bad status code"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else if let Some(n) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        rest[..n.min(rest.len())].to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Sends one request (`Connection: close`, `Authorization: Bearer token`, `extra` headers)
+/// and reads the whole response.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    extra: &[(&str, &str)],
+) -> std::io::Result<Resp> {
+    let sock: std::net::SocketAddr = addr.parse().expect("socket address");
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_write_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
             b.len()
@@ -32,37 +154,41 @@ pub fn http(
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes())?;
-    s.write_all(b.as_bytes())?;
+    let writer = match body {
+        Some(b) if b.len() > 64 * 1024 => {
+            // a large body is written on a thread while this one reads, so an early answer
+            // (413) is read before the server's close can reset the connection
+            let mut w = s.try_clone()?;
+            let b = b.to_vec();
+            Some(std::thread::spawn(move || {
+                let _ = w.write_all(&b);
+            }))
+        }
+        Some(b) => {
+            s.write_all(b)?;
+            None
+        }
+        None => None,
+    };
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (h, rest) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no headers in {text:?}")))?;
-    let status = h
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let body = if h
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut r = rest;
-        while let Some((size, tail)) = r.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if !raw.is_empty() && find(&raw, b"\r\n\r\n").is_some() => {
+                let _ = e;
                 break;
             }
-            out.push_str(&tail[..n.min(tail.len())]);
-            r = tail.get(n + 2..).unwrap_or("");
+            Err(e) => return Err(e),
         }
-        out
-    } else {
-        rest.to_string()
-    };
-    Ok((status, body))
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    parse_response(&raw)
 }
 
 /// A free loopback port.
@@ -129,44 +255,59 @@ impl Serve {
     /// log file beside `db`. `configure` adds arguments and variables (none of the caller's
     /// `LITETRADE_*` is inherited). Returns once `GET /api/v1/health` answers 200 (panics with
     /// the log if the server exits or takes over 60 s).
-    pub fn start(db: &Path, configure: impl FnOnce(&mut Command)) -> Serve {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = db.with_extension(format!("serve-{port}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = litetrade();
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(db)
-            .arg("--listen")
-            .arg(&addr)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        configure(&mut cmd);
-        let mut s = Serve {
-            child: Some(cmd.spawn().unwrap()),
-            addr,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("serve exited with {st}: {}", s.log_text());
+    pub fn start(db: &Path, configure: impl Fn(&mut Command)) -> Serve {
+        let mut last = String::new();
+        // a port found free can be taken before serve binds it: then try another one
+        for _attempt in 0..5 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let log = db.with_extension(format!("serve-{port}.log"));
+            let out = std::fs::File::create(&log).unwrap();
+            let mut cmd = litetrade();
+            cmd.arg("serve")
+                .arg("--db")
+                .arg(db)
+                .arg("--listen")
+                .arg(&addr)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out);
+            configure(&mut cmd);
+            let mut s = Serve {
+                child: Some(cmd.spawn().unwrap()),
+                addr,
+                log,
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                    last = format!("serve exited with {st}: {}", s.log_text());
+                    s.child = None;
+                    break;
+                }
+                if matches!(
+                    http(&s.addr, "GET", "/api/v1/health", None, None),
+                    Ok((200, _))
+                ) {
+                    return s;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "serve did not start: {}",
+                    s.log_text()
+                );
+                std::thread::sleep(Duration::from_millis(25));
             }
-            if matches!(
-                http(&s.addr, "GET", "/api/v1/health", None, None),
-                Ok((200, _))
-            ) {
-                return s;
+            if !last.contains("listen") {
+                break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not start: {}",
-                s.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(25));
         }
+        panic!("{last}");
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// A request with `Authorization: Bearer token` (a token with a space is sent as the raw
@@ -220,7 +361,7 @@ impl Serve {
 
     /// Sends SIGTERM and waits up to 20 s for a clean exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let pid = self.child.as_ref().unwrap().id();
+        let pid = self.pid();
         assert!(
             Command::new("kill")
                 .arg("-TERM")
