@@ -1,7 +1,8 @@
 //! The sequencer: one thread owns the trading [`State`] and applies commands strictly one at a
 //! time. Each command validates first (a refusal changes nothing), then mutates memory, then
 //! hands its row changes to the writer. The caller is answered from the writer's completion:
-//! after COMMIT, after the caches were invalidated, before the events go out.
+//! after COMMIT, after the caches were invalidated and after the events went out, so a stream
+//! opened after an answer never gets that command's events.
 
 use super::events::{Event, EventBus};
 use super::state::State;
@@ -171,8 +172,8 @@ impl Sequencer {
     }
 
     /// Sends a command's changes to the writer (the last part of a unit, if parts went
-    /// before). After COMMIT the caches are invalidated, `reply` gets `value`, and then the
-    /// events go out.
+    /// before). After COMMIT the caches are invalidated, the events go out, and then `reply`
+    /// gets `value`.
     pub fn commit<T: Send + 'static>(&mut self, mut tx: Tx, value: T, reply: Reply<T>) {
         self.save_dirty_ledgers(&mut tx);
         let caches = self.caches.clone();
@@ -187,8 +188,8 @@ impl Sequencer {
             done: Box::new(move |res| match res {
                 Ok(()) => {
                     apply_invalidations(&caches, &inval);
-                    let _ = reply.send(Ok(value));
                     bus.publish(events);
+                    let _ = reply.send(Ok(value));
                 }
                 Err(e) => {
                     let _ = reply.send(Err(Error::from(e)));
