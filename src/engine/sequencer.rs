@@ -139,8 +139,8 @@ impl Sequencer {
     /// Sends the row changes gathered so far as one part of a unit that the command's final
     /// [`commit`](Self::commit) completes: the writer starts on them while the command goes on,
     /// and commits them together with the rest. The part's cache invalidations and events stay
-    /// in `tx`, so the final commit invalidates the whole unit before answering and publishes
-    /// its events after the answer. A [`commit`](Self::commit) of the same `tx` must follow:
+    /// in `tx`, so the final commit invalidates the whole unit and publishes its events, then
+    /// answers. A [`commit`](Self::commit) of the same `tx` must follow:
     /// until it arrives, the writer holds the write transaction open.
     pub fn commit_part(&mut self, tx: &mut Tx) {
         self.save_dirty_ledgers(tx);
