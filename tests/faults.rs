@@ -1027,6 +1027,86 @@ async fn a_write_lock_held_by_another_connection_gives_a_bounded_clear_error() {
     e.shutdown();
 }
 
+/// A write failure that lasts (here a write lock another connection keeps) does not make every
+/// command reload the whole state: from the third failure in a row the sequencer holds
+/// commands off, answering `unavailable` at once, and tries again after the hold. Without the
+/// hold, each of the 40 deposits after the first failure would reload the state. Once the
+/// lock goes, a write succeeds within the longest hold, and no refused write was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lasting_write_failure_holds_commands_off_instead_of_reloading_for_each() {
+    use litetrade::engine::hold::MAX_HOLD;
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("held.db");
+    let quick = StoreConfig {
+        busy_timeout_ms: 20,
+        busy_retries: 0,
+        ..StoreConfig::default()
+    };
+    let e = Engine::open(&cfg(&db, quick)).unwrap();
+    let (u, _) = e.create_user("alice", None).await.unwrap();
+    e.deposit(u.id, Dec::from_int(100), AccountType::Demo)
+        .await
+        .unwrap();
+    let stats = e.sequencer_stats();
+    assert_eq!(stats.reloads.load(Relaxed), 0);
+
+    let other = Connection::open(&db).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut messages = Vec::new();
+    for _ in 0..40 {
+        let err = e
+            .deposit(u.id, Dec::from_int(1), AccountType::Demo)
+            .await
+            .expect_err("a deposit committed under a held lock");
+        assert_unavailable(&err, "deposit under a lasting lock");
+        messages.push(err.to_string());
+    }
+    let (reloads, held) = (stats.reloads.load(Relaxed), stats.held.load(Relaxed));
+    eprintln!("40 deposits under a lasting lock: {reloads} reloads, {held} held");
+    // failures 1 and 2 reload and try again; the third starts a hold of 100 ms, within which
+    // the rest are answered at once (a stall past a hold adds one try and one reload)
+    assert!(
+        (3..=10).contains(&reloads),
+        "{reloads} reloads for 40 failed deposits"
+    );
+    assert!(held >= 20, "only {held} of 40 deposits were held off");
+    assert!(
+        messages.iter().any(|m| m.contains("refusing writes")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        e.balance(u.id, AccountType::Demo).unwrap().wallet,
+        Dec::from_int(100)
+    );
+
+    // the lock goes: a write goes through once the hold has passed (a client retries on 503)
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+    let deadline = Instant::now() + MAX_HOLD + Duration::from_secs(10);
+    let wallet = loop {
+        match e.deposit(u.id, Dec::from_int(7), AccountType::Demo).await {
+            Ok(b) => break b.wallet,
+            Err(err) => {
+                assert_unavailable(&err, "deposit after the lock went");
+                assert!(Instant::now() < deadline, "still refused: {err}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(wallet, Dec::from_int(107), "a refused deposit was applied");
+    assert_eq!(deposited(&db, u.id), Dec::from_int(107).raw());
+    // and the next write goes through at once: a commit ends any hold
+    let b = e
+        .deposit(u.id, Dec::from_int(1), AccountType::Demo)
+        .await
+        .unwrap();
+    assert_eq!(b.wallet, Dec::from_int(108));
+    assert_eq!(integrity(&db), "ok");
+    assert_ledger_invariants(&db);
+    e.shutdown();
+}
+
 /// The child side of the next test: holds `BEGIN IMMEDIATE` on the file until stdin closes or
 /// says `rollback`.
 fn lock_child(db: &str) {

@@ -187,6 +187,16 @@ pub fn render(engine: &Engine, http: &HttpMetrics) -> String {
         ("wal_resets_total", "counter", db.wal_resets),
         ("checkpoint_passes_total", "counter", db.checkpoint_passes),
         ("sequencer_queue_depth", "gauge", engine.queue_depth()),
+        (
+            "state_reloads_total",
+            "counter",
+            engine.sequencer_stats().reloads.load(Relaxed),
+        ),
+        (
+            "commands_held_total",
+            "counter",
+            engine.sequencer_stats().held.load(Relaxed),
+        ),
     ] {
         let _ = writeln!(o, "# TYPE litetrade_{name} {kind}");
         let _ = writeln!(o, "litetrade_{name} {v}");

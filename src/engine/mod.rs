@@ -19,6 +19,7 @@
 pub mod accounts;
 pub mod book;
 pub mod events;
+pub mod hold;
 pub mod reads;
 pub mod secrets;
 pub mod sequencer;
@@ -36,9 +37,9 @@ use accounts::{ConfigPatch, NewPromo, Signal, SignalOutcome};
 use events::{Event, EventBus, UserEvents};
 use parking_lot::Mutex;
 use secrets::Vault;
-use sequencer::{Command, Reply, Sequencer};
+use sequencer::{Command, Reply, Sequencer, SequencerStats};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use tokio::sync::{broadcast, oneshot};
 use trading::{NewOrder, Placed, Tick, TickOutcome};
@@ -63,7 +64,7 @@ struct Inner {
     caches: Arc<Caches>,
     vault: Vault,
     commands: Mutex<Option<std::sync::mpsc::Sender<Command>>>,
-    depth: Arc<AtomicU64>,
+    seq_stats: Arc<SequencerStats>,
     events: Arc<EventBus>,
     thread: Mutex<Option<JoinHandle<()>>>,
     cfg: Config,
@@ -96,11 +97,11 @@ impl Engine {
             cfg.require_license,
         )?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let depth = Arc::new(AtomicU64::new(0));
-        let d = depth.clone();
+        let seq_stats = Arc::new(SequencerStats::default());
+        let stats = seq_stats.clone();
         let thread = std::thread::Builder::new()
             .name("litetrade-sequencer".into())
-            .spawn(move || seq.run(rx, d))
+            .spawn(move || seq.run(rx, stats))
             .map_err(|e| Error::Internal(format!("cannot start the sequencer: {e}")))?;
         spawn_cleanup(&caches, cfg.caches.cleanup_interval_ms);
         Ok(Engine {
@@ -109,7 +110,7 @@ impl Engine {
                 caches,
                 vault,
                 commands: Mutex::new(Some(tx)),
-                depth,
+                seq_stats,
                 events,
                 thread: Mutex::new(Some(thread)),
                 cfg: cfg.clone(),
@@ -123,13 +124,18 @@ impl Engine {
         f: impl FnOnce(&mut Sequencer, Reply<T>) + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        let cmd: Command = Box::new(move |seq| f(seq, tx));
+        let cmd: Command = Box::new(move |seq| match seq {
+            Ok(seq) => f(seq, tx),
+            Err(refused) => {
+                let _ = tx.send(Err(refused));
+            }
+        });
         {
             let guard = self.inner.commands.lock();
             let sender = guard
                 .as_ref()
                 .ok_or_else(|| Error::Unavailable("the engine is shutting down".into()))?;
-            self.inner.depth.fetch_add(1, Ordering::Relaxed);
+            self.inner.seq_stats.depth.fetch_add(1, Ordering::Relaxed);
             sender
                 .send(cmd)
                 .map_err(|_| Error::Unavailable("the engine has stopped".into()))?;
@@ -155,7 +161,13 @@ impl Engine {
 
     /// Commands waiting for the sequencer.
     pub fn queue_depth(&self) -> u64 {
-        self.inner.depth.load(Ordering::Relaxed)
+        self.inner.seq_stats.depth.load(Ordering::Relaxed)
+    }
+
+    /// The sequencer's counters: queue depth, state reloads after failed writes, and commands
+    /// refused unrun while writes kept failing.
+    pub fn sequencer_stats(&self) -> &SequencerStats {
+        &self.inner.seq_stats
     }
 
     /// Events of every user, published after their write committed (see [`EventBus`]).

@@ -5,6 +5,7 @@
 //! opened after an answer never gets that command's events.
 
 use super::events::{Event, EventBus};
+use super::hold::WriteHold;
 use super::state::State;
 use crate::cache::{AccountKey, Caches, CredKey, LastPrice, Secret, SymbolKey, UserKey};
 use crate::domain::model::{AccountType, Id, Ledger, Millis};
@@ -16,12 +17,25 @@ use crate::store::writer::Job;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Where a command's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T>>;
-/// A command: a closure run on the sequencer thread.
-pub type Command = Box<dyn FnOnce(&mut Sequencer) + Send>;
+/// A command: a closure run on the sequencer thread, or given the error that refused it
+/// unrun (while writes keep failing, see [`super::hold`]).
+pub type Command = Box<dyn FnOnce(Result<&mut Sequencer>) + Send>;
+
+/// Counters of the sequencer, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct SequencerStats {
+    /// Commands sent and not yet taken.
+    pub depth: AtomicU64,
+    /// Whole-state reloads after a failed write.
+    pub reloads: AtomicU64,
+    /// Commands answered `unavailable` unrun, during a hold.
+    pub held: AtomicU64,
+}
 
 /// A cache entry a committed command changed.
 #[derive(Debug, Clone)]
@@ -87,6 +101,7 @@ pub struct Sequencer {
     /// Whether placing orders needs an active license.
     pub require_license: bool,
     epoch: i64,
+    hold: WriteHold,
 }
 
 impl Sequencer {
@@ -105,22 +120,60 @@ impl Sequencer {
             events,
             require_license,
             epoch: 0,
+            hold: WriteHold::default(),
         })
     }
 
-    /// Runs commands until the channel closes.
-    pub fn run(mut self, rx: std::sync::mpsc::Receiver<Command>, depth: Arc<AtomicU64>) {
+    /// Runs commands until the channel closes. During a hold (writes keep failing) a command
+    /// is answered `unavailable` without running; the hold is checked before and after the
+    /// resync, so no reload happens while one lasts.
+    pub fn run(mut self, rx: std::sync::mpsc::Receiver<Command>, stats: Arc<SequencerStats>) {
         while let Ok(cmd) = rx.recv() {
-            depth.fetch_sub(1, Ordering::Relaxed);
-            self.resync_if_a_write_failed();
-            cmd(&mut self);
+            stats.depth.fetch_sub(1, Ordering::Relaxed);
+            let mut held = self.held();
+            if held.is_none() {
+                self.resync_if_a_write_failed(&stats);
+                held = self.held();
+            }
+            match held {
+                Some(left) => {
+                    stats.held.fetch_add(1, Ordering::Relaxed);
+                    cmd(Err(Error::Unavailable(format!(
+                        "the database is refusing writes ({} failed in a row); commands are \
+                         refused for {} ms more, then tried again",
+                        self.hold.in_a_row(),
+                        left.as_millis().max(1)
+                    ))));
+                }
+                None => cmd(Ok(&mut self)),
+            }
         }
     }
 
+    /// How much longer the hold refuses commands, if one is on.
+    fn held(&mut self) -> Option<Duration> {
+        if !self.hold.is_on() {
+            return None;
+        }
+        let batches = self.store.stats().batches.load(Ordering::Relaxed);
+        self.hold.remaining(batches, Instant::now())
+    }
+
     /// After a failed batch, memory is ahead of the database: reload it and start a new epoch.
-    fn resync_if_a_write_failed(&mut self) {
+    /// From the third failure in a row, this also starts a hold.
+    fn resync_if_a_write_failed(&mut self, stats: &SequencerStats) {
         if let Some(failed_epoch) = self.store.writer().take_failure() {
-            match self.store.read_all("reload_state", State::load) {
+            stats.reloads.fetch_add(1, Ordering::Relaxed);
+            let reloaded = self.store.read_all("reload_state", State::load);
+            let batches = self.store.stats().batches.load(Ordering::Relaxed);
+            if let Some(hold) = self.hold.failed(batches, Instant::now()) {
+                tracing::warn!(
+                    in_a_row = self.hold.in_a_row(),
+                    hold_ms = hold.as_millis() as u64,
+                    "writes keep failing; refusing commands for a while before trying again"
+                );
+            }
+            match reloaded {
                 Ok(st) => {
                     self.st = st;
                     self.epoch = failed_epoch + 1;
