@@ -8,7 +8,7 @@ use crate::domain::rng::Rng;
 use crate::engine::accounts::{ConfigPatch, NewPromo, Signal};
 use crate::engine::events::Event;
 use crate::engine::trading::{NewOrder, Tick};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::feed::{self, FeedTick};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -210,6 +210,8 @@ pub async fn fit_ticks(
 }
 
 /// Runs the feed, the signals and the resting orders until `stop` flips; counts into `status`.
+/// While the database refuses writes (a full disk), the feed skips its steps with one warning
+/// and goes on once writes succeed again.
 pub async fn run(
     engine: Engine,
     users: Vec<Id>,
@@ -227,6 +229,7 @@ pub async fn run(
     });
     let mut rng = Rng(7);
     let mut step: usize = 0;
+    let mut refused_since: Option<std::time::Instant> = None;
     let mut interval = tokio::time::interval(tick_every);
     loop {
         tokio::select! {
@@ -252,7 +255,24 @@ pub async fn run(
             })
             .collect();
         let n = ticks.len() as u64;
-        engine.ingest_ticks(ticks).await?;
+        match engine.ingest_ticks(ticks).await {
+            Ok(_) => {
+                if let Some(since) = refused_since.take() {
+                    tracing::info!(
+                        after_s = since.elapsed().as_secs(),
+                        "demo feed: the database takes writes again"
+                    );
+                }
+            }
+            Err(Error::Unavailable(why)) => {
+                if refused_since.is_none() {
+                    tracing::warn!(error = %why, "demo feed: ticks refused; trying again on the next step");
+                    refused_since = Some(std::time::Instant::now());
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         status.ticks.fetch_add(n, Relaxed);
         step += 1;
         let per_second = (1000 / tick_every.as_millis().max(1)) as usize;

@@ -1107,6 +1107,66 @@ async fn a_lasting_write_failure_holds_commands_off_instead_of_reloading_for_eac
     e.shutdown();
 }
 
+/// The demo's feed rides out refused writes: while another connection holds the write lock,
+/// its ticks are refused (and soon held off) but the feed keeps running, and once the lock
+/// goes its ticks land again. It used to end at its first refused tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_feed_goes_on_after_its_ticks_were_refused() {
+    use litetrade::demo::{DemoStatus, run};
+    use litetrade::feed::FeedTick;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo-held.db");
+    let quick = StoreConfig {
+        busy_timeout_ms: 20,
+        busy_retries: 0,
+        ..StoreConfig::default()
+    };
+    let e = Engine::open(&cfg(&db, quick)).unwrap();
+    let other = Connection::open(&db).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let status = Arc::new(DemoStatus::default());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let path = ["100", "101", "102"].map(|p| FeedTick { price: d(p), ts: 0 });
+    let feed = tokio::spawn(run(
+        e.clone(),
+        Vec::new(),
+        vec![("BTCUSDT".into(), path.to_vec())],
+        Duration::from_millis(10),
+        status.clone(),
+        stop_rx,
+    ));
+    /// Waits (polling) for `done`, failing after 20 s.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 20 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let stats = e.sequencer_stats();
+    until("ticks held off", || stats.held.load(Relaxed) > 0).await;
+    assert!(!feed.is_finished(), "the feed ended: {:?}", feed.await);
+    assert_eq!(
+        status.ticks.load(Relaxed),
+        0,
+        "a tick landed under the lock"
+    );
+
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+    until("ticks after the lock went", || {
+        status.ticks.load(Relaxed) > 0
+    })
+    .await;
+    stop.send(true).unwrap();
+    feed.await.unwrap().unwrap();
+    assert!(e.last_price("BTCUSDT").unwrap().is_some());
+    e.shutdown();
+}
+
 /// The child side of the next test: holds `BEGIN IMMEDIATE` on the file until stdin closes or
 /// says `rollback`.
 fn lock_child(db: &str) {
