@@ -930,6 +930,25 @@ fn lock_cfg(db: &Path) -> Config {
     )
 }
 
+/// Like [`lock_cfg`], but a held lock fails a batch within 20 ms, with no retry.
+fn quick_lock_cfg(db: &Path) -> Config {
+    cfg(
+        db,
+        StoreConfig {
+            busy_timeout_ms: 20,
+            busy_retries: 0,
+            ..StoreConfig::default()
+        },
+    )
+}
+
+/// Another connection holding the file's write lock until it rolls back or is dropped.
+fn hold_write_lock(db: &Path) -> Connection {
+    let other = Connection::open(db).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    other
+}
+
 fn deposited(db: &Path, uid: i64) -> i64 {
     ro(db)
         .query_row(
@@ -963,8 +982,7 @@ async fn a_write_lock_held_by_another_connection_gives_a_bounded_clear_error() {
         .await
         .unwrap();
 
-    let other = Connection::open(&db).unwrap();
-    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let other = hold_write_lock(&db);
 
     let (r, took) = bounded(
         Duration::from_secs(10),
@@ -1038,12 +1056,7 @@ async fn a_lasting_write_failure_holds_commands_off_instead_of_reloading_for_eac
     use std::sync::atomic::Ordering::Relaxed;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("held.db");
-    let quick = StoreConfig {
-        busy_timeout_ms: 20,
-        busy_retries: 0,
-        ..StoreConfig::default()
-    };
-    let e = Engine::open(&cfg(&db, quick)).unwrap();
+    let e = Engine::open(&quick_lock_cfg(&db)).unwrap();
     let (u, _) = e.create_user("alice", None).await.unwrap();
     e.deposit(u.id, Dec::from_int(100), AccountType::Demo)
         .await
@@ -1051,8 +1064,7 @@ async fn a_lasting_write_failure_holds_commands_off_instead_of_reloading_for_eac
     let stats = e.sequencer_stats();
     assert_eq!(stats.reloads.load(Relaxed), 0);
 
-    let other = Connection::open(&db).unwrap();
-    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let other = hold_write_lock(&db);
     let mut messages = Vec::new();
     for _ in 0..40 {
         let err = e
@@ -1118,14 +1130,8 @@ async fn the_demo_feed_goes_on_after_its_ticks_were_refused() {
     use std::sync::atomic::Ordering::Relaxed;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo-held.db");
-    let quick = StoreConfig {
-        busy_timeout_ms: 20,
-        busy_retries: 0,
-        ..StoreConfig::default()
-    };
-    let e = Engine::open(&cfg(&db, quick)).unwrap();
-    let other = Connection::open(&db).unwrap();
-    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let e = Engine::open(&quick_lock_cfg(&db)).unwrap();
+    let other = hold_write_lock(&db);
 
     let status = Arc::new(DemoStatus::default());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
