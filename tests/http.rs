@@ -18,45 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod common;
 use common::{Resp, Serve, free_port, request as http, wait_for};
+use litetrade::api::ROUTES;
 const ADMIN: &str = "test-admin-token-7f3a9c0e5b1d";
 const SECRET: &str = "s3cr3t-API-secret-never-shown-0xC0FFEE";
-
-/// Every route of the router (mirrors `litetrade::api::ROUTES`; checked against the OpenAPI
-/// document the server serves).
-const ROUTES: &[(&str, &str)] = &[
-    ("get", "/api/v1/health"),
-    ("post", "/api/v1/users"),
-    ("get", "/api/v1/users/{id}"),
-    ("get", "/api/v1/users/{id}/config"),
-    ("put", "/api/v1/users/{id}/config"),
-    ("get", "/api/v1/users/{id}/bot"),
-    ("put", "/api/v1/users/{id}/bot"),
-    ("post", "/api/v1/users/{id}/deposit"),
-    ("get", "/api/v1/users/{id}/balance"),
-    ("post", "/api/v1/users/{id}/orders"),
-    ("get", "/api/v1/users/{id}/orders"),
-    ("get", "/api/v1/users/{id}/orders/{oid}"),
-    ("delete", "/api/v1/users/{id}/orders/{oid}"),
-    ("get", "/api/v1/users/{id}/positions"),
-    ("post", "/api/v1/users/{id}/positions/{pid}/close"),
-    ("get", "/api/v1/users/{id}/trades"),
-    ("put", "/api/v1/users/{id}/credentials/{exchange}"),
-    ("get", "/api/v1/users/{id}/credentials/{exchange}"),
-    ("post", "/api/v1/users/{id}/redeem"),
-    ("get", "/api/v1/users/{id}/license"),
-    ("get", "/api/v1/users/{id}/events"),
-    ("post", "/api/v1/market/ticks"),
-    ("get", "/api/v1/market/{symbol}/ticker"),
-    ("get", "/api/v1/symbols"),
-    ("put", "/api/v1/symbols/{symbol}"),
-    ("post", "/api/v1/signals"),
-    ("post", "/api/v1/promo-codes"),
-    ("get", "/api/v1/admin/dashboard"),
-    ("get", "/api/v1/stats/cache"),
-    ("get", "/api/v1/health/db-pool"),
-    ("get", "/api/v1/openapi.json"),
-    ("get", "/metrics"),
-];
 
 const USER_KEYS: &[&str] = &["id", "name", "telegram_id", "created_at"];
 const CONFIG_KEYS: &[&str] = &[
@@ -1176,6 +1140,53 @@ fn every_route_answers_its_success_shape() {
     }
 
     s.assert_clean();
+}
+
+/// The routes of API.md §2's table, as (method, full path): `GET, PUT /users/{id}/config`
+/// gives two, and so does `GET /symbols, PUT /symbols/{symbol}`. `None` when
+/// `../shared/API.md` is absent.
+fn contract_routes() -> Option<Vec<(String, String)>> {
+    const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/API.md");
+    let text = std::fs::read_to_string(api).ok()?;
+    let mut routes = Vec::new();
+    for cell in text.lines().filter_map(|l| l.strip_prefix("| ")) {
+        let first = cell.split(" | ").next().unwrap_or("");
+        // read right to left: a bare method shares the path of the part after it
+        let mut path = None;
+        for part in first.split(", ").collect::<Vec<_>>().into_iter().rev() {
+            let (method, p) = match part.split_once(' ') {
+                Some((m, p)) => (m, Some(p.split('?').next().unwrap_or(p))),
+                None => (part, path),
+            };
+            let Some(p) = p.filter(|p| p.starts_with('/') && METHODS.contains(&method)) else {
+                break;
+            };
+            path = Some(p);
+            let full = if p == "/metrics" {
+                p.to_string()
+            } else {
+                format!("/api/v1{p}")
+            };
+            routes.push((method.to_ascii_lowercase(), full));
+        }
+    }
+    Some(routes)
+}
+
+#[test]
+fn the_router_serves_every_route_of_the_contract() {
+    let Some(contract) = contract_routes() else {
+        eprintln!("SKIP: ../shared/API.md is absent");
+        return;
+    };
+    assert!(contract.len() >= 30, "read only {contract:?} from API.md");
+    for (method, path) in &contract {
+        assert!(
+            ROUTES.contains(&(method.as_str(), path.as_str())),
+            "API.md's {method} {path} is not in litetrade::api::ROUTES"
+        );
+    }
 }
 
 // =============================================================================================
