@@ -18,6 +18,12 @@ pub struct Config {
     pub require_license: bool,
     /// Largest request body, bytes.
     pub body_limit: usize,
+    /// How long a request's head may take to arrive, and how long a keep-alive connection may
+    /// stay idle, in milliseconds.
+    pub header_timeout_ms: u64,
+    /// The most HTTP connections open at once; without it, the open-file limit less the
+    /// descriptors SQLite needs (`api::listen::Limits::from_config`).
+    pub max_connections: Option<usize>,
     /// SQLite and pool settings.
     pub store: StoreConfig,
     /// The nine caches.
@@ -31,6 +37,8 @@ impl Default for Config {
             listen: "127.0.0.1:8765".into(),
             require_license: false,
             body_limit: 1 << 20,
+            header_timeout_ms: 30_000,
+            max_connections: None,
             store: StoreConfig::default(),
             caches: CacheConfig::default(),
         }
@@ -84,11 +92,12 @@ impl Config {
     /// limit of 0 interrupts every read; a cache of capacity 0 holds nothing (and would be
     /// taken as 1). Beyond their upper bounds a setting would hang writes (`commit_delay_us`,
     /// `busy_timeout_ms`, which SQLite also cannot hold past 2^31 ms) or reserve memory for
-    /// nothing (`pool_size`, `body_limit`).
+    /// nothing (`pool_size`, `body_limit`). A head timeout under 100 ms would cut off slow but
+    /// honest clients, and a cap of no connections would serve nobody.
     pub fn check(&self) -> Result<(), ConfigError> {
         const GIB: usize = 1 << 30;
         let st = &self.store;
-        let rules: [(bool, &str, String); 8] = [
+        let rules: [(bool, &str, String); 11] = [
             (
                 self.body_limit >= 1024,
                 "body_limit",
@@ -117,6 +126,21 @@ impl Config {
                 "at most 1000000 (a second)".into(),
             ),
             (st.max_batch >= 1, "store.max_batch", "at least 1".into()),
+            (
+                self.header_timeout_ms >= 100,
+                "header_timeout_ms",
+                "at least 100".into(),
+            ),
+            (
+                self.header_timeout_ms <= 3_600_000,
+                "header_timeout_ms",
+                "at most 3600000 (an hour)".into(),
+            ),
+            (
+                self.max_connections != Some(0),
+                "max_connections",
+                "at least 1".into(),
+            ),
         ];
         if self.db.as_os_str().is_empty() {
             return Err(ConfigError::Invalid("db must name a file".into()));
@@ -145,7 +169,8 @@ impl Config {
 
     /// Applies the `LITETRADE_*` variables that mirror settings without a flag of their own:
     /// `LITETRADE_REQUIRE_LICENSE`, `LITETRADE_POOL_SIZE`, `LITETRADE_SYNCHRONOUS`,
-    /// `LITETRADE_SLOW_QUERY_MS`, `LITETRADE_BODY_LIMIT`, and `LITETRADE_CACHE_<NAME>_TTL_MS`.
+    /// `LITETRADE_SLOW_QUERY_MS`, `LITETRADE_BODY_LIMIT`, `LITETRADE_HEADER_TIMEOUT_MS`,
+    /// `LITETRADE_MAX_CONNECTIONS`, and `LITETRADE_CACHE_<NAME>_TTL_MS`.
     /// An empty (or blank) variable counts as unset.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
@@ -174,6 +199,12 @@ impl Config {
         }
         if let Some(v) = get("LITETRADE_BODY_LIMIT") {
             self.body_limit = num("LITETRADE_BODY_LIMIT", &v)?;
+        }
+        if let Some(v) = get("LITETRADE_HEADER_TIMEOUT_MS") {
+            self.header_timeout_ms = num("LITETRADE_HEADER_TIMEOUT_MS", &v)?;
+        }
+        if let Some(v) = get("LITETRADE_MAX_CONNECTIONS") {
+            self.max_connections = Some(num("LITETRADE_MAX_CONNECTIONS", &v)?);
         }
         if let Some(v) = get("LITETRADE_SYNCHRONOUS") {
             self.store.synchronous = match v.trim().to_ascii_lowercase().as_str() {
@@ -339,6 +370,9 @@ mod tests {
         assert!(refused(&|c| c.store.commit_delay_us = u64::MAX).contains("store.commit_delay_us"));
         assert!(refused(&|c| c.store.max_batch = 0).contains("store.max_batch"));
         assert!(refused(&|c| c.caches.price.capacity = 0).contains("caches.price.capacity"));
+        assert!(refused(&|c| c.header_timeout_ms = 99).contains("header_timeout_ms"));
+        assert!(refused(&|c| c.header_timeout_ms = u64::MAX).contains("header_timeout_ms"));
+        assert!(refused(&|c| c.max_connections = Some(0)).contains("max_connections"));
         assert!(refused(&|c| c.db = PathBuf::new()).contains("db must name a file"));
         assert!(refused(&|c| c.db = std::env::temp_dir()).contains("is a directory"));
         // the largest values still allowed

@@ -284,8 +284,11 @@ fn open_engine(cfg: &Config) -> Result<Engine> {
 }
 
 /// Binds the listen address. It goes first, so that a busy port leaves no new database or
-/// token file behind.
+/// token file behind. A server also lifts its open-file limit to the most it may have, since
+/// each connection holds one (`api::listen`).
 async fn listen(cfg: &Config) -> Result<tokio::net::TcpListener> {
+    let files = litetrade::api::listen::raise_open_file_limit();
+    tracing::debug!(open_files = ?files, "open-file limit");
     tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))

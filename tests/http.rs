@@ -200,10 +200,16 @@ impl Server {
 
     /// `serve` with the known admin token, quiet logs and `extra` arguments.
     fn start_with(db: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(db, extra, &[])
+    }
+
+    /// [`Server::start_with`], with `env` variables set too.
+    fn start_with_env(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let serve = Serve::start(db, |c| {
             c.args(extra)
                 .env("LITETRADE_ADMIN_TOKEN", ADMIN)
-                .env("LITETRADE_LOG", "warn");
+                .env("LITETRADE_LOG", "warn")
+                .envs(env.iter().copied());
         });
         Server {
             addr: serve.addr.clone(),
@@ -2409,6 +2415,116 @@ fn a_page_beyond_the_end_is_empty_even_for_huge_page_numbers() {
         assert_eq!(v["total"], 1);
         assert_eq!(v["trades"], json!([]), "{q}: {v}");
     }
+}
+
+// =============================================================================================
+// slow and idle clients
+
+/// Waits up to 10 s for the server to close `sock`: the time it took, or `None` if it answered
+/// something or stayed open.
+fn closed_by_server(sock: &mut TcpStream) -> Option<Duration> {
+    let t0 = Instant::now();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 256];
+    match sock.read(&mut b) {
+        Ok(0) => Some(t0.elapsed()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(t0.elapsed()),
+        _ => None,
+    }
+}
+
+/// A slowloris client (a request head that never ends) and idle keep-alive connections are
+/// closed after `header_timeout_ms`, a long SSE stream is not, and connections beyond
+/// `max_connections` wait in the backlog instead of using up the server's file descriptors.
+#[test]
+fn slow_or_idle_connections_are_closed_and_their_number_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        &dir.path().join("t.db"),
+        &[],
+        &[
+            ("LITETRADE_HEADER_TIMEOUT_MS", "500"),
+            ("LITETRADE_MAX_CONNECTIONS", "4"),
+        ],
+    );
+    let (a, ta) = s.create_user("alice");
+    let events = format!("/api/v1/users/{a}/events");
+    let mut first = SseStream::open(&s.addr, &events, &ta);
+
+    // half a request head: closed after the timeout, not at once and not never
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.write_all(b"GET /api/v1/health HTTP/1.1\r\nHo")
+        .unwrap();
+    let took = closed_by_server(&mut slow).expect("a half-sent head was never closed");
+    assert!(took >= Duration::from_millis(400), "closed after {took:?}");
+
+    // a keep-alive connection left idle after its answer: closed after the timeout too
+    let mut idle = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        idle,
+        "GET /api/v1/health HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut rest = vec![0u8; 4096];
+    let _ = idle.read(&mut rest).unwrap();
+    closed_by_server(&mut idle).expect("an idle keep-alive connection was never closed");
+
+    // the stream has been open for over two timeouts and still carries events
+    s.deposit(a, &ta, "5");
+    let got = first.read_until(Duration::from_secs(20), |evs| {
+        evs.iter().any(|e| e.event == "balance_changed")
+    });
+    assert!(
+        got.iter().any(|e| e.event == "balance_changed"),
+        "the SSE stream stopped after the head timeout: {got:?}"
+    );
+
+    // four streams fill the cap: a fifth connection is not served while they stay open
+    let mut streams: Vec<SseStream> = (0..3)
+        .map(|_| SseStream::open(&s.addr, &events, &ta))
+        .collect();
+    streams.push(first);
+    let mut fifth = TcpStream::connect(&s.addr).unwrap();
+    write!(fifth, "GET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut b = [0u8; 12];
+    let early = fifth.read(&mut b);
+    assert!(
+        early.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )),
+        "the fifth connection was served beyond max_connections = 4: {early:?}"
+    );
+    // one stream goes; the server learns it on its next write to it, and the fifth is served
+    drop(streams.pop());
+    fifth.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answer = Vec::new();
+    while !answer.windows(12).any(|w| w == b"HTTP/1.1 200") {
+        assert!(
+            Instant::now() < deadline,
+            "the fifth connection was not served after a stream closed: {}",
+            s.serve.log_text()
+        );
+        s.deposit(a, &ta, "1");
+        let mut buf = [0u8; 512];
+        match fifth.read(&mut buf) {
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        }
+    }
+    assert!(
+        s.serve.log_text().contains("connection limit reached"),
+        "{}",
+        s.serve.log_text()
+    );
 }
 
 // =============================================================================================

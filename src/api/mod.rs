@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod listen;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -211,20 +212,6 @@ pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<(String,
     Ok((usable(token, "the file")?, TokenSource::File))
 }
 
-/// `listener`, setting `TCP_NODELAY` on each connection it accepts: small answers and SSE events
-/// go out at once, not held back by Nagle's algorithm until the client acknowledges the previous
-/// segment (which a delayed ACK can put off for up to 40 ms).
-pub fn nodelay(
-    listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    fn set(tcp: &mut tokio::net::TcpStream) {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
-        }
-    }
-    axum::serve::ListenerExt::tap_io(listener, set as fn(&mut tokio::net::TcpStream))
-}
-
 /// How long a graceful shutdown waits for open connections to finish before it closes them:
 /// a client that stopped reading its SSE stream (whose last bytes then never leave), or a
 /// request body that never ends, must not keep a stopping server alive.
@@ -252,9 +239,10 @@ async fn serve_draining(
     drain: Duration,
 ) -> std::io::Result<()> {
     let app = router(engine.clone(), admin_token);
+    let limits = listen::Limits::from_config(engine.config());
     let e = engine.clone();
     let (told, stopping) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(nodelay(listener), app).with_graceful_shutdown(async move {
+    let server = listen::run(listener, app, limits, async move {
         shutdown.await;
         // SSE responses end only when their stream does
         e.close_events();
@@ -268,7 +256,7 @@ async fn serve_draining(
         }
     };
     let res = tokio::select! {
-        res = std::future::IntoFuture::into_future(server) => res,
+        () = server => Ok(()),
         () = limit => {
             // the connections left end with their client or their runtime (the binary exits
             // next); a write they asked for was answered (durable) or is committed below
@@ -285,18 +273,6 @@ async fn serve_draining(
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
-    async fn accepted_connections_send_without_nagle() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut listener = super::nodelay(listener);
-        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = axum::serve::Listener::accept(&mut listener).await;
-        assert!(accepted.nodelay().unwrap());
-        // what a plain accept gives, so the check above is not vacuous
-        assert!(!client.nodelay().unwrap());
-    }
-
     /// A client that asks for its events and never reads them: once the socket buffers are
     /// full, the stream's last bytes cannot leave, and a graceful shutdown that waited for
     /// every connection would wait for as long as the client stays connected.

@@ -28,7 +28,13 @@ pub(super) async fn scenario(opts: &BenchOptions, rep: &mut BenchReport) -> Resu
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
     let app = crate::api::router(engine.clone(), "bench-admin-token");
-    let server = tokio::spawn(async move { axum::serve(crate::api::nodelay(listener), app).await });
+    let limits = crate::api::listen::Limits::from_config(engine.config());
+    let server = tokio::spawn(crate::api::listen::run(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
     let uid = user.id;
     let mut floor = None;
     for (name, path) in [
