@@ -345,7 +345,7 @@ async fn demo(
         .filter_map(|(id, t)| t.as_ref().map(|t| format!("user {id}: {t}")))
         .collect();
     if !fresh.is_empty() && !tokens_file.exists() {
-        litetrade::engine::secrets::write_private_file(
+        litetrade::store::files::write_private_file(
             &tokens_file,
             (fresh.join("\n") + "\n").as_bytes(),
         )?;

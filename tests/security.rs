@@ -311,6 +311,11 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
         None,
     );
     assert!(s.terminate().success());
+    assert!(
+        !s.log_text().contains("shorter than 32"),
+        "a 32-character token is long enough: {}",
+        s.log_text()
+    );
     #[cfg(unix)]
     assert_eq!(mode(&key_file), 0o600);
     let key1 = std::fs::read(&key_file).unwrap();
@@ -352,19 +357,45 @@ fn the_admin_token_and_key_files_are_private_and_stable() {
     // the log of a fresh token file names the file, never the token
     assert!(!s.log_text().contains(&token));
 
-    // a token file others may read is made private again, with a warning; an unknown
-    // LITETRADE_ variable is named in a warning too
+    // a token file others may read is made private again, with a warning, and so are the
+    // database and a WAL left from an earlier run (a new one then gets the database's mode);
+    // an unknown LITETRADE_ variable is named in a warning too
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let wal = PathBuf::from(format!("{}-wal", db.display()));
+        std::fs::write(&wal, b"").unwrap();
+        for f in [&admin_file, &db, &wal] {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
         let mut s = start_server(&db, &[("LITETRADE_CACHE_BALANCE_TTL", "5")]);
-        assert_eq!(mode(&admin_file), 0o600);
+        // a write, so that the WAL is in use
+        s.ok(
+            "POST",
+            "/api/v1/users",
+            &token,
+            Some(&r#"{"name":"wal-writer"}"#),
+        );
+        for f in [&admin_file, &db, &wal] {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
         assert!(s.terminate().success());
         let log = s.log_text();
         assert!(log.contains("now 0600") && !log.contains(&token), "{log}");
+        assert!(
+            log.contains("the database file was readable by others"),
+            "{log}"
+        );
         assert!(log.contains("LITETRADE_CACHE_BALANCE_TTL"), "{log}");
     }
+
+    // a short admin token starts, with a warning that never shows it
+    let mut s = start_server(&db, &[("LITETRADE_ADMIN_TOKEN", "guessable")]);
+    s.ok("GET", "/api/v1/stats/cache", "guessable", None);
+    assert!(s.terminate().success());
+    let log = s.log_text();
+    assert!(log.contains("shorter than 32 characters"), "{log}");
+    assert!(!log.contains("guessable"), "{log}");
 }
 
 #[test]

@@ -158,6 +158,9 @@ async fn json_errors(req: Request, next: Next) -> Response {
     res
 }
 
+/// An admin token shorter than this gets a warning at start (the generated ones have 64).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 /// Where the admin token came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenSource {
@@ -183,6 +186,13 @@ pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<(String,
                 ),
             ))
         } else {
+            if t.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+                tracing::warn!(
+                    "the admin token in {from} is shorter than {MIN_ADMIN_TOKEN_CHARS} \
+                     characters, and anyone who can reach the port may guess at it (nothing \
+                     limits attempts): use a long random one, such as `openssl rand -hex 32`"
+                );
+            }
             Ok(t)
         }
     };
@@ -193,14 +203,14 @@ pub fn admin_token(env: Option<String>, file: &Path) -> std::io::Result<(String,
         ));
     }
     if !file.exists() {
-        crate::engine::secrets::write_private_file(
+        crate::store::files::write_private_file(
             file,
             crate::engine::secrets::new_token().as_bytes(),
         )?;
         tracing::info!(path = %file.display(), "created a new admin token file (mode 0600)");
     } else {
         tracing::info!(path = %file.display(), "admin token read from file");
-        crate::engine::secrets::keep_private(file);
+        crate::store::files::keep_private(file, "this admin-token file");
     }
     let token = std::fs::read_to_string(file)?.trim().to_string();
     if token.is_empty() {

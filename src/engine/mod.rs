@@ -380,7 +380,7 @@ pub fn backup_database(
     crate::store::backup_file(&cfg.db, dest, progress)?;
     if let Some(k) = &dest_key {
         let copied = std::fs::read(&key)
-            .and_then(|bytes| secrets::write_private_file(k, &bytes))
+            .and_then(|bytes| crate::store::files::write_private_file(k, &bytes))
             .map_err(|e| {
                 Error::Unavailable(format!("cannot copy the key file to {}: {e}", k.display()))
             });

@@ -4,6 +4,7 @@
 use crate::cache::Secret;
 use crate::domain::model::Id;
 use crate::error::{Error, Result};
+use crate::store::files::{keep_private, write_private_file};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
@@ -25,51 +26,6 @@ pub fn new_token() -> String {
 /// The stored form of a token.
 pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
-}
-
-/// Writes `contents` to `path` with mode 0600 (created exclusively).
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
-}
-
-/// Makes an existing secret file that group or others may read private (0600) again, with a
-/// warning naming the file (never its contents). A symlink is left alone, and a file this
-/// process may not change only gets the warning: neither stops a start that worked before.
-pub fn keep_private(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return;
-        };
-        let mode = meta.permissions().mode() & 0o777;
-        if !meta.is_file() || mode & 0o077 == 0 {
-            return;
-        }
-        let was = format!("{mode:o}");
-        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
-            Ok(()) => tracing::warn!(
-                path = %path.display(), was,
-                "this secret file was readable by others; it is now 0600"
-            ),
-            Err(e) => tracing::warn!(
-                path = %path.display(), was, error = %e,
-                "this secret file is readable by others, and it could not be made 0600"
-            ),
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
 }
 
 /// Seals and opens credentials.
@@ -127,7 +83,7 @@ impl Vault {
                         key_file.display()
                     )));
                 }
-                keep_private(key_file);
+                keep_private(key_file, "this key file");
                 if !key_file.exists() {
                     write_private_file(key_file, hex::encode(random_bytes::<32>()).as_bytes())
                         .map_err(|e| {
@@ -233,15 +189,17 @@ enum Unsealed {
     OtherKey,
 }
 
-/// A key shown without revealing it: first and last 4 characters when long enough.
+/// A key shown without revealing it: never more than a quarter of its characters. A key of 32
+/// or more characters shows its first and last 4, one of 16 to 31 its last 4, and a shorter
+/// one nothing (`****`).
 pub fn mask(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();
-    if chars.len() >= 12 {
-        let head: String = chars[..4].iter().collect();
-        let tail: String = chars[chars.len() - 4..].iter().collect();
-        format!("{head}****{tail}")
-    } else {
-        "****".into()
+    let n = chars.len();
+    let tail: String = chars[n.saturating_sub(4)..].iter().collect();
+    match n {
+        32.. => format!("{}****{tail}", chars[..4].iter().collect::<String>()),
+        16.. => format!("****{tail}"),
+        _ => "****".into(),
     }
 }
 
@@ -294,8 +252,23 @@ mod tests {
 
     #[test]
     fn masks_and_hashes() {
-        assert_eq!(mask("AKIA1234567890"), "AKIA****7890");
         assert_eq!(mask("short"), "****");
+        assert_eq!(
+            mask("ABCDEFGHIJKLMNO"),
+            "****",
+            "15 characters: too short to show any"
+        );
+        assert_eq!(mask("AKIA123456789012"), "****9012");
+        let long = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
+        assert_eq!(mask(long), "vmPU****Eh8A");
+        // never more than a quarter shown, for every length
+        for n in 0..80 {
+            let key: String = "k".repeat(n);
+            let shown = mask(&key).chars().filter(|&c| c == 'k').count();
+            assert!(4 * shown <= n, "{n} characters, {shown} shown");
+        }
+        // characters, not bytes
+        assert_eq!(mask(&"é".repeat(16)), "****éééé");
         assert_eq!(hash_token("a"), hash_token("a"));
         assert_ne!(new_token(), new_token());
         assert_eq!(new_token().len(), 64);

@@ -2,6 +2,7 @@
 //! writer, the schema and its migrations, and one module per table.
 
 pub mod checkpoint;
+pub mod files;
 pub mod hot;
 pub mod ops;
 pub mod optimize;
@@ -196,12 +197,21 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
         Ok(())
     };
     setup().map_err(|e| open_err(format!("not a usable SQLite database ({e})")))?;
+    // the file holds balances, hashed tokens and sealed credentials: owner only. SQLite gives
+    // new -wal and -shm files the database's mode; ones left from an earlier run keep theirs.
     #[cfg(unix)]
     if created {
-        // the file holds balances, hashed tokens and sealed credentials: owner only (SQLite
-        // gives the -wal and -shm files the same mode)
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    for (suffix, what) in [
+        ("", "the database file"),
+        ("-wal", "the database's WAL file"),
+        ("-shm", "the database's shared-memory file"),
+    ] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        files::keep_private(Path::new(&p), what);
     }
     apply_pragmas(&conn, cfg, false).map_err(|e| open_err(e.to_string()))?;
     schema::migrate(&conn).map_err(|e| open_err(e.to_string()))?;
