@@ -181,6 +181,37 @@ pub fn price_paths(
         .collect())
 }
 
+/// Where a restarted demo picks each walk up, so that prices go on from where the last run left
+/// them instead of jumping back to the path's start (which closed most open positions on the
+/// first tick). Each path is cut at the step whose price is nearest the symbol's stored last
+/// price and turned to run from there, towards the longer of its two ends. The feed walks a
+/// path back and forth, so it never jumps. A symbol with no last price keeps its path.
+pub fn resume(
+    paths: Vec<(String, Vec<FeedTick>)>,
+    last: impl Fn(&str) -> Option<Dec>,
+) -> Vec<(String, Vec<FeedTick>)> {
+    paths
+        .into_iter()
+        .map(|(symbol, mut path)| {
+            let Some(price) = last(&symbol) else {
+                return (symbol, path);
+            };
+            let Some(at) =
+                (0..path.len()).min_by_key(|&i| (path[i].price.raw() - price.raw()).abs())
+            else {
+                return (symbol, path);
+            };
+            if at < path.len() / 2 {
+                path.drain(..at);
+            } else {
+                path.truncate(at + 1);
+                path.reverse();
+            }
+            (symbol, path)
+        })
+        .collect()
+}
+
 /// Gives each symbol of `paths` a tick fine enough for its prices, when its own is not: the demo
 /// owns its database, and rounding a fine feed (BTC priced in ETH, 0.00162008) to 0.01 would
 /// turn its path into a flat line that liquidates every position. Returns the symbols changed,
@@ -321,6 +352,57 @@ pub async fn run(
                 o.leverage = Some(5);
                 let _ = engine.place_order(user, o).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(prices: &[i64]) -> Vec<FeedTick> {
+        prices
+            .iter()
+            .map(|&p| FeedTick {
+                price: Dec::from_int(p),
+                ts: 0,
+            })
+            .collect()
+    }
+
+    fn prices(p: &[FeedTick]) -> Vec<i64> {
+        p.iter()
+            .map(|t| t.price.raw() / Dec::from_int(1).raw())
+            .collect()
+    }
+
+    #[test]
+    fn a_restarted_walk_goes_on_from_the_stored_last_price() {
+        let walk = || vec![("X".to_string(), path(&[10, 11, 12, 13, 14, 15, 16, 17]))];
+        // early in the path: on towards its end
+        let r = resume(walk(), |_| Some(Dec::from_int(12)));
+        assert_eq!(prices(&r[0].1), [12, 13, 14, 15, 16, 17]);
+        // late in the path: back towards its start, the longer way
+        let r = resume(walk(), |_| Some(Dec::from_int(16)));
+        assert_eq!(prices(&r[0].1), [16, 15, 14, 13, 12, 11, 10]);
+        // a price off the path: the nearest step
+        let r = resume(walk(), |_| Some(Dec::from_int(100)));
+        assert_eq!(prices(&r[0].1), [17, 16, 15, 14, 13, 12, 11, 10]);
+        // no last price (a new database): the path as it is
+        let r = resume(walk(), |_| None);
+        assert_eq!(prices(&r[0].1), [10, 11, 12, 13, 14, 15, 16, 17]);
+        // the built-in walks: each starts at the price its symbol was left at
+        let built_in = price_paths(None).unwrap();
+        let left: Vec<(String, Dec)> = built_in
+            .iter()
+            .map(|(s, p)| (s.clone(), p[p.len() * 3 / 4].price))
+            .collect();
+        let resumed = resume(built_in, |s| {
+            left.iter().find(|(n, _)| n == s).map(|(_, p)| *p)
+        });
+        for ((s, p), (_, at)) in resumed.iter().zip(&left) {
+            assert_eq!(p[0].price, *at, "{s}");
+            assert!(p.len() > 1000, "{s}: {} steps left", p.len());
         }
     }
 }

@@ -333,6 +333,7 @@ async fn demo(
     let listener = listen(&cfg).await?;
     let engine = open_engine(&cfg)?;
     let users = litetrade::demo::ensure_demo_users(&engine).await?;
+    let paths = litetrade::demo::resume(paths, |s| engine.last_price(s).ok().flatten());
     let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
     let licensed = litetrade::demo::license_demo_users(&engine, &ids).await?;
     for (symbol, tick) in litetrade::demo::fit_ticks(&engine, &paths).await? {
