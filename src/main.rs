@@ -85,8 +85,8 @@ enum Cmd {
         /// Stop after this many seconds (default: until Ctrl-C)
         #[arg(long)]
         duration: Option<u64>,
-        /// Milliseconds between price ticks
-        #[arg(long, default_value_t = 250)]
+        /// Milliseconds between price ticks (at least 10)
+        #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..))]
         tick_ms: u64,
     },
     /// Database maintenance: indexes, ANALYZE, integrity check, checkpoint, optional VACUUM
@@ -106,8 +106,8 @@ enum Cmd {
         /// Symbol to replay onto
         #[arg(long, default_value = "BTCUSDT")]
         symbol: String,
-        /// Replay at this multiple of the recorded pace
-        #[arg(long, conflicts_with = "max")]
+        /// Replay at this multiple of the recorded pace (a finite number above 0)
+        #[arg(long, conflicts_with = "max", value_parser = speed_value)]
         speed: Option<f64>,
         /// As fast as possible (default)
         #[arg(long)]
@@ -136,7 +136,7 @@ enum Cmd {
     },
     /// Measure the workload scenarios (reads, orders, ticks, fanout, startup, http)
     Bench {
-        /// One scenario (default: all)
+        /// One scenario: reads, orders, ticks, fanout, startup or http (default: all)
         #[arg(long, value_parser = scenario_name)]
         scenario: Option<String>,
         /// Print JSON instead of a table
@@ -396,7 +396,7 @@ async fn demo(
         engine.clone(),
         ids,
         paths,
-        std::time::Duration::from_millis(tick_ms.max(10)),
+        std::time::Duration::from_millis(tick_ms),
         status.clone(),
         stop_rx,
     ));
@@ -505,8 +505,12 @@ fn seed(
 }
 
 async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) -> Result<()> {
-    if let Some(s) = speed {
-        litetrade::replay::check_speed(s)?;
+    if !cfg.db.exists() {
+        bail!(
+            "database {} does not exist: replay works on a database's users and positions \
+             (create one with `litetrade serve` or `litetrade seed`)",
+            cfg.db.display()
+        );
     }
     let ticks =
         litetrade::feed::read_feed(&file).with_context(|| format!("feed {}", file.display()))?;
@@ -517,6 +521,15 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
     let mut ticks = ticks;
     let distorted = litetrade::feed::scale_to(&mut ticks, spec.tick_size);
     litetrade::feed::warn_if_distorted(distorted, ticks.len(), &symbol, spec.tick_size);
+    if let (Some(first), Ok(Some(last))) = (ticks.first(), engine.last_price(&symbol))
+        && litetrade::replay::far_from_last(first.price, last)
+    {
+        tracing::warn!(
+            %symbol, first = %first.price, last = %last,
+            "the file's first price is far from the symbol's last price: is --symbol right? \
+             (its open positions are checked against these prices)"
+        );
+    }
     let pace = match speed {
         Some(s) => litetrade::replay::Pace::Speed(s),
         None => litetrade::replay::Pace::Max { batch: 1000 },
@@ -565,9 +578,15 @@ async fn chat(cfg: Config, user: i64) -> Result<()> {
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
     std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(l) = line else { break };
-            if tx.blocking_send(l).is_err() {
+        // bytes that are not UTF-8 become U+FFFD: the command is answered (as unknown or
+        // malformed) and the session goes on
+        for line in std::io::stdin().lock().split(b'\n') {
+            let Ok(bytes) = line else { break };
+            let l = String::from_utf8_lossy(&bytes);
+            if tx
+                .blocking_send(l.trim_end_matches('\r').to_string())
+                .is_err()
+            {
                 break;
             }
         }
@@ -636,6 +655,16 @@ async fn bench(
 
 /// `--scenario`'s values: `all` or one of [`litetrade::bench::SCENARIOS`] (a usage error
 /// otherwise, so a typo exits 64 before any database is built).
+/// `--speed`: a finite number above 0 (anything else is a usage error).
+fn speed_value(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {s:?}"))?;
+    litetrade::replay::check_speed(v).map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
 fn scenario_name(s: &str) -> std::result::Result<String, String> {
     if s == "all" || litetrade::bench::SCENARIOS.contains(&s) {
         Ok(s.to_string())

@@ -1,6 +1,7 @@
 //! `litetrade replay`: feeds a recorded market file through the engine as ticks.
 
 use crate::Engine;
+use crate::domain::money::Dec;
 use crate::engine::trading::{Tick, TickOutcome};
 use crate::error::{Error, Result};
 use crate::feed::FeedTick;
@@ -35,9 +36,17 @@ pub fn check_speed(speed: f64) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "speed must be a number > 0, not {speed}"
+            "speed must be a finite number above 0, not {speed}"
         )))
     }
+}
+
+/// True when a file's first price is more than twice, or less than half, the symbol's last
+/// price: most likely a file of another market replayed onto the wrong `--symbol`, which would
+/// close that symbol's open positions at prices they never traded at.
+pub fn far_from_last(first: Dec, last: Dec) -> bool {
+    let (a, b) = (i128::from(first.raw()), i128::from(last.raw()));
+    a > 2 * b || 2 * a < b
 }
 
 /// Replays `ticks` onto `symbol`; `progress(done, total)` after each batch.
@@ -88,4 +97,21 @@ pub async fn replay(
         outcome: total,
         seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_price_beyond_half_or_double_the_last_is_far() {
+        let d = |s: &str| Dec::parse(s).unwrap();
+        assert!(far_from_last(d("1.02"), d("30000")));
+        assert!(far_from_last(d("60000.01"), d("30000")));
+        assert!(!far_from_last(d("60000"), d("30000")));
+        assert!(!far_from_last(d("15000"), d("30000")));
+        assert!(!far_from_last(d("29000"), d("30000")));
+        assert!(check_speed(f64::INFINITY).is_err() && check_speed(0.0).is_err());
+        assert!(check_speed(f64::NAN).is_err() && check_speed(72_000.0).is_ok());
+    }
 }

@@ -146,7 +146,11 @@ fn litetrade() -> Command {
 }
 
 /// Runs the CLI to completion (killed after `limit`): (status, stdout, stderr).
-fn run_cli(args: &[&str], stdin: &str, limit: Duration) -> (ExitStatus, String, String) {
+fn run_cli(
+    args: &[&str],
+    stdin: impl AsRef<[u8]>,
+    limit: Duration,
+) -> (ExitStatus, String, String) {
     let mut child = litetrade()
         .args(args)
         .stdin(Stdio::piped())
@@ -155,9 +159,9 @@ fn run_cli(args: &[&str], stdin: &str, limit: Duration) -> (ExitStatus, String, 
         .spawn()
         .expect("spawn litetrade");
     let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_string();
+    let stdin = stdin.as_ref().to_vec();
     let w = std::thread::spawn(move || {
-        let _ = input.write_all(stdin.as_bytes());
+        let _ = input.write_all(&stdin);
     });
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -3060,7 +3064,8 @@ fn sigterm_checkpoints_restart_sees_everything_and_chat_works() {
     let wallet = before["demo"]["wallet"].as_str().unwrap().to_string();
     let (st, out, errtxt) = run_cli(
         &["chat", "--db", db.to_str().unwrap(), "--user", "1"],
-        "/balance\n/buy BTCUSDT 0.001\n/positions\n/nonsense\n",
+        // a line that is not UTF-8 is answered like any other text, and the session goes on
+        b"/balance\n\xff\xfe\n/buy BTCUSDT 0.001\n/positions\n/nonsense\n",
         Duration::from_secs(60),
     );
     assert!(st.success(), "chat exited with {st}: {errtxt}\n{out}");
@@ -3078,8 +3083,8 @@ fn sigterm_checkpoints_restart_sees_everything_and_chat_works() {
         "positions not in chat output:\n{out}"
     );
     assert!(
-        out.contains("Unknown command"),
-        "no Unknown command:\n{out}"
+        out.contains("Commands start with '/'") && out.contains("Unknown command"),
+        "the bad bytes and /nonsense are each answered:\n{out}"
     );
     assert!(!errtxt.to_lowercase().contains("panicked"), "{errtxt}");
 
@@ -3179,6 +3184,21 @@ fn cli_user_errors_print_one_clear_line() {
     );
     assert_eq!(st.code(), Some(64), "{e}");
     assert!(e.contains("--users") && !none.exists(), "{e}");
+    // every bad flag value is a usage error, checked before any file is made
+    for args in [
+        vec!["demo", "--tick-ms", "5"],
+        vec!["demo", "--tick-ms", "0"],
+        vec!["replay", "--file", "x.json", "--speed", "0"],
+        vec!["replay", "--file", "x.json", "--speed", "nan"],
+        vec!["replay", "--file", "x.json", "--speed", "inf"],
+        vec!["replay", "--file", "x.json", "--speed", "fast"],
+    ] {
+        let mut args = args;
+        args.extend(["--db", none.to_str().unwrap()]);
+        let (st, _, e) = run_cli(&args, "", t);
+        assert_eq!(st.code(), Some(64), "{args:?}: {e}");
+        assert!(!none.exists(), "{args:?}: {e}");
+    }
     let (st, out, _) = run_cli(&["optimize", "--help"], "", t);
     assert!(st.success() && out.contains("--vacuum"), "{out}");
 

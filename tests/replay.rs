@@ -77,15 +77,38 @@ fn the_binary_replays_real_data_when_present() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("real.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_litetrade"))
-        .args(["replay", "--db"])
+    let replay = || {
+        Command::new(env!("CARGO_BIN_EXE_litetrade"))
+            .args(["replay", "--db"])
+            .arg(&db)
+            .arg("--file")
+            .arg(&data)
+            .args(["--symbol", "BTCUSDT", "--max"])
+            .env("LITETRADE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    // a mistyped --db is refused in one line, and no file is left behind
+    let out = replay();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let seeded = Command::new(env!("CARGO_BIN_EXE_litetrade"))
+        .args(["seed", "--db"])
         .arg(&db)
-        .arg("--file")
-        .arg(&data)
-        .args(["--symbol", "BTCUSDT", "--max"])
-        .env("LITETRADE_LOG", "warn")
+        .args([
+            "--users",
+            "1",
+            "--open-positions",
+            "0",
+            "--pending-orders",
+            "0",
+        ])
         .output()
         .unwrap();
+    assert!(seeded.status.success(), "{seeded:?}");
+    let out = replay();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
