@@ -218,6 +218,33 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
     Ok(conn)
 }
 
+/// Keeps the planner's statistics in step with the tables, once a file has them (`litetrade
+/// optimize` writes `sqlite_stat1`; a file never optimized is planned on SQLite's defaults,
+/// which favour the indexes). Statistics taken when a table was nearly empty make SQLite scan
+/// it once it has grown, so the store runs `PRAGMA optimize` with `mask` as SQLite advises for
+/// long-lived connections: `0x10002` at open (re-analyze every table whose size changed
+/// tenfold since its statistics were taken) and the default at close. Both are bounded by
+/// SQLite's analysis limit. A failure is only a warning: the statistics stay as they were.
+pub fn refresh_statistics(conn: &Connection, mask: Option<u32>) {
+    let has_stats = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat1'",
+            [],
+            |_| Ok(()),
+        )
+        .is_ok();
+    if !has_stats {
+        return;
+    }
+    let sql = match mask {
+        Some(m) => format!("PRAGMA optimize={m};"),
+        None => "PRAGMA optimize;".to_string(),
+    };
+    if let Err(e) = conn.execute_batch(&sql) {
+        tracing::warn!(error = %e, "could not refresh the query planner's statistics");
+    }
+}
+
 /// The error for a file that cannot be opened (or created) as a store.
 pub(crate) fn open_error(path: &Path, reason: impl std::fmt::Display) -> StoreError {
     StoreError::Open {
@@ -230,6 +257,8 @@ impl Store {
     /// Opens the file, migrates it, starts the writer thread and the read pool.
     pub fn open(path: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         let conn = open_write_connection(path, &cfg)?;
+        // before the read pool opens, so its connections load the refreshed statistics
+        refresh_statistics(&conn, Some(0x10002));
         let stats = Arc::new(DbStats::default());
         let open_err = |e: rusqlite::Error| open_error(path, e);
         // Checkpoints stay off the commit path: a thread copies WAL frames in the background,
