@@ -425,12 +425,14 @@ async fn demo(
     };
     litetrade::api::serve(engine, listener, &token, stop).await?;
     printer.abort();
+    // on a terminal, end the progress line the printer kept rewriting
+    let nl = if tty { "\n" } else { "" };
     match feed_task.await {
-        Ok(Err(e)) => note!("\nfeed stopped: {e}"),
-        Err(e) => note!("\nfeed task failed: {e}"),
+        Ok(Err(e)) => note!("{nl}feed stopped: {e}"),
+        Err(e) => note!("{nl}feed task failed: {e}"),
         Ok(Ok(())) => {}
     }
-    say!("\n{}", status.line());
+    say!("{nl}{}", status.line());
     say!(
         "demo stopped; everything it did is in {} (run it again to go on)",
         cfg.db.display()
@@ -445,8 +447,12 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
     // A file from an older litetrade is migrated first, as `serve` would do. An older engine
     // still serving it would then fail its writes, so migrating needs the engine lock (held
     // until optimize ends, only in that case).
-    let version = litetrade::store::schema::file_version(&cfg.db)
-        .with_context(|| format!("optimize {}", cfg.db.display()))?;
+    let version = litetrade::store::schema::file_version(&cfg.db).map_err(|e| {
+        anyhow!(
+            "optimize {}: not a usable SQLite database ({e})",
+            cfg.db.display()
+        )
+    })?;
     let _lock = if version < litetrade::store::schema::SCHEMA_VERSION {
         Some(litetrade::engine::lock_database(cfg).map_err(|e| {
             anyhow!(

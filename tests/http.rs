@@ -3171,6 +3171,16 @@ fn cli_user_errors_print_one_clear_line() {
     );
     assert!(!e.contains("internal"), "{e}");
     assert!(!to.exists());
+    // optimize says so in one line too, without repeating SQLite's message
+    let args = ["optimize", "--db", garbage.to_str().unwrap()];
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(
+        &args,
+        st,
+        &e,
+        &["not a usable SQLite database", "garbage.db"],
+    );
+    assert_eq!(e.matches("not a database").count(), 1, "{e}");
 
     // a usage error is not exit 2, which optimize keeps for a damaged database
     let (st, _, e) = run_cli(&["optimize", "--bogus"], "", t);
