@@ -3155,32 +3155,23 @@ fn cli_user_errors_print_one_clear_line() {
         "this is not a database, it is only some text\n".repeat(200),
     )
     .unwrap();
-    let args = [
-        "backup",
-        "--db",
-        garbage.to_str().unwrap(),
-        "--to",
-        to.to_str().unwrap(),
-    ];
-    let (st, _, e) = run_cli(&args, "", t);
-    assert_one_clear_line(
-        &args,
-        st,
-        &e,
-        &["not a usable SQLite database", "garbage.db"],
-    );
-    assert!(!e.contains("internal"), "{e}");
+    // backup and optimize each say so in one line, without repeating SQLite's message
+    let g = garbage.to_str().unwrap();
+    for args in [
+        vec!["backup", "--db", g, "--to", to.to_str().unwrap()],
+        vec!["optimize", "--db", g],
+    ] {
+        let (st, _, e) = run_cli(&args, "", t);
+        assert_one_clear_line(
+            &args,
+            st,
+            &e,
+            &["not a usable SQLite database", "garbage.db"],
+        );
+        assert!(!e.contains("internal"), "{e}");
+        assert_eq!(e.matches("not a database").count(), 1, "{e}");
+    }
     assert!(!to.exists());
-    // optimize says so in one line too, without repeating SQLite's message
-    let args = ["optimize", "--db", garbage.to_str().unwrap()];
-    let (st, _, e) = run_cli(&args, "", t);
-    assert_one_clear_line(
-        &args,
-        st,
-        &e,
-        &["not a usable SQLite database", "garbage.db"],
-    );
-    assert_eq!(e.matches("not a database").count(), 1, "{e}");
 
     // a usage error is not exit 2, which optimize keeps for a damaged database
     let (st, _, e) = run_cli(&["optimize", "--bogus"], "", t);
