@@ -218,14 +218,19 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
     Ok(conn)
 }
 
+/// `PRAGMA optimize` at open: re-analyze every table whose size changed tenfold since its
+/// statistics were taken ([`refresh_statistics`]).
+pub const OPTIMIZE_AT_OPEN: &str = "PRAGMA optimize=0x10002;";
+/// `PRAGMA optimize` at close: the tables this connection's queries found stale.
+pub const OPTIMIZE_AT_CLOSE: &str = "PRAGMA optimize;";
+
 /// Keeps the planner's statistics in step with the tables, once a file has them (`litetrade
 /// optimize` writes `sqlite_stat1`; a file never optimized is planned on SQLite's defaults,
 /// which favour the indexes). Statistics taken when a table was nearly empty make SQLite scan
-/// it once it has grown, so the store runs `PRAGMA optimize` with `mask` as SQLite advises for
-/// long-lived connections: `0x10002` at open (re-analyze every table whose size changed
-/// tenfold since its statistics were taken) and the default at close. Both are bounded by
-/// SQLite's analysis limit. A failure is only a warning: the statistics stay as they were.
-pub fn refresh_statistics(conn: &Connection, mask: Option<u32>) {
+/// it once it has grown, so the store runs `PRAGMA optimize` as SQLite advises for long-lived
+/// connections: [`OPTIMIZE_AT_OPEN`] and [`OPTIMIZE_AT_CLOSE`]. Both are bounded by SQLite's
+/// analysis limit. A failure is only a warning: the statistics stay as they were.
+pub fn refresh_statistics(conn: &Connection, pragma: &'static str) {
     let has_stats = conn
         .query_row(
             "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat1'",
@@ -236,11 +241,7 @@ pub fn refresh_statistics(conn: &Connection, mask: Option<u32>) {
     if !has_stats {
         return;
     }
-    let sql = match mask {
-        Some(m) => format!("PRAGMA optimize={m};"),
-        None => "PRAGMA optimize;".to_string(),
-    };
-    if let Err(e) = conn.execute_batch(&sql) {
+    if let Err(e) = conn.execute_batch(pragma) {
         tracing::warn!(error = %e, "could not refresh the query planner's statistics");
     }
 }
@@ -258,7 +259,7 @@ impl Store {
     pub fn open(path: &Path, cfg: StoreConfig) -> Result<Store, StoreError> {
         let conn = open_write_connection(path, &cfg)?;
         // before the read pool opens, so its connections load the refreshed statistics
-        refresh_statistics(&conn, Some(0x10002));
+        refresh_statistics(&conn, OPTIMIZE_AT_OPEN);
         let stats = Arc::new(DbStats::default());
         let open_err = |e: rusqlite::Error| open_error(path, e);
         // Checkpoints stay off the commit path: a thread copies WAL frames in the background,

@@ -185,7 +185,7 @@ fn run(
             reset.after_batch(&conn, &sh.stats);
         }
     }
-    super::refresh_statistics(&conn, None);
+    super::refresh_statistics(&conn, super::OPTIMIZE_AT_CLOSE);
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(error = %e, "final WAL checkpoint failed");
     }
