@@ -331,8 +331,39 @@ async fn demo(
         None => "the built-in price paths".into(),
     })?;
     let listener = listen(&cfg).await?;
+    // the files beside the database that this start may make, and whether each was there
+    let beside: Vec<(PathBuf, bool)> = [cfg.beside_db("key"), cfg.beside_db("lock")]
+        .into_iter()
+        .chain(["-wal", "-shm"].map(|s| {
+            let mut p = cfg.db.clone().into_os_string();
+            p.push(s);
+            PathBuf::from(p)
+        }))
+        .map(|p| {
+            let there = p.exists();
+            (p, there)
+        })
+        .collect();
     let engine = open_engine(&cfg)?;
-    let users = litetrade::demo::ensure_demo_users(&engine).await?;
+    let users = match litetrade::demo::ensure_demo_users(&engine).await {
+        Ok(users) => users,
+        Err(refused) => {
+            // Leave the file as it was found. The key this start made seals nothing, the lock
+            // is released with the engine, and the WAL is empty after the writer's final
+            // checkpoint; the read-only pool, closing last, cannot remove it itself.
+            let e = engine.clone();
+            tokio::task::spawn_blocking(move || e.shutdown()).await?;
+            drop(engine);
+            for (file, was_there) in beside {
+                let empty_or_not_wal = !file.to_string_lossy().ends_with("-wal")
+                    || std::fs::metadata(&file).is_ok_and(|m| m.len() == 0);
+                if !was_there && empty_or_not_wal {
+                    let _ = std::fs::remove_file(&file);
+                }
+            }
+            return Err(refused.into());
+        }
+    };
     let paths = litetrade::demo::resume(paths, |s| engine.last_price(s).ok().flatten());
     let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
     let licensed = litetrade::demo::license_demo_users(&engine, &ids).await?;

@@ -3258,8 +3258,24 @@ fn cli_user_errors_print_one_clear_line() {
         "--duration",
         "1",
     ];
+    let beside = || {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("fresh.db"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = beside();
     let (st, _, e) = run_cli(&args, "", t);
     assert_one_clear_line(&args, st, &e, &["not the demo's", "--db demo.db"]);
+    // and the refused start leaves the files as it found them: no new key or WAL beside them
+    assert_eq!(
+        beside(),
+        before,
+        "a refused demo left files beside its database"
+    );
     // so is the demo's own file once someone else's user joined it
     let demo_db = dir.path().join("demo.db");
     let mut args = args;
