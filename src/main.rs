@@ -135,6 +135,8 @@ enum Cmd {
         user: i64,
     },
     /// Measure the workload scenarios (reads, orders, ticks, fanout, startup, http)
+    ///
+    /// Each scenario runs on a fresh file under --dir; --db is not used.
     Bench {
         /// One scenario: reads, orders, ticks, fanout, startup or http (default: all)
         #[arg(long, value_parser = scenario_name)]
