@@ -111,6 +111,11 @@ pub async fn run(
     limits: Limits,
     stop: impl Future<Output = ()>,
 ) {
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        "accepting connections"
+    );
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // each connection holds a receiver: the sender's `closed()` is "every connection ended"
     let (stopping, stop_seen) = watch::channel(false);
