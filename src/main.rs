@@ -692,8 +692,6 @@ async fn bench(
     Ok(())
 }
 
-/// `--scenario`'s values: `all` or one of [`litetrade::bench::SCENARIOS`] (a usage error
-/// otherwise, so a typo exits 64 before any database is built).
 /// `--speed`: a finite number above 0 (anything else is a usage error).
 fn speed_value(s: &str) -> std::result::Result<f64, String> {
     let v: f64 = s
@@ -704,6 +702,8 @@ fn speed_value(s: &str) -> std::result::Result<f64, String> {
     Ok(v)
 }
 
+/// `--scenario`'s values: `all` or one of [`litetrade::bench::SCENARIOS`] (a usage error
+/// otherwise, so a typo exits 64 before any database is built).
 fn scenario_name(s: &str) -> std::result::Result<String, String> {
     if s == "all" || litetrade::bench::SCENARIOS.contains(&s) {
         Ok(s.to_string())
