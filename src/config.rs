@@ -255,10 +255,7 @@ impl Config {
 
     /// A file beside the database: `<db>.<suffix>`.
     pub fn beside_db(&self, suffix: &str) -> PathBuf {
-        let mut s = self.db.clone().into_os_string();
-        s.push(".");
-        s.push(suffix);
-        PathBuf::from(s)
+        crate::store::files::with_suffix(&self.db, &format!(".{suffix}"))
     }
 }
 

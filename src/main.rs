@@ -334,13 +334,9 @@ async fn demo(
     })?;
     let listener = listen(&cfg).await?;
     // the files beside the database that this start may make, and whether each was there
-    let beside: Vec<(PathBuf, bool)> = [cfg.beside_db("key"), cfg.beside_db("lock")]
+    let beside: Vec<(PathBuf, bool)> = [".key", ".lock", "-wal", "-shm"]
+        .map(|s| litetrade::store::files::with_suffix(&cfg.db, s))
         .into_iter()
-        .chain(["-wal", "-shm"].map(|s| {
-            let mut p = cfg.db.clone().into_os_string();
-            p.push(s);
-            PathBuf::from(p)
-        }))
         .map(|p| {
             let there = p.exists();
             (p, there)
@@ -356,10 +352,12 @@ async fn demo(
             let e = engine.clone();
             tokio::task::spawn_blocking(move || e.shutdown()).await?;
             drop(engine);
+            let wal = litetrade::store::files::with_suffix(&cfg.db, "-wal");
             for (file, was_there) in beside {
-                let empty_or_not_wal = !file.to_string_lossy().ends_with("-wal")
-                    || std::fs::metadata(&file).is_ok_and(|m| m.len() == 0);
-                if !was_there && empty_or_not_wal {
+                // a WAL that still holds frames is never removed
+                let holds_frames =
+                    file == wal && std::fs::metadata(&file).is_ok_and(|m| m.len() > 0);
+                if !was_there && !holds_frames {
                     let _ = std::fs::remove_file(&file);
                 }
             }

@@ -80,9 +80,7 @@ impl BenchOptions {
 pub(super) fn fresh(opts: &BenchOptions, name: &str) -> Result<Config> {
     let db = opts.dir.join(name);
     for suffix in ["", "-wal", "-shm", ".key", ".lock"] {
-        let mut p = db.clone().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(p));
+        let _ = std::fs::remove_file(crate::store::files::with_suffix(&db, suffix));
     }
     Ok(Config {
         db,

@@ -1,7 +1,14 @@
 //! Files only their owner may read: the database (balances, token hashes, sealed credentials)
 //! and its WAL and shared-memory files, the key file, the admin-token file and backups.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `path` with `suffix` appended to its file name: `x.db` and `-wal` give `x.db-wal`.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
 
 /// Writes `contents` to `path` with mode 0600 (created exclusively).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -75,5 +82,9 @@ mod tests {
         keep_private(&f, "this file");
         assert_eq!(mode(&f), 0o400, "owner-only modes are left as they are");
         keep_private(&dir.path().join("missing"), "nothing");
+        assert_eq!(
+            with_suffix(Path::new("/d/x.db"), "-wal"),
+            Path::new("/d/x.db-wal")
+        );
     }
 }

@@ -209,9 +209,7 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
         ("-wal", "the database's WAL file"),
         ("-shm", "the database's shared-memory file"),
     ] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        files::keep_private(Path::new(&p), what);
+        files::keep_private(&files::with_suffix(path, suffix), what);
     }
     apply_pragmas(&conn, cfg, false).map_err(|e| open_err(e.to_string()))?;
     schema::migrate(&conn).map_err(|e| open_err(e.to_string()))?;

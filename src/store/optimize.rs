@@ -307,12 +307,6 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-fn wal_path(p: &Path) -> std::path::PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push("-wal");
-    s.into()
-}
-
 fn pragma_i64(c: &Connection, name: &str) -> rusqlite::Result<i64> {
     c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
 }
@@ -347,7 +341,7 @@ pub fn optimize(
         page_size_before: 0,
         free_pages_before: 0,
         free_pages_after: 0,
-        wal_size_before: file_len(&wal_path(path)),
+        wal_size_before: file_len(&super::files::with_suffix(path, "-wal")),
         wal_size_after: 0,
         stat4: Stat4::NotRun,
         vacuumed: false,
@@ -398,7 +392,7 @@ pub fn optimize(
     }
     drop(conn);
     rep.size_after = file_len(path);
-    rep.wal_size_after = file_len(&wal_path(path));
+    rep.wal_size_after = file_len(&super::files::with_suffix(path, "-wal"));
     rep.elapsed_ms = t0.elapsed().as_millis() as u64;
     Ok(rep)
 }
