@@ -484,7 +484,9 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
             cfg.db.display()
         )
     })?;
-    let _lock = if version < litetrade::store::schema::SCHEMA_VERSION {
+    // (an empty file has no version; the library refuses it, naming why)
+    let older = version.filter(|&v| v < litetrade::store::schema::SCHEMA_VERSION);
+    let _lock = if let Some(version) = older {
         Some(litetrade::engine::lock_database(cfg).map_err(|e| {
             anyhow!(
                 "{e}; the file is at schema version {version}, older than this litetrade \

@@ -3137,6 +3137,27 @@ fn cli_user_errors_print_one_clear_line() {
     let (st, _, e) = run_cli(&args, "", t);
     assert_one_clear_line(&args, st, &e, &["does not exist", "missing.db"]);
     assert!(!missing.exists(), "optimize created the missing database");
+    // an empty file is not made into a database, and nothing is left beside it
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let args = ["optimize", "--db", empty.to_str().unwrap()];
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["nothing to optimize"]);
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "optimize wrote to it"
+    );
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("empty.db"))
+        .collect();
+    assert_eq!(
+        beside,
+        ["empty.db"],
+        "optimize left files beside an empty one"
+    );
 
     let to = dir.path().join("copy.db");
     let args = [

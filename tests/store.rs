@@ -544,6 +544,31 @@ fn a_file_from_a_newer_litetrade_is_refused() {
     ));
 }
 
+/// `optimize` does not make an empty file (0 bytes, or a bare SQLite header) into a database:
+/// it refuses, naming why, and writes nothing.
+#[test]
+fn an_empty_file_is_refused_by_optimize_and_left_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "empty.db");
+    std::fs::write(&path, b"").unwrap();
+    let refused = |len: u64| {
+        let err = optimize(&path, &quick(), &no_progress).expect_err("refused");
+        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        assert!(err.to_string().contains("nothing to optimize"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        assert_eq!(
+            count(&plain(&path), "SELECT count(*) FROM sqlite_schema"),
+            0
+        );
+    };
+    refused(0);
+    // a header SQLite wrote, with no table behind it
+    plain(&path).execute_batch("VACUUM").unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len > 0, "VACUUM wrote no header");
+    refused(len);
+}
+
 /// Another program's SQLite file is left exactly as it was: not switched to WAL, not given
 /// litetrade's tables.
 #[test]

@@ -4,6 +4,8 @@
 //! [`OptimizeReport`]; it never prints. Progress goes to a callback `(step, done, total)` so the
 //! binary can draw bars (or plain lines when stdout is not a terminal).
 //!
+//! 0. a file that is not litetrade's, is from a newer litetrade or is empty is refused before
+//!    anything is written (an empty file is `serve`'s to create a database in);
 //! 1. a file from an older litetrade is migrated to the current schema as opening it would
 //!    ([`schema::migrate_tables`]: missing tables created, old ones edited in place, no row
 //!    rewritten), then every hot query of [`super::hot::hot_queries`] is measured: its plan, whether
@@ -411,7 +413,6 @@ fn run(
     };
     // 0. open: WAL, pragmas, refuse a newer schema, migrate an older one.
     *step = "open";
-    progress("open", 0, 1);
     conn.busy_timeout(Duration::from_millis(opts.busy_timeout_ms))?;
     let version = pragma_i64(conn, "user_version")?;
     if version > schema::SCHEMA_VERSION {
@@ -427,9 +428,17 @@ fn run(
     if let Some(why) = schema::foreign_file(conn)? {
         return Err(Fail::Store(open_error(path, why)));
     }
-    if pragma_i64(conn, "page_count")? == 0 {
-        conn.execute_batch(&format!("PRAGMA page_size={TARGET_PAGE_SIZE};"))?;
+    // An empty file (0 bytes, or SQLite's header and nothing else) holds nothing to optimize;
+    // turning it into a litetrade database is `serve`'s job, not maintenance's.
+    if schema::is_empty(conn)? {
+        return Err(Fail::Store(open_error(
+            path,
+            "the file is empty (no tables): there is nothing to optimize; `litetrade serve` \
+             creates a database",
+        )));
     }
+    // (progress starts once the file is known to be one to work on: a refusal is one line)
+    progress("open", 0, 1);
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Fail::Store(StoreError::Unavailable(format!(

@@ -211,11 +211,20 @@ fn lacking_columns(conn: &Connection) -> rusqlite::Result<Option<String>> {
     Ok(None)
 }
 
-/// The `user_version` of the file at `path`, read without changing anything (0 for a file
-/// without tables).
-pub fn file_version(path: &std::path::Path) -> rusqlite::Result<i64> {
+/// Whether the file holds no schema at all (a 0-byte file, or one SQLite has only created).
+pub fn is_empty(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT count(*) = 0 FROM sqlite_schema", [], |r| r.get(0))
+}
+
+/// The `user_version` of the file at `path`, read without changing anything; `None` for an
+/// empty file ([`is_empty`]), which has nothing to migrate.
+pub fn file_version(path: &std::path::Path) -> rusqlite::Result<Option<i64>> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    if is_empty(&conn)? {
+        return Ok(None);
+    }
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map(Some)
 }
 
 /// Brings the file to [`SCHEMA_VERSION`] ([`migrate_tables`]) and creates every index it
