@@ -371,10 +371,15 @@ pub fn backup_database(
         std::path::PathBuf::from(p)
     });
     if let Some(k) = dest_key.as_ref().filter(|k| k.exists()) {
+        // name every target that is in the way, so one fix clears them all
+        let taken = if dest.exists() {
+            format!("{} and {} already exist", dest.display(), k.display())
+        } else {
+            format!("{} already exists", k.display())
+        };
         return Err(Error::Unavailable(format!(
-            "backup to {}: {} already exists",
-            dest.display(),
-            k.display()
+            "backup to {}: {taken}",
+            dest.display()
         )));
     }
     crate::store::backup_file(&cfg.db, dest, progress)?;
