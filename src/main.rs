@@ -82,8 +82,8 @@ enum Cmd {
         /// Replay this Freqtrade candle/trade JSON or OHLC CSV onto BTCUSDT instead
         #[arg(long)]
         feed: Option<PathBuf>,
-        /// Stop after this many seconds (default: until Ctrl-C)
-        #[arg(long)]
+        /// Stop after this many seconds, at least 1 (default: until Ctrl-C)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         duration: Option<u64>,
         /// Milliseconds between price ticks (at least 10)
         #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..))]
@@ -147,7 +147,7 @@ enum Cmd {
         /// Small sizes that finish in seconds
         #[arg(long)]
         quick: bool,
-        /// Work directory for the benchmark databases [default: a temp dir]
+        /// Work directory for the benchmark databases, created if missing [default: a temp dir]
         #[arg(long)]
         dir: Option<PathBuf>,
     },

@@ -3210,6 +3210,7 @@ fn cli_user_errors_print_one_clear_line() {
     for args in [
         vec!["demo", "--tick-ms", "5"],
         vec!["demo", "--tick-ms", "0"],
+        vec!["demo", "--duration", "0"],
         vec!["replay", "--file", "x.json", "--speed", "0"],
         vec!["replay", "--file", "x.json", "--speed", "nan"],
         vec!["replay", "--file", "x.json", "--speed", "inf"],
