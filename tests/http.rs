@@ -1115,6 +1115,19 @@ fn every_route_answers_its_success_shape() {
     );
     let text = m.text();
     assert!(text.contains("# TYPE "), "no # TYPE line");
+    // SQLite's own heap: the server has read and written, so its page caches hold pages
+    let sample = |name: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (now, peak) = (
+        sample("litetrade_sqlite_memory_bytes"),
+        sample("litetrade_sqlite_memory_peak_bytes"),
+    );
+    assert!(now > 0 && peak >= now, "sqlite memory {now}, peak {peak}");
     assert!(!text.contains("FOO1") && !text.contains("BAR2"), "{text}");
     assert!(
         text.contains(r#"litetrade_http_responses_total{method="other",route="/api/v1/health",status="405"} 2"#),

@@ -166,7 +166,10 @@ pub fn render(engine: &Engine, http: &HttpMetrics) -> String {
     }
     let db = engine.store().stats().snapshot();
     let (size, open, idle) = engine.store().pool_state();
+    let (sqlite_now, sqlite_peak) = crate::store::Store::sqlite_memory();
     for (name, kind, v) in [
+        ("sqlite_memory_bytes", "gauge", sqlite_now),
+        ("sqlite_memory_peak_bytes", "gauge", sqlite_peak),
         ("db_pool_size", "gauge", size as u64),
         ("db_pool_open", "gauge", open as u64),
         ("db_pool_idle", "gauge", idle as u64),

@@ -303,6 +303,20 @@ impl Store {
         &self.stats
     }
 
+    /// Bytes of heap SQLite holds now, over every connection of the process (page caches,
+    /// prepared statements, schemas), and the most it has held since the process started.
+    pub fn sqlite_memory() -> (u64, u64) {
+        // SAFETY: both only read SQLite's global memory counters (thread-safe, no pointers);
+        // a reset flag of 0 leaves the high-water mark as it is.
+        let (now, peak) = unsafe {
+            (
+                rusqlite::ffi::sqlite3_memory_used(),
+                rusqlite::ffi::sqlite3_memory_highwater(0),
+            )
+        };
+        (now.max(0) as u64, peak.max(0) as u64)
+    }
+
     /// Pool size, connections open and idle.
     pub fn pool_state(&self) -> (u32, u32, u32) {
         let s = self.pool.state();
