@@ -18,6 +18,7 @@
 
 pub mod accounts;
 pub mod book;
+pub mod client_ids;
 pub mod events;
 pub mod hold;
 pub mod reads;

@@ -102,6 +102,8 @@ pub struct Sequencer {
     pub require_license: bool,
     epoch: i64,
     hold: WriteHold,
+    /// The sequencer's own read connection: client order ids that memory no longer holds.
+    lookup: rusqlite::Connection,
 }
 
 impl Sequencer {
@@ -113,8 +115,10 @@ impl Sequencer {
         require_license: bool,
     ) -> Result<Sequencer> {
         let st = store.read_all("load_state", State::load)?;
+        let lookup = store.own_reader()?;
         Ok(Sequencer {
             st,
+            lookup,
             store,
             caches,
             events,
@@ -231,6 +235,7 @@ impl Sequencer {
         self.save_dirty_ledgers(&mut tx);
         let caches = self.caches.clone();
         let bus = self.events.clone();
+        let client_ids = self.st.client_ids.seal();
         let Tx {
             ops, inval, events, ..
         } = tx;
@@ -240,6 +245,9 @@ impl Sequencer {
             continues: false,
             done: Box::new(move |res| match res {
                 Ok(()) => {
+                    if let Some(ids) = client_ids {
+                        ids.committed();
+                    }
                     apply_invalidations(&caches, &inval);
                     bus.publish(events);
                     let _ = reply.send(Ok(value));
@@ -249,6 +257,12 @@ impl Sequencer {
                 }
             }),
         });
+    }
+
+    /// The order `user` placed earlier under `cid`, if any (memory, else SQLite).
+    pub fn placed_under(&mut self, user: Id, cid: &str) -> Result<Option<Id>> {
+        let found = self.st.client_ids.find(&self.lookup, user, cid);
+        Ok(found.map_err(crate::store::StoreError::from)?)
     }
 
     /// Answers after every earlier command has committed (no changes of its own).

@@ -2,6 +2,7 @@
 //! failed write.
 
 use super::book::{OrderBook, TriggerBook};
+use super::client_ids::ClientIds;
 use crate::domain::model::{
     AccountType, Id, Ledger, Millis, Order, OrderStatus, Position, Promo, UserConfig,
 };
@@ -54,7 +55,7 @@ impl UserState {
 
 /// Everything the sequencer owns.
 ///
-/// The maps that grow with use (users, orders, positions, client order ids) are B-trees: a
+/// The maps that grow with use (users, orders, positions) are B-trees: a
 /// hash map doubles its table when it fills, and each rehash stopped the sequencer, and so
 /// every command behind it: 8–44 ms as open positions grew to 115k (BENCHMARKS.md §9d), and
 /// 55–60 ms at about the 114,689th user. A B-tree grows a node at a time. Symbols and promos stay
@@ -69,8 +70,8 @@ pub struct State {
     pub orders: BTreeMap<Id, Order>,
     /// Open positions by id.
     pub positions: BTreeMap<Id, Position>,
-    /// (user, client_order_id) → order id.
-    pub client_ids: BTreeMap<(Id, String), Id>,
+    /// Client order ids whose orders may not be committed yet (SQLite answers for the rest).
+    pub client_ids: ClientIds,
     /// Promo codes by code.
     pub promos: HashMap<String, Promo>,
     /// (promo id, user) pairs redeemed.
@@ -138,9 +139,7 @@ impl State {
             }
             st.orders.insert(o.id, o);
         }
-        for (user, cid, id) in orders::all_client_ids(&tx)? {
-            st.client_ids.insert((user, cid), id);
-        }
+        orders::each_client_id(&tx, |user, cid| st.client_ids.load(user, cid))?;
         for p in positions::all(&tx)? {
             if let Some(sym) = st.symbols.get_mut(&p.symbol) {
                 sym.triggers.insert(&p);

@@ -283,12 +283,16 @@ impl Sequencer {
     /// Places an order: fills it at once or rests it (API.md §1).
     pub fn place_order(&mut self, user: Id, o: NewOrder, reply: Reply<Placed>) {
         let now = crate::domain::model::now_ms();
-        let existing = o
-            .client_order_id
-            .as_ref()
-            .and_then(|cid| self.st.client_ids.get(&(user, cid.clone())));
-        if let Some(&id) = existing {
-            return self.barrier(Placed::Existing(id), reply);
+        if let Some(cid) = &o.client_order_id {
+            match self.placed_under(user, cid) {
+                Ok(Some(id)) => return self.barrier(Placed::Existing(id), reply),
+                Ok(None) => {}
+                // whether this is a retry cannot be told: refuse rather than risk a second order
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
         }
         match self.validate_order(user, &o, now) {
             Err(e) => {
@@ -329,7 +333,7 @@ impl Sequencer {
             filled_at: None,
         };
         if let Some(cid) = &order.client_order_id {
-            self.st.client_ids.insert((c.user, cid.clone()), id);
+            self.st.client_ids.insert(c.user, cid.clone(), id);
         }
         tx.events.push(Event::OrderPlaced {
             order: order.clone(),

@@ -317,6 +317,18 @@ impl Store {
         (now.max(0) as u64, peak.max(0) as u64)
     }
 
+    /// A read-only connection of the caller's own, outside the pool, set up like the pool's:
+    /// for a thread that must never wait for a pooled one (the sequencer).
+    pub fn own_reader(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(&self.path, e))?;
+        apply_pragmas(&conn, &self.cfg, true)?;
+        Ok(conn)
+    }
+
     /// Pool size, connections open and idle.
     pub fn pool_state(&self) -> (u32, u32, u32) {
         let s = self.pool.state();

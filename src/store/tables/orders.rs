@@ -131,13 +131,29 @@ pub fn all_pending(c: &Connection) -> rusqlite::Result<Vec<Order>> {
     .collect()
 }
 
-/// Every (user, client_order_id, order id) (engine start-up).
-pub fn all_client_ids(c: &Connection) -> rusqlite::Result<Vec<(Id, String, Id)>> {
-    c.prepare(
-        "SELECT user_id, client_order_id, id FROM order_rows WHERE client_order_id IS NOT NULL",
-    )?
-    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-    .collect()
+/// Calls `f` with every (user, client_order_id) pair used, streamed from the index without
+/// holding them all (engine start-up).
+pub fn each_client_id(c: &Connection, mut f: impl FnMut(Id, &str)) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare(
+        "SELECT user_id, client_order_id FROM order_rows WHERE client_order_id IS NOT NULL",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        f(r.get(0)?, r.get_ref(1)?.as_str()?);
+    }
+    Ok(())
+}
+
+/// The id of `user`'s order placed under `client_order_id`, if any (one probe of the unique
+/// index `orders_client_id`).
+pub fn id_by_client_id(
+    c: &Connection,
+    user: Id,
+    client_order_id: &str,
+) -> rusqlite::Result<Option<Id>> {
+    c.prepare_cached(BY_CLIENT_ID)?
+        .query_row(params![user, client_order_id], |r| r.get(0))
+        .optional()
 }
 
 /// The highest id that orders and positions have used (0 for none): they share one sequence,
