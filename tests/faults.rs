@@ -14,7 +14,7 @@ use litetrade::domain::money::Dec;
 use litetrade::store::StoreConfig;
 use litetrade::{Config, Engine, Error, NewOrder, Tick};
 use rusqlite::{Connection, OpenFlags};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -149,6 +149,9 @@ struct Model {
     positions: BTreeSet<i64>,
     closed: BTreeSet<i64>,
     last_price: Option<i64>,
+    /// Client order ids of acknowledged orders, and of refused ones.
+    client_ids: BTreeMap<String, i64>,
+    refused_client_ids: Vec<String>,
 }
 
 /// How the database differs from what was acknowledged (empty: nothing lost, nothing
@@ -258,6 +261,12 @@ fn snapshot(e: &Engine, uid: i64) -> String {
 }
 
 /// One write of the fill loop: (what, result with the acknowledged effect).
+fn resting_with_client_id(cid: &str) -> NewOrder {
+    let mut o = NewOrder::limit("BTCUSDT", Side::Buy, d("0.001"), Dec::from_int(1000));
+    o.client_order_id = Some(cid.to_string());
+    o
+}
+
 async fn write_op(e: &Engine, uid: i64, kind: usize, i: usize, m: &mut Model) -> Result<(), Error> {
     match kind {
         0 => {
@@ -267,10 +276,17 @@ async fn write_op(e: &Engine, uid: i64, kind: usize, i: usize, m: &mut Model) ->
         }
         1 => {
             // a resting limit order with a long client_order_id: a wide row and three index entries
-            let mut o = NewOrder::limit("BTCUSDT", Side::Buy, d("0.001"), Dec::from_int(1000));
-            o.client_order_id = Some(format!("{i:07}-{}", "c".repeat(56)));
-            let o = e.place_order(uid, o).await?;
-            m.orders.insert(o.id);
+            let cid = format!("{i:07}-{}", "c".repeat(56));
+            match e.place_order(uid, resting_with_client_id(&cid)).await {
+                Ok(o) => {
+                    m.orders.insert(o.id);
+                    m.client_ids.insert(cid, o.id);
+                }
+                Err(err) => {
+                    m.refused_client_ids.push(cid);
+                    return Err(err);
+                }
+            }
         }
         2 => {
             let o = e
@@ -427,6 +443,18 @@ async fn disk_full_fails_writes_cleanly_and_resumes_when_space_returns() {
         }
     }
     assert!(still_full, "writes succeeded without more space");
+    // the refused order's client id names no order: its retry is tried again (and refused
+    // again), not answered with the order that was never committed
+    let refused = m
+        .refused_client_ids
+        .last()
+        .expect("a refused order")
+        .clone();
+    let retry = e.place_order(uid, resting_with_client_id(&refused)).await;
+    assert_unavailable(
+        &retry.expect_err("a retry while full"),
+        "retry of a refused client id",
+    );
     assert_db_matches(&db, uid, &m, "reopened full");
     e.shutdown();
     drop(e);
@@ -455,6 +483,32 @@ async fn disk_full_fails_writes_cleanly_and_resumes_when_space_returns() {
     assert_eq!(deposited, m.deposited);
     assert!(b.available.raw() >= 0);
     assert_db_matches(&db, uid, &m, "after writes resumed");
+    // a refused client id is free: its retry places one new order, and a second retry answers
+    // that order; an acknowledged one answers its first order
+    for cid in m.refused_client_ids.clone() {
+        let first = e
+            .place_order(uid, resting_with_client_id(&cid))
+            .await
+            .unwrap();
+        assert!(
+            !m.orders.contains(&first.id),
+            "{cid} answered an older order"
+        );
+        let again = e
+            .place_order(uid, resting_with_client_id(&cid))
+            .await
+            .unwrap();
+        assert_eq!(again.id, first.id, "{cid} placed twice");
+        m.orders.insert(first.id);
+    }
+    for (cid, &id) in m.client_ids.iter().take(20) {
+        let again = e
+            .place_order(uid, resting_with_client_id(cid))
+            .await
+            .unwrap();
+        assert_eq!(again.id, id, "{cid}");
+    }
+    assert_db_matches(&db, uid, &m, "after client id retries");
     // the books were rebuilt from the file: a crossing tick fills every resting order
     let pending = e.orders(uid, None).unwrap().len();
     let out = e.ingest_ticks(tick("999")).await.unwrap();
