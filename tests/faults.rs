@@ -260,13 +260,14 @@ fn snapshot(e: &Engine, uid: i64) -> String {
     format!("{b:?} | orders {orders:?} | positions {pos:?} | trades {trades}")
 }
 
-/// One write of the fill loop: (what, result with the acknowledged effect).
+/// A resting buy limit order under the client id `cid`.
 fn resting_with_client_id(cid: &str) -> NewOrder {
     let mut o = NewOrder::limit("BTCUSDT", Side::Buy, d("0.001"), Dec::from_int(1000));
     o.client_order_id = Some(cid.to_string());
     o
 }
 
+/// One write of the fill loop: (what, result with the acknowledged effect).
 async fn write_op(e: &Engine, uid: i64, kind: usize, i: usize, m: &mut Model) -> Result<(), Error> {
     match kind {
         0 => {

@@ -11,7 +11,7 @@
 //! million) is the id looked up exactly:
 //! - in memory, if its order may not be committed yet: from the moment the order is accepted
 //!   until the batch carrying it has committed. The writer then raises a watermark
-//!   ([`Sealed::committed`]), and the next lookup drops every id at or below it;
+//!   ([`Sealed::committed`]), and the next lookup or insert drops every id at or below it;
 //! - else in the unique index `orders_client_id` (one probe, on the sequencer's own read
 //!   connection, so it never waits for the pool).
 //!
@@ -47,18 +47,20 @@ type Key = (Id, String);
 pub struct ClientIds {
     /// Every id inserted or loaded: "no" is certain, "maybe" needs a lookup.
     seen: BloomFilter,
-    /// Ids in memory → their order.
+    /// Ids in memory → their order. A hash map, unlike the state's growing maps: it holds only
+    /// the ids of the batches in flight, so its rehashes are small.
     recent: HashMap<Key, Id>,
     /// The same ids in the order they were accepted, each with the number of the commit that
     /// carries it (`None` until [`seal`](Self::seal) numbers it).
     queue: VecDeque<(Option<u64>, Key)>,
     /// Commits numbered so far.
     sealed: u64,
-    /// The highest commit number known to be durable (raised on the writer thread).
+    /// The highest commit number known to be committed, so visible to any new read
+    /// transaction (raised on the writer thread).
     committed: Arc<AtomicU64>,
 }
 
-/// What the writer sets once a commit that carried client ids is durable.
+/// What the writer sets once a commit that carried client ids has committed.
 #[derive(Debug)]
 pub struct Sealed {
     committed: Arc<AtomicU64>,
@@ -66,7 +68,7 @@ pub struct Sealed {
 }
 
 impl Sealed {
-    /// Marks the commit durable: its ids may leave memory.
+    /// Marks the commit done (SQLite now answers for its ids): they may leave memory.
     pub fn committed(self) {
         self.committed.fetch_max(self.number, Ordering::Release);
     }
@@ -131,15 +133,16 @@ impl ClientIds {
     }
 
     /// How many ids are held in memory.
-    pub fn in_memory(&self) -> usize {
+    #[cfg(test)]
+    fn in_memory(&self) -> usize {
         self.recent.len()
     }
 
-    /// Drops the ids of every commit known to be durable: SQLite answers for them now.
+    /// Drops the ids of every commit known to be done: SQLite answers for them now.
     fn forget_committed(&mut self) {
-        let durable = self.committed.load(Ordering::Acquire);
+        let done = self.committed.load(Ordering::Acquire);
         while let Some((Some(number), _)) = self.queue.front() {
-            if *number > durable {
+            if *number > done {
                 break;
             }
             if let Some((_, key)) = self.queue.pop_front() {
@@ -164,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn an_id_stays_in_memory_until_its_commit_is_durable_then_sqlite_answers() {
+    fn an_id_stays_in_memory_until_its_commit_is_done_then_sqlite_answers() {
         let c = db();
         let mut ids = ClientIds::default();
         ids.load(1, "stored");
@@ -184,7 +187,7 @@ mod tests {
         let second = ids.seal().expect("a second commit");
         assert_eq!(ids.in_memory(), 2);
 
-        // the first commit is durable (and its row is in SQLite); the second is not yet
+        // the first commit is done (and its row is in SQLite); the second is not yet
         c.execute("INSERT INTO order_rows VALUES (8, 1, 'new')", [])
             .unwrap();
         first.committed();
@@ -228,19 +231,19 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_that_never_becomes_durable_keeps_its_ids_and_those_after_it() {
+    fn a_commit_that_is_never_marked_keeps_its_ids_and_those_after_it() {
         let c = db();
         let mut ids = ClientIds::default();
         ids.insert(1, "a".into(), 8);
         let lost = ids.seal().unwrap();
         ids.insert(1, "b".into(), 9);
         let later = ids.seal().unwrap();
-        drop(lost); // its batch failed: the writer never marks it
-        // commits are durable in order, so a later mark covers the earlier numbers too; until
-        // one comes, both ids answer from memory
+        // its batch failed: the writer never marks it, nor the later one (refused with it);
+        // both ids keep answering from memory until the sequencer's reload replaces them all
+        drop(lost);
+        drop(later);
         assert_eq!(ids.find(&c, 1, "a").unwrap(), Some(8));
         assert_eq!(ids.find(&c, 1, "b").unwrap(), Some(9));
-        drop(later);
         assert_eq!(ids.in_memory(), 2);
     }
 }
