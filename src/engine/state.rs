@@ -11,7 +11,7 @@ use crate::domain::symbol::SymbolSpec;
 use crate::store::tables::{
     balances, config, licenses, orders, positions, signals, symbols, trades, users,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One symbol: spec, last price, books.
 #[derive(Debug)]
@@ -74,8 +74,9 @@ pub struct State {
     pub client_ids: ClientIds,
     /// Promo codes by code.
     pub promos: HashMap<String, Promo>,
-    /// (promo id, user) pairs redeemed.
-    pub redeemed: HashSet<(Id, Id)>,
+    /// (promo id, user) pairs redeemed: one per redemption ever made, so a B-tree like the
+    /// other maps that grow (no rehash of the whole set as it grows).
+    pub redeemed: BTreeSet<(Id, Id)>,
     /// Strategy → users following it.
     pub followers: HashMap<String, BTreeSet<Id>>,
     /// Last ids handed out.
