@@ -77,7 +77,9 @@ impl Sealed {
 impl Default for ClientIds {
     fn default() -> Self {
         ClientIds {
-            seen: BloomFilter::with_num_bits(FILTER_BITS).expected_items(FILTER_SIZED_FOR),
+            // zeroed by the allocator (`vec!`), so pages are touched only as ids arrive: a
+            // small venue does not pay for the whole 8 MiB at start
+            seen: BloomFilter::from_vec(vec![0; FILTER_BITS / 64]).expected_items(FILTER_SIZED_FOR),
             recent: HashMap::new(),
             queue: VecDeque::new(),
             sealed: 0,
