@@ -106,7 +106,7 @@ for r in $(seq 1 "$ROUNDS"); do
     rm -f "$WORK/ready"
     drv load --round "$r" --duration 60 --seed "$((SEED * 1000 + r))" --ready "$WORK/ready" >"$WORK/load-$r.out" 2>&1 &
     LOAD_PID=$!
-    # the kill timer starts once the load is running
+    # the kill timer starts once the load has its first acknowledged write
     for _ in $(seq 1 300); do
         [ -e "$WORK/ready" ] && break
         kill -0 "$LOAD_PID" 2>/dev/null || break

@@ -97,6 +97,8 @@ class Acks:
         self.lock = threading.Lock()
         self.round = rnd
         self.counts = {}
+        # set by the first acknowledged write
+        self.first_ack = threading.Event()
 
     def add(self, ok, **kv):
         kv["ok"] = ok
@@ -107,6 +109,8 @@ class Acks:
             self.f.flush()
             key = kv["t"] if ok else kv["t"] + "?"
             self.counts[key] = self.counts.get(key, 0) + 1
+            if ok:
+                self.first_ack.set()
 
     def close(self):
         self.f.close()
@@ -358,7 +362,10 @@ def load(a):
     for t in threads:
         t.start()
     if a.ready:
-        # tells crash-test.sh that requests are flowing: its kill timer starts now
+        # tells crash-test.sh that writes are being acknowledged: its kill timer starts now.
+        # (Created once the threads merely ran, a short timer on a busy machine could end
+        # before the restarted server had answered anything, and the round then "did not run".)
+        acks.first_ack.wait(timeout=30)
         open(a.ready, "w").close()
     deadline = t0 + a.duration
     while time.time() < deadline and any(t.is_alive() for t in threads):
@@ -549,7 +556,7 @@ def main():
     p.add_argument("--round", type=int, default=0)
     p.add_argument("--seed", type=int)
     p.add_argument("--bounded", action="store_true", help="keep open positions and resting orders per user bounded (soak)")
-    p.add_argument("--ready", help="file to create once the load threads have started")
+    p.add_argument("--ready", help="file to create once the first write is acknowledged")
     p.add_argument("--mix", choices=["full", "steady"], default="full",
                    help="full: every kind of write; steady: only writes that do not grow the database, and reads")
     a = p.parse_args()
