@@ -3117,7 +3117,12 @@ fn assert_one_clear_line(args: &[&str], st: ExitStatus, errtxt: &str, mention: &
     for bad in ["panicked", "backtrace", "rust_backtrace"] {
         assert!(!low.contains(bad), "{args:?}: stderr has {bad:?}: {errtxt}");
     }
-    let lines: Vec<&str> = errtxt.lines().filter(|l| !l.trim().is_empty()).collect();
+    // a slow-query warning depends on how busy the machine is (a loaded CI runner can take
+    // 60 ms to read a state that takes 4 ms), not on the error being checked
+    let lines: Vec<&str> = errtxt
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("slow query"))
+        .collect();
     assert_eq!(
         lines.len(),
         1,
