@@ -70,7 +70,8 @@ pub struct State {
     pub orders: BTreeMap<Id, Order>,
     /// Open positions by id.
     pub positions: BTreeMap<Id, Position>,
-    /// Client order ids whose orders may not be committed yet (SQLite answers for the rest).
+    /// Every client order id used: a filter of all of them, the ids whose orders may not be
+    /// committed yet, and SQLite's index for the rest.
     pub client_ids: ClientIds,
     /// Promo codes by code.
     pub promos: HashMap<String, Promo>,
