@@ -150,6 +150,17 @@ pub fn apply_pragmas(
     Ok(())
 }
 
+/// How every read connection opens its file: read-only, used by one thread at a time.
+const READ_FLAGS: OpenFlags =
+    OpenFlags::SQLITE_OPEN_READ_ONLY.union(OpenFlags::SQLITE_OPEN_NO_MUTEX);
+
+/// Opens a read connection as the pool's are opened (flags and pragmas), outside the pool.
+pub(crate) fn open_read_connection(path: &Path, cfg: &StoreConfig) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, READ_FLAGS)?;
+    apply_pragmas(&conn, cfg, true)?;
+    Ok(conn)
+}
+
 /// Opens (creating if needed) a file for writing, with WAL on and the schema migrated.
 pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connection, StoreError> {
     let open_err = |reason: String| open_error(path, reason);
@@ -269,7 +280,7 @@ impl Store {
         let writer = writer::Writer::start(conn, reset, cfg.clone(), stats.clone());
         let rcfg = cfg.clone();
         let manager = SqliteConnectionManager::file(path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_flags(READ_FLAGS)
             .with_init(move |c| apply_pragmas(c, &rcfg, true));
         let pool = r2d2::Pool::builder()
             .max_size(cfg.pool_size.max(1))
@@ -320,13 +331,7 @@ impl Store {
     /// A read-only connection of the caller's own, outside the pool, set up like the pool's:
     /// for a thread that must never wait for a pooled one (the sequencer).
     pub fn own_reader(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| open_error(&self.path, e))?;
-        apply_pragmas(&conn, &self.cfg, true)?;
-        Ok(conn)
+        open_read_connection(&self.path, &self.cfg).map_err(|e| open_error(&self.path, e))
     }
 
     /// Pool size, connections open and idle.

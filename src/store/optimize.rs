@@ -717,11 +717,7 @@ fn measure(
     label: &str,
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<Vec<Measured>, Fail> {
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    apply_pragmas(&c, cfg, true)?;
+    let c = super::open_read_connection(path, cfg)?;
     let n = hot.len() as u64;
     progress(label, 0, n);
     let mut out = Vec::with_capacity(hot.len());
