@@ -18,8 +18,8 @@ pub struct Config {
     pub require_license: bool,
     /// Largest request body, bytes.
     pub body_limit: usize,
-    /// How long a request's head may take to arrive, and how long a keep-alive connection may
-    /// stay idle, in milliseconds.
+    /// How long a request's head may take to arrive, then its body, and how long a keep-alive
+    /// connection may stay idle, in milliseconds.
     pub header_timeout_ms: u64,
     /// The most HTTP connections open at once; without it, the open-file limit less the
     /// descriptors SQLite needs (`api::listen::Limits::from_config`).

@@ -2544,6 +2544,80 @@ fn slow_or_idle_connections_are_closed_and_their_number_is_capped() {
     );
 }
 
+/// Reads what the server sends on `sock` until it closes it (at most 10 s) and parses it as
+/// one response; panics if the server neither answers nor closes.
+fn answer_then_close(sock: &mut TcpStream) -> Resp {
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = Vec::new();
+    sock.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("no answer and no close: {e}; read so far: {raw:?}"));
+    common::parse_response(&raw).unwrap()
+}
+
+/// A request body must arrive whole within `header_timeout_ms` of its head: stalled or
+/// trickled a byte at a time (each byte well inside the limit, so an idle timer alone would
+/// never fire), it answers 408 `request_timeout`, the connection is closed, and nothing
+/// changes.
+#[test]
+fn a_body_that_does_not_arrive_in_time_answers_408_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        &dir.path().join("t.db"),
+        &[],
+        &[("LITETRADE_HEADER_TIMEOUT_MS", "500")],
+    );
+    let (a, ta) = s.create_user("alice");
+    s.tick("BTCUSDT", "50000");
+    s.deposit(a, &ta, "1000");
+    let before = s.snapshot(a, &ta);
+    // a valid order, padded so that trickling it takes far longer than the limit
+    let body = format!(
+        r#"{{"symbol":"BTCUSDT","side":"buy","type":"market","qty":"0.01"{}}}"#,
+        " ".repeat(200)
+    );
+    let head = format!(
+        "POST /api/v1/users/{a}/orders HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ta}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+
+    // all but the last byte, then nothing
+    let mut stalled = TcpStream::connect(&s.addr).unwrap();
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled
+        .write_all(&body.as_bytes()[..body.len() - 1])
+        .unwrap();
+    err(&answer_then_close(&mut stalled), 408, "request_timeout");
+
+    // one byte every 50 ms: 13 s for the whole body
+    let mut trickled = TcpStream::connect(&s.addr).unwrap();
+    trickled.write_all(head.as_bytes()).unwrap();
+    let mut w = trickled.try_clone().unwrap();
+    let bytes = body.into_bytes();
+    let writer = std::thread::spawn(move || {
+        for b in bytes {
+            if w.write_all(&[b]).is_err() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    });
+    err(&answer_then_close(&mut trickled), 408, "request_timeout");
+    assert!(
+        !writer.join().unwrap(),
+        "the trickled body was sent whole before the server answered"
+    );
+
+    assert_eq!(
+        s.snapshot(a, &ta),
+        before,
+        "a timed-out request changed state"
+    );
+    s.assert_clean();
+}
+
 // =============================================================================================
 // SSE
 

@@ -62,7 +62,10 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// A JSON body: any content type, unknown fields and bad values rejected as `invalid_request`
 /// (400 for malformed JSON, 422 for well-formed JSON of the wrong shape), 413 past the limit
-/// (at once when the `Content-Length` header already says so). An empty body counts as `{}`.
+/// (at once when the `Content-Length` header already says so), 408 `request_timeout` when the
+/// whole body has not arrived within [`AppState::body_timeout`] (a client that declares a body
+/// and trickles it, or never sends it, would otherwise hold its connection forever; hyper
+/// closes a connection whose body was left unread). An empty body counts as `{}`.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
@@ -76,7 +79,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
         if declared.is_some_and(|n| n > state.body_limit as u64) {
             return Err(too_large());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        // the timer is armed only if the body is not already there at the first poll
+        let read = tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state));
+        let bytes = read.await.map_err(|_| too_slow(state))?.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 too_large()
             } else {
@@ -108,6 +113,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
 
 fn too_large() -> ApiError {
     ApiError::new(413, "payload_too_large", "request body too large")
+}
+
+fn too_slow(state: &AppState) -> ApiError {
+    ApiError::new(
+        408,
+        "request_timeout",
+        format!(
+            "the request body did not arrive within {} ms",
+            state.body_timeout.as_millis()
+        ),
+    )
 }
 
 /// A value that deserializes from a JSON object only. serde's derived structs would also take

@@ -34,6 +34,8 @@ pub struct AppState {
     pub http: Arc<metrics::HttpMetrics>,
     /// The most bytes a request body may hold.
     pub body_limit: usize,
+    /// How long a request body may take to arrive once its head has (`header_timeout_ms`).
+    pub body_timeout: Duration,
 }
 
 /// Every route: (method, path) — the router and the OpenAPI document are checked against it.
@@ -75,12 +77,14 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// Builds the router with every route, the body limit, JSON errors and metrics.
 pub fn router(engine: Engine, admin_token: &str) -> Router {
     let body_limit = engine.config().body_limit;
+    let body_timeout = Duration::from_millis(engine.config().header_timeout_ms);
     let state = AppState {
         engine,
         admin_token: admin_token.into(),
         token_cache: Arc::new(quick_cache::sync::Cache::new(100_000)),
         http: Arc::new(metrics::HttpMetrics::default()),
         body_limit,
+        body_timeout,
     };
     use routes as r;
     let v1 = Router::new()

@@ -84,7 +84,8 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
+/// Parses one whole response as read off the socket.
+pub fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
