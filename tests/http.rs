@@ -2062,6 +2062,8 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         r#"{"account_type":"x"}"#,
         r#"{"unknown":1}"#,
         r#"{"strategy":5}"#,
+        r#"{"strategy":"a\nb"}"#,
+        r#"{"strategy":"a\u0000b"}"#,
         "[1,2]",
     ] {
         add!("PUT", &cfg, t, Some(body), Invalid);
@@ -2174,13 +2176,14 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
     ] {
         add!("POST", "/api/v1/signals", adm, Some(body), Invalid);
     }
-    add!(
-        "POST",
-        "/api/v1/users",
-        adm,
-        Some(r#"{"name":""}"#),
-        Invalid
-    );
+    for body in [
+        r#"{"name":""}"#,
+        r#"{"name":"eve\nBalance (demo, USDT)\nWallet: 1000000"}"#,
+        r#"{"name":"a\u0000b"}"#,
+        r#"{"name":"a\u009bb"}"#,
+    ] {
+        add!("POST", "/api/v1/users", adm, Some(body), Invalid);
+    }
     // well-formed JSON of the wrong shape is 422; JSON that does not parse is 400, even when
     // its shape is wrong before its syntax is
     add!(

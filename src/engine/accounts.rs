@@ -79,15 +79,23 @@ pub struct ConfigPatch {
     pub account_type: Option<AccountType>,
 }
 
+/// Whether `s` holds a control character (a newline, a NUL, …). Names and strategies are shown
+/// in chat replies and bot messages, where one would forge lines or make Telegram refuse the
+/// message; no name a person types holds one.
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
 impl ConfigPatch {
     /// The config after the patch, or why it is invalid.
     pub fn apply_to(&self, cur: &UserConfig) -> Result<UserConfig> {
         let mut c = cur.clone();
         if let Some(v) = &self.strategy {
             if let Some(s) = v {
-                ensure(!s.is_empty() && s.chars().count() <= 64, || {
-                    "strategy must be 1-64 characters".into()
-                })?;
+                ensure(
+                    !s.is_empty() && s.chars().count() <= 64 && !has_control(s),
+                    || "strategy must be 1-64 characters, none of them a control character".into(),
+                )?;
             }
             c.strategy = v.clone();
         }
@@ -187,8 +195,8 @@ impl Sequencer {
         reply: Reply<User>,
     ) {
         if let Err(e) = ensure(
-            !name.trim().is_empty() && name.chars().count() <= 128,
-            || "name must be 1-128 characters".into(),
+            !name.trim().is_empty() && name.chars().count() <= 128 && !has_control(&name),
+            || "name must be 1-128 characters, none of them a control character".into(),
         ) {
             let _ = reply.send(Err(e));
             return;
