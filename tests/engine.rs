@@ -4276,3 +4276,80 @@ async fn a_backup_finishes_under_steady_writes_and_holds_every_acknowledged_one(
         .unwrap();
     assert!(wallet >= before.raw(), "{wallet} < {}", before.raw());
 }
+
+/// `trade_totals` (chat's `/pnl`) sums every trade of a user exactly: more than the 10,000 the
+/// chat once read, sums beyond `i64`, each account apart, and no other user's trades.
+#[tokio::test]
+async fn trade_totals_count_every_trade_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let (u, _) = e.create_user("alice", None).await.unwrap();
+    let (other, _) = e.create_user("bob", None).await.unwrap();
+    let cfg = e.config().clone();
+    e.shutdown();
+    drop(e);
+    const N: i64 = 10_050;
+    // three PnLs of i64::MAX / 2 overflow an i64 sum; the rest are small wins, losses and zeros
+    let pnl = |i: i64| {
+        if i < 3 {
+            i64::MAX / 2
+        } else {
+            (i % 7 - 3) * 1_000_000
+        }
+    };
+    {
+        let c = rusqlite::Connection::open(&cfg.db).unwrap();
+        let mut st = c
+            .prepare(
+                "INSERT INTO trade_logs (id, position_id, user_id, symbol, side, qty, entry_price, \
+                 exit_price, open_fee, close_fee, pnl, reason, account_type, leverage, opened_at, \
+                 closed_at) VALUES (?1, ?1, ?2, 'BTCUSDT', 'long', 100000000, 100, 100, ?3, ?4, \
+                 ?5, 'manual', ?6, 1, 0, ?1)",
+            )
+            .unwrap();
+        c.execute_batch("BEGIN").unwrap();
+        for i in 0..N {
+            let acct = if i % 2 == 0 { "demo" } else { "real" };
+            st.execute(rusqlite::params![
+                i + 1,
+                u.id,
+                5_000 + i,
+                6_000,
+                pnl(i),
+                acct
+            ])
+            .unwrap();
+        }
+        // another user's trade, which must not count
+        st.execute(rusqlite::params![N + 1, other.id, 1, 1, 123, "demo"])
+            .unwrap();
+        c.execute_batch("COMMIT").unwrap();
+    }
+    let e = Engine::open(&cfg).unwrap();
+    let expect = |keep: &dyn Fn(i64) -> bool| {
+        let mut t = litetrade::domain::model::TradeTotals::default();
+        for i in (0..N).filter(|&i| keep(i)) {
+            t.count += 1;
+            t.wins += u64::from(pnl(i) > 0);
+            t.losses += u64::from(pnl(i) < 0);
+            t.pnl_raw += i128::from(pnl(i));
+            t.fees_raw += i128::from(5_000 + i + 6_000);
+        }
+        t
+    };
+    let all = e.trade_totals(u.id, None).unwrap();
+    assert_eq!(all, expect(&|_| true));
+    assert!(all.pnl_raw > i128::from(i64::MAX), "the sum must pass i64");
+    assert_eq!(
+        e.trade_totals(u.id, Some(DEMO)).unwrap(),
+        expect(&|i| i % 2 == 0)
+    );
+    assert_eq!(
+        e.trade_totals(u.id, Some(AccountType::Real)).unwrap(),
+        expect(&|i| i % 2 == 1)
+    );
+    let reply = litetrade::chat::handle(&e, u.id, "/pnl").await.text();
+    assert!(reply.contains(&format!("Trades: {N}\n")), "{reply}");
+    assert_eq!(code(e.trade_totals(999_999, None)), "not_found");
+    e.shutdown();
+}

@@ -5,7 +5,10 @@
 //! as one message. Replies are plain text (no Markdown or HTML), so they need no escaping.
 //!
 //! * The command word is case-insensitive and may carry a Telegram `@botname` suffix
-//!   (`/Balance@my_bot` is `/balance`). Arguments are separated by whitespace.
+//!   (`/Balance@my_bot` is `/balance`). [`handle`] answers whatever the name; in a group chat,
+//!   where Telegram delivers commands meant for other bots too, use [`handle_for`] with the
+//!   bot's own username, and a command addressed to another bot gets no reply and does
+//!   nothing. Arguments are separated by whitespace.
 //! * Every page holds at most [`PAGE_CHARS`] characters (Unicode scalar values, Telegram's
 //!   message limit). Longer output is split on line boundaries (a single overlong line is cut)
 //!   and every page of a multi-page reply ends with a `(page i/n)` marker.
@@ -30,7 +33,7 @@ pub use text::{format_timestamp, paginate};
 
 use crate::Engine;
 use crate::domain::model::{AccountType, Id, OrderStatus, Side};
-use parse::{one_id, opt_account, opt_account_filter, parse_config, parse_order};
+use parse::{one_id, opt_account, opt_account_filter, parse_config, parse_order, parse_whole};
 use std::fmt::Write as _;
 use text::{
     clip, config_text, err_text, fmt_raw, more_note, on_off, order_line, placed_text,
@@ -47,10 +50,6 @@ pub const MAX_INPUT_CHARS: usize = 4096;
 pub(super) const MAX_LISTED: usize = 500;
 /// Trades per `/trades` page.
 const TRADES_PER_PAGE: u32 = 10;
-/// Trades per engine page read by `/pnl`.
-const PNL_PAGE_LIMIT: u32 = 1000;
-/// Engine pages `/pnl` reads at most (so it sums the newest 10 000 trades).
-const PNL_MAX_PAGES: u64 = 10;
 
 /// The answer to one message: one or more pages of plain text, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +168,27 @@ pub async fn handle(engine: &Engine, user_id: Id, text: &str) -> Reply {
     Reply::new(match dispatch(engine, user_id, text).await {
         Ok(s) | Err(s) => s,
     })
+}
+
+/// [`handle`] for the bot whose username is `bot` (with or without its `@`). A command
+/// addressed to another bot (`/buy@OtherBot …`, as Telegram delivers in groups) is not for this
+/// one: it gets `None`, no reply and no effect. Every other message, including a command with
+/// no suffix or with this bot's name in any case, gets [`handle`]'s reply.
+pub async fn handle_for(engine: &Engine, user_id: Id, text: &str, bot: &str) -> Option<Reply> {
+    if addressed_elsewhere(text, bot) {
+        return None;
+    }
+    Some(handle(engine, user_id, text).await)
+}
+
+/// Whether `text` is a command with an `@name` suffix that is not `bot`.
+fn addressed_elsewhere(text: &str, bot: &str) -> bool {
+    let head = text.split_whitespace().next().unwrap_or("");
+    let bot = bot.strip_prefix('@').unwrap_or(bot);
+    match head.strip_prefix('/').and_then(|h| h.split_once('@')) {
+        Some((_, to)) => !to.eq_ignore_ascii_case(bot),
+        None => false,
+    }
 }
 
 /// A reply text; `Err` holds a refusal (usage line or engine error), also sent as-is.
@@ -348,30 +368,7 @@ async fn close(engine: &Engine, user: Id, args: &[&str]) -> Out {
 
 fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
     let acct = opt_account_filter("pnl", args)?;
-    let (mut realized, mut fees) = (0i128, 0i128);
-    let (mut counted, mut wins, mut losses, mut flat) = (0u64, 0u64, 0u64, 0u64);
-    let mut total;
-    let mut page = 1u64;
-    loop {
-        let tp = engine
-            .trades_of(user, acct, page, PNL_PAGE_LIMIT)
-            .map_err(|e| err_text(&e))?;
-        total = tp.total;
-        for t in &tp.trades {
-            counted += 1;
-            realized += t.pnl.raw() as i128;
-            fees += t.open_fee.raw() as i128 + t.close_fee.raw() as i128;
-            match t.pnl.raw().signum() {
-                1 => wins += 1,
-                -1 => losses += 1,
-                _ => flat += 1,
-            }
-        }
-        if tp.trades.is_empty() || page >= tp.pages || page >= PNL_MAX_PAGES {
-            break;
-        }
-        page += 1;
-    }
+    let t = engine.trade_totals(user, acct).map_err(|e| err_text(&e))?;
     let mut unrealized = 0i128;
     let mut parts = Vec::new();
     for a in AccountType::ALL
@@ -386,12 +383,23 @@ fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
         None => String::from("PnL summary\n"),
         Some(a) => format!("PnL summary, {a} account\n"),
     };
-    let _ = writeln!(s, "Realized PnL: {} USDT", fmt_raw(realized));
-    let _ = writeln!(s, "Fees paid on closed trades: {} USDT", fmt_raw(fees));
-    let _ = writeln!(s, "Trades: {counted}");
-    let _ = write!(s, "Wins: {wins}, losses: {losses}, breakeven: {flat}");
-    if counted > 0 {
-        let tenths = wins as u128 * 1000 / counted as u128;
+    let _ = writeln!(s, "Realized PnL: {} USDT", fmt_raw(t.pnl_raw));
+    let _ = writeln!(
+        s,
+        "Fees paid on closed trades: {} USDT",
+        fmt_raw(t.fees_raw)
+    );
+    let _ = writeln!(s, "Trades: {}", t.count);
+    let _ = write!(
+        s,
+        "Wins: {}, losses: {}, breakeven: {}",
+        t.wins,
+        t.losses,
+        t.count - t.wins - t.losses
+    );
+    if t.count > 0 {
+        // tenths of a percent, rounded half up
+        let tenths = (u128::from(t.wins) * 2000 + u128::from(t.count)) / (2 * u128::from(t.count));
         let _ = write!(s, " (win rate {}.{}%)", tenths / 10, tenths % 10);
     }
     s.push('\n');
@@ -401,12 +409,6 @@ fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
         fmt_raw(unrealized),
         parts.join(", ")
     );
-    if counted < total {
-        let _ = writeln!(
-            s,
-            "(only the newest {counted} of {total} trades are counted)"
-        );
-    }
     Ok(s)
 }
 
@@ -421,8 +423,8 @@ fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
     };
     let page = match args {
         [] => 1,
-        [p] => match p.trim_start_matches('#').parse::<u64>() {
-            Ok(n) if n >= 1 => n,
+        [p] => match parse_whole(p.strip_prefix('#').unwrap_or(p)) {
+            Some(n) if n >= 1 => n,
             _ => {
                 return Err(usage_err(
                     "trades",
@@ -830,8 +832,13 @@ mod tests {
         let pid2 = e.positions(u, None).unwrap()[0].id;
         tick(&e, "BTCUSDT", 105).await;
         say(&e, u, &format!("/close {pid2}")).await;
+        // a second win: 2 of 3 is 66.7 % rounded (66.6 % cut off)
+        say(&e, u, "/buy BTCUSDT 1").await;
+        let pid3 = e.positions(u, None).unwrap()[0].id;
+        tick(&e, "BTCUSDT", 115).await;
+        say(&e, u, &format!("/close {pid3}")).await;
         say(&e, u, "/sell BTCUSDT 2").await;
-        tick(&e, "BTCUSDT", 100).await;
+        tick(&e, "BTCUSDT", 110).await;
         let trades = e.trades(u, 1, 10).unwrap().trades;
         let realized: i64 = trades.iter().map(|t| t.pnl.raw()).sum();
         let fees: i64 = trades
@@ -850,19 +857,18 @@ mod tests {
             "{r}"
         );
         assert!(
-            r.contains("Trades: 2\nWins: 1, losses: 1, breakeven: 0 (win rate 50.0%)"),
+            r.contains("Trades: 3\nWins: 2, losses: 1, breakeven: 0 (win rate 66.7%)"),
             "{r}"
         );
         assert!(
             r.contains("Unrealized PnL: 10 USDT (demo 10, real 0)"),
             "{r}"
         );
-        assert!(!r.contains("only the newest"), "{r}");
         // one account: every trade here is demo
         let demo = say(&e, u, "/pnl demo").await;
         assert!(demo.starts_with("PnL summary, demo account\n"), "{demo}");
         assert!(
-            demo.contains("Trades: 2\n") && demo.contains("(demo 10)"),
+            demo.contains("Trades: 3\n") && demo.contains("(demo 10)"),
             "{demo}"
         );
         let real = say(&e, u, "/pnl real").await;
@@ -1014,6 +1020,14 @@ mod tests {
                 "The value of leverage must be a whole number, got \"ten\".",
             ),
             (
+                "/config leverage=+3",
+                "The value of leverage must be a whole number, got \"+3\".",
+            ),
+            (
+                "/config =",
+                "Unknown key \"\"; keys: strategy, leverage, risk_pct, sl_pct, tp_pct, account_type.",
+            ),
+            (
                 "/config account_type=gold",
                 "The value of account_type must be demo or real, got \"gold\".",
             ),
@@ -1028,6 +1042,11 @@ mod tests {
                 "for {input}"
             );
         }
+        // too large is out of the engine's range, not "not a whole number"
+        assert_eq!(
+            say(&e, u, "/config leverage=4294967296").await,
+            "Rejected: leverage must be 1..=1000."
+        );
         assert_eq!(e.user_config(u).unwrap().risk_pct, Some(d("5")));
         e.shutdown();
     }
@@ -1107,9 +1126,29 @@ mod tests {
                 format!("PRICE given twice.\n{buy}"),
             ),
             ("/buy BTCUSDT 1 x10 x20", format!("LEV given twice.\n{buy}")),
+            // too large is out of range, not "not a whole number"
             (
                 "/buy BTCUSDT 1 x4294967296",
-                format!("LEV must be a whole number like x10, got \"x4294967296\".\n{buy}"),
+                "Rejected: leverage must be a whole number 1..=100.".into(),
+            ),
+            // whole numbers are digits only: no sign, at most one leading # on an id
+            (
+                "/buy BTCUSDT 1 x+5",
+                format!("LEV must be a whole number like x10, got \"x+5\".\n{buy}"),
+            ),
+            (
+                "/cancel +5",
+                "The id must be a whole number >= 1, got \"+5\".\nUsage: /cancel ORDER_ID".into(),
+            ),
+            (
+                "/cancel ##5",
+                "The id must be a whole number >= 1, got \"##5\".\nUsage: /cancel ORDER_ID".into(),
+            ),
+            ("/cancel 99999999999999999999", "No such order.".into()),
+            (
+                "/trades +2",
+                "PAGE must be a whole number >= 1, got \"+2\".\nUsage: /trades [PAGE] [demo|real]"
+                    .into(),
             ),
             ("/buy BTCUSDT 1 sl=", format!("SL is missing.\n{buy}")),
             (
@@ -1170,6 +1209,23 @@ mod tests {
             e.balance(u, AccountType::Demo).unwrap().wallet,
             Dec::from_int(10000)
         );
+        // a command for another bot is ignored by handle_for, whatever it asks
+        for other in [
+            "/buy@OtherBot BTCUSDT 0.01",
+            "/Buy@ BTCUSDT 0.01",
+            "/balance@other_bot",
+        ] {
+            assert_eq!(
+                handle_for(&e, u, other, "litetrade_bot").await,
+                None,
+                "{other}"
+            );
+        }
+        assert!(e.positions(u, None).unwrap().is_empty());
+        for mine in ["/balance@LiteTrade_Bot", "/balance", "hello"] {
+            let r = handle_for(&e, u, mine, "@litetrade_bot").await;
+            assert_eq!(r, Some(handle(&e, u, mine).await), "{mine}");
+        }
         // the command word is case-insensitive and takes a bot suffix
         let r = say(&e, u, "/Buy@litetrade_bot btcusdt 0.01").await;
         assert!(r.contains("filled: bought 0.01 BTCUSDT at 100"), "{r}");

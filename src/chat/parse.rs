@@ -31,9 +31,9 @@ pub(super) fn parse_order(side: Side, args: &[&str]) -> Result<NewOrder, String>
             if o.leverage.is_some() {
                 return Err(dup("LEV"));
             }
-            match l.parse::<u32>() {
-                Ok(n) => o.leverage = Some(n),
-                Err(_) => {
+            match parse_whole(l) {
+                Some(n) => o.leverage = Some(u32::try_from(n).unwrap_or(u32::MAX)),
+                None => {
                     return Err(usage_err(
                         name,
                         Some(format!(
@@ -82,7 +82,7 @@ pub(super) fn parse_config(args: &[&str]) -> Result<ConfigPatch, String> {
                 Some(format!("Key {} given twice", quote(k))),
             ));
         }
-        if v.is_empty() {
+        if v.is_empty() && !k.is_empty() {
             return Err(usage_err(
                 "config",
                 Some(format!("Key {} needs a value (none clears it)", quote(k))),
@@ -96,7 +96,7 @@ pub(super) fn parse_config(args: &[&str]) -> Result<ConfigPatch, String> {
                     None
                 } else {
                     let t = v.strip_prefix(['x', 'X']).unwrap_or(v);
-                    Some(t.parse::<u32>().map_err(|_| {
+                    let n = parse_whole(t).ok_or_else(|| {
                         usage_err(
                             "config",
                             Some(format!(
@@ -104,7 +104,8 @@ pub(super) fn parse_config(args: &[&str]) -> Result<ConfigPatch, String> {
                                 quote(v)
                             )),
                         )
-                    })?)
+                    })?;
+                    Some(u32::try_from(n).unwrap_or(u32::MAX))
                 })
             }
             "risk_pct" | "sl_pct" | "tp_pct" => {
@@ -192,10 +193,19 @@ pub(super) fn parse_dec(cmd: &str, what: &str, s: &str) -> Result<Dec, String> {
     })
 }
 
+/// A whole number as a person types it: ASCII digits only, no sign. One too large for a
+/// `u64` saturates, so that a leverage or an id beyond any range gets the engine's answer for
+/// it (the leverage range, no such order) rather than "not a whole number".
+pub(super) fn parse_whole(s: &str) -> Option<u64> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // all digits: parsing can fail only by overflowing
+    digits.then(|| s.parse().unwrap_or(u64::MAX))
+}
+
+/// An id, with or without one leading `#`.
 pub(super) fn parse_id(s: &str) -> Option<Id> {
-    s.trim_start_matches('#')
-        .parse::<Id>()
-        .ok()
+    parse_whole(s.strip_prefix('#').unwrap_or(s))
+        .map(|n| Id::try_from(n).unwrap_or(Id::MAX))
         .filter(|&n| n > 0)
 }
 

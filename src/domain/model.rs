@@ -268,6 +268,36 @@ pub struct Position {
     pub order_id: Option<Id>,
 }
 
+/// A user's closed trades summed up exactly (chat's `/pnl`): every trade counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TradeTotals {
+    /// Trades counted.
+    pub count: u64,
+    /// Trades with a PnL above zero.
+    pub wins: u64,
+    /// Trades with a PnL below zero.
+    pub losses: u64,
+    /// The sum of their PnL, in raw units of 10⁻⁸ (`Dec::raw`); 128 bits, so that no number
+    /// of trades overflows it.
+    pub pnl_raw: i128,
+    /// The sum of their open and close fees, in raw units of 10⁻⁸.
+    pub fees_raw: i128,
+}
+
+impl TradeTotals {
+    /// Counts one more trade.
+    pub fn add(&mut self, pnl: Dec, open_fee: Dec, close_fee: Dec) {
+        self.count += 1;
+        match pnl.raw().signum() {
+            1 => self.wins += 1,
+            -1 => self.losses += 1,
+            _ => {}
+        }
+        self.pnl_raw += i128::from(pnl.raw());
+        self.fees_raw += i128::from(open_fee.raw()) + i128::from(close_fee.raw());
+    }
+}
+
 /// A closed position's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Trade {

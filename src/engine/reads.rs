@@ -4,7 +4,8 @@ use super::{Engine, MaskedCredentials, secrets};
 use crate::cache::{AccountKey, CredKey, LastPrice, Profile, RouteKey, SymbolKey, UserKey};
 use crate::domain::math;
 use crate::domain::model::{
-    AccountType, Balance, Id, License, Order, Position, Ticker, Trade, User, UserConfig, now_ms,
+    AccountType, Balance, Id, License, Order, Position, Ticker, Trade, TradeTotals, User,
+    UserConfig, now_ms,
 };
 use crate::domain::money::Dec;
 use crate::domain::symbol::SymbolSpec;
@@ -220,6 +221,15 @@ impl Engine {
             total,
             pages: total.div_ceil(limit as u64),
         })
+    }
+
+    /// Every closed trade of a user, of one account when `acct` names one, summed up exactly
+    /// (chat's `/pnl`). It reads each of those trades, so it is not for a hot path.
+    pub fn trade_totals(&self, user: Id, acct: Option<AccountType>) -> Result<TradeTotals> {
+        self.profile(user)?;
+        Ok(self
+            .store()
+            .read("trade_totals", |c| trades::totals(c, user, acct))?)
     }
 
     /// A symbol's last price and time, through the market_data cache.

@@ -76,6 +76,12 @@ pub fn hot_queries() -> Vec<HotQuery> {
             trades::COUNT_BY_USER_ACCOUNT,
             vec![u(), Value::Text("demo".into())],
         ),
+        q("trade_totals_by_user", trades::TOTALS_BY_USER, vec![u()]),
+        q(
+            "trade_totals_by_account",
+            trades::TOTALS_BY_USER_ACCOUNT,
+            vec![u(), demo()],
+        ),
         q("trade_by_position", trades::BY_POSITION, vec![u()]),
         q(
             "trades_closed_24h",

@@ -1,7 +1,9 @@
 //! `trade_logs`: append-only record of closed positions.
 
 use super::{MultiInsert, bind_row, dec, text_enum};
-use crate::domain::model::{AccountType, CloseReason, Id, Position, PositionSide, Trade};
+use crate::domain::model::{
+    AccountType, CloseReason, Id, Position, PositionSide, Trade, TradeTotals,
+};
 use crate::domain::money::Dec;
 use rusqlite::{Connection, Row, params};
 
@@ -30,6 +32,13 @@ pub const PAGE_BY_USER_ACCOUNT: &str = concat!(
 /// Hot query: how many trades a user has on one account.
 pub const COUNT_BY_USER_ACCOUNT: &str =
     "SELECT COUNT(*) FROM trade_logs WHERE user_id = ?1 AND account_type = ?2";
+
+/// The PnL and fees of every trade of a user.
+pub const TOTALS_BY_USER: &str =
+    "SELECT pnl, open_fee, close_fee FROM trade_logs WHERE user_id = ?1";
+/// The PnL and fees of every trade of a user on one account.
+pub const TOTALS_BY_USER_ACCOUNT: &str =
+    "SELECT pnl, open_fee, close_fee FROM trade_logs WHERE user_id = ?1 AND account_type = ?2";
 
 fn map(r: &Row<'_>) -> rusqlite::Result<Trade> {
     Ok(Trade {
@@ -141,6 +150,27 @@ pub fn page(
         ),
     };
     Ok((rows, total as u64))
+}
+
+/// Every trade of a user, of one account or of both, summed up in 128-bit integers.
+pub fn totals(
+    c: &Connection,
+    user: Id,
+    acct: Option<AccountType>,
+) -> rusqlite::Result<TradeTotals> {
+    let mut st = match acct {
+        None => c.prepare_cached(TOTALS_BY_USER)?,
+        Some(_) => c.prepare_cached(TOTALS_BY_USER_ACCOUNT)?,
+    };
+    let mut rows = match acct {
+        None => st.query([user])?,
+        Some(a) => st.query(params![user, a.as_str()])?,
+    };
+    let mut t = TradeTotals::default();
+    while let Some(r) = rows.next()? {
+        t.add(dec(r, 0)?, dec(r, 1)?, dec(r, 2)?);
+    }
+    Ok(t)
 }
 
 /// The highest trade id (0 for none).
