@@ -2173,6 +2173,7 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         r#"{"strategy":"s","symbol":"BTCUSDT","side":"buy","sl_pct":150}"#,
         r#"{"strategy":"s","symbol":"BTCUSDT","side":"buy","extra":1}"#,
         r#"{"strategy":"","symbol":"BTCUSDT","side":"buy"}"#,
+        r#"{"strategy":"a\nb","symbol":"BTCUSDT","side":"buy"}"#,
     ] {
         add!("POST", "/api/v1/signals", adm, Some(body), Invalid);
     }
@@ -2181,6 +2182,8 @@ fn bad_input_answers_4xx_json_and_changes_nothing() {
         r#"{"name":"eve\nBalance (demo, USDT)\nWallet: 1000000"}"#,
         r#"{"name":"a\u0000b"}"#,
         r#"{"name":"a\u009bb"}"#,
+        r#"{"name":"a\u2028b"}"#,
+        r#"{"name":"evil\u202etxt.exe"}"#,
     ] {
         add!("POST", "/api/v1/users", adm, Some(body), Invalid);
     }
@@ -2547,15 +2550,24 @@ fn slow_or_idle_connections_are_closed_and_their_number_is_capped() {
     );
 }
 
-/// Reads what the server sends on `sock` until it closes it (at most 10 s) and parses it as
-/// one response; panics if the server neither answers nor closes.
-fn answer_then_close(sock: &mut TcpStream) -> Resp {
+/// The response the server sends on `sock` (waiting at most 10 s) and the time it took; panics
+/// if none comes or the server then leaves the connection open.
+fn answer_then_close(sock: &mut TcpStream) -> (Resp, Duration) {
+    let t0 = Instant::now();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut raw = Vec::new();
-    sock.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("no answer and no close: {e}; read so far: {raw:?}"));
-    common::parse_response(&raw).unwrap()
+    let r = common::read_response(sock).unwrap_or_else(|e| panic!("no answer: {e}"));
+    let took = t0.elapsed();
+    let mut more = [0u8; 1];
+    let after = sock.read(&mut more);
+    assert!(
+        matches!(after, Ok(0))
+            || after
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection stayed open after the answer: {after:?}"
+    );
+    (r, took)
 }
 
 /// A request body must arrive whole within `header_timeout_ms` of its head: stalled or
@@ -2591,7 +2603,12 @@ fn a_body_that_does_not_arrive_in_time_answers_408_and_changes_nothing() {
     stalled
         .write_all(&body.as_bytes()[..body.len() - 1])
         .unwrap();
-    err(&answer_then_close(&mut stalled), 408, "request_timeout");
+    let (r, took) = answer_then_close(&mut stalled);
+    err(&r, 408, "request_timeout");
+    assert!(
+        took >= Duration::from_millis(450),
+        "answered after {took:?}"
+    );
 
     // one byte every 50 ms: 13 s for the whole body
     let mut trickled = TcpStream::connect(&s.addr).unwrap();
@@ -2607,7 +2624,12 @@ fn a_body_that_does_not_arrive_in_time_answers_408_and_changes_nothing() {
         }
         true
     });
-    err(&answer_then_close(&mut trickled), 408, "request_timeout");
+    let (r, took) = answer_then_close(&mut trickled);
+    err(&r, 408, "request_timeout");
+    assert!(
+        took >= Duration::from_millis(450),
+        "answered after {took:?}"
+    );
     assert!(
         !writer.join().unwrap(),
         "the trickled body was sent whole before the server answered"

@@ -14,7 +14,9 @@
 //!   New connections wait in the kernel's backlog until one closes, and a warning is logged
 //!   at most once a minute.
 //!
-//! Every accepted connection gets `TCP_NODELAY`.
+//! Every accepted connection gets `TCP_NODELAY`. A request body has its own deadline, kept by
+//! the body extractor (`api::error::Body`), since hyper's head timer stops at the end of the
+//! head.
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};

@@ -4,7 +4,7 @@ use super::AppState;
 use super::auth::{Admin, Caller, Owner, path_id as id};
 use super::error::{ApiError, ApiResult, Body, Object};
 use crate::domain::model::AccountType;
-use crate::domain::money::Dec;
+use crate::domain::money::{Dec, parse_whole};
 use crate::domain::symbol::SymbolPatch;
 use crate::engine::accounts::{ConfigPatch, NewPromo, Signal};
 use crate::engine::trading::{NewOrder, Tick};
@@ -237,17 +237,13 @@ impl<'de> Deserialize<'de> for Whole {
             Some(rest) => (true, rest),
             None => (false, s.strip_prefix('+').unwrap_or(&s)),
         };
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(serde::de::Error::custom(format!(
+        match parse_whole(digits) {
+            None => Err(serde::de::Error::custom(format!(
                 "{s:?} is not a whole number"
-            )));
+            ))),
+            Some(_) if negative => Ok(Whole(0)),
+            Some(n) => Ok(Whole(n)),
         }
-        // only an overflow is left to fail
-        Ok(Whole(if negative {
-            0
-        } else {
-            digits.parse().unwrap_or(u64::MAX)
-        }))
     }
 }
 

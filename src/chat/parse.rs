@@ -3,7 +3,7 @@
 
 use super::text::{quote, usage_err};
 use crate::domain::model::{AccountType, Id, OrderType, Side};
-use crate::domain::money::{Dec, ParseDecError};
+use crate::domain::money::{Dec, ParseDecError, parse_whole};
 use crate::engine::accounts::ConfigPatch;
 use crate::engine::trading::NewOrder;
 
@@ -191,15 +191,6 @@ pub(super) fn parse_dec(cmd: &str, what: &str, s: &str) -> Result<Dec, String> {
         };
         usage_err(cmd, Some(format!("{what} {why}")))
     })
-}
-
-/// A whole number as a person types it: ASCII digits only, no sign. One too large for a
-/// `u64` saturates, so that a leverage or an id beyond any range gets the engine's answer for
-/// it (the leverage range, no such order) rather than "not a whole number".
-pub(super) fn parse_whole(s: &str) -> Option<u64> {
-    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    // all digits: parsing can fail only by overflowing
-    digits.then(|| s.parse().unwrap_or(u64::MAX))
 }
 
 /// An id, with or without one leading `#`.

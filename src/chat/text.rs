@@ -2,7 +2,9 @@
 //! plain text, UTC timestamps, and the split of a long reply into pages.
 
 use super::{MAX_LISTED, PAGE_CHARS, usage};
-use crate::domain::model::{Order, OrderStatus, OrderType, Position, Side, Trade, UserConfig};
+use crate::domain::model::{
+    Order, OrderStatus, OrderType, Position, Side, Trade, UserConfig, breaks_text,
+};
 use crate::domain::money::{Dec, SCALE};
 use crate::error::Error;
 use std::fmt::Write as _;
@@ -164,7 +166,7 @@ pub(super) fn config_text(title: &str, c: &UserConfig, bot: bool) -> String {
         "{title}\nstrategy: {}\nleverage: {}\nrisk_pct: {}\nsl_pct: {}\ntp_pct: {}\naccount_type: {}\nbot: {}",
         c.strategy
             .as_deref()
-            .map(|s| clip(s, 64))
+            .map(|s| shown(s, 64))
             .unwrap_or_else(|| "none".into()),
         c.leverage
             .map(|l| l.to_string())
@@ -201,6 +203,23 @@ pub(super) fn clip(s: &str, n: usize) -> String {
         None => s.to_string(),
         Some((i, _)) => format!("{}...", &s[..i]),
     }
+}
+
+/// Stored text (a user's name, a strategy) shown in a reply: clipped to `n` characters, with
+/// each character that [`breaks_text`] replaced by U+FFFD. The engine refuses such characters
+/// now, but a row written before, or straight into the file, may still hold one.
+pub(super) fn shown(s: &str, n: usize) -> String {
+    let plain: String = s
+        .chars()
+        .map(|c| {
+            if breaks_text(c) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect();
+    clip(&plain, n)
 }
 
 /// User input echoed back: clipped and quoted with escapes (control characters stay visible).
@@ -362,6 +381,19 @@ mod tests {
             }
         }
         assert_eq!(seen, 2000);
+    }
+
+    #[test]
+    fn stored_text_is_shown_without_what_breaks_a_message() {
+        // a forged line, a NUL, a line separator and a right-to-left override each become U+FFFD
+        assert_eq!(
+            shown("eve\nWallet: 1\u{0}\u{2028}x\u{202E}y", 64),
+            "eve\u{FFFD}Wallet: 1\u{FFFD}\u{FFFD}x\u{FFFD}y"
+        );
+        // emoji sequences (ZWJ), right-to-left scripts and their marks stay as they are
+        let fine = "alice 👨\u{200D}👩\u{200D}👧 עברית\u{200F}";
+        assert_eq!(shown(fine, 64), fine);
+        assert_eq!(shown("abcdef", 3), "abc...");
     }
 
     #[test]

@@ -268,6 +268,18 @@ pub struct Position {
     pub order_id: Option<Id>,
 }
 
+/// Whether `c` would break or forge the text around it where a user's name or strategy is
+/// shown (a chat reply, a bot message): a control character (a newline, a NUL, …), a line or
+/// paragraph separator, or a bidirectional embedding, override or isolate. Names and
+/// strategies may not hold one, and chat replaces one in older stored text.
+pub fn breaks_text(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// A user's closed trades summed up exactly (chat's `/pnl`): every trade counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TradeTotals {

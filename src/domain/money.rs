@@ -177,6 +177,15 @@ impl<'de> Deserialize<'de> for Dec {
     }
 }
 
+/// A whole number written as ASCII digits only (no sign, no point), as chat arguments and the
+/// query string take it. One too large for a `u64` saturates: every such number lies beyond
+/// any range it is checked against, and the check's own answer names that range.
+pub fn parse_whole(s: &str) -> Option<u64> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // all digits: parsing can fail only by overflowing
+    digits.then(|| s.parse().unwrap_or(u64::MAX))
+}
+
 /// Divides `n / d` rounding half away from zero (`d` may be negative).
 pub fn div_round_half_away(n: i128, d: i128) -> i128 {
     assert!(d != 0, "division by zero");

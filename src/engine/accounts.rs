@@ -7,7 +7,7 @@ use super::trading::NewOrder;
 use crate::cache::Secret;
 use crate::domain::math;
 use crate::domain::model::{
-    AccountType, Balance, Id, License, Millis, Promo, Side, User, UserConfig,
+    AccountType, Balance, Id, License, Millis, Promo, Side, User, UserConfig, breaks_text,
 };
 use crate::domain::money::Dec;
 use crate::domain::symbol::{SymbolPatch, SymbolSpec};
@@ -79,11 +79,22 @@ pub struct ConfigPatch {
     pub account_type: Option<AccountType>,
 }
 
-/// Whether `s` holds a control character (a newline, a NUL, …). Names and strategies are shown
-/// in chat replies and bot messages, where one would forge lines or make Telegram refuse the
-/// message; no name a person types holds one.
-fn has_control(s: &str) -> bool {
-    s.chars().any(char::is_control)
+/// What a name or strategy may not hold ([`breaks_text`]).
+const PLAIN: &str = "with no control, line-separator or text-direction characters";
+
+/// Whether `s` holds a character that [`breaks_text`]: shown in a chat reply or a bot message,
+/// it would forge lines or make Telegram refuse the message, and no name a person types holds
+/// one.
+fn breaks_any(s: &str) -> bool {
+    s.chars().any(breaks_text)
+}
+
+/// A strategy name, as a config or a signal gives it.
+fn check_strategy(s: &str) -> Result<()> {
+    ensure(
+        !s.is_empty() && s.chars().count() <= 64 && !breaks_any(s),
+        || format!("strategy must be 1-64 characters, {PLAIN}"),
+    )
 }
 
 impl ConfigPatch {
@@ -92,10 +103,7 @@ impl ConfigPatch {
         let mut c = cur.clone();
         if let Some(v) = &self.strategy {
             if let Some(s) = v {
-                ensure(
-                    !s.is_empty() && s.chars().count() <= 64 && !has_control(s),
-                    || "strategy must be 1-64 characters, none of them a control character".into(),
-                )?;
+                check_strategy(s)?;
             }
             c.strategy = v.clone();
         }
@@ -195,8 +203,8 @@ impl Sequencer {
         reply: Reply<User>,
     ) {
         if let Err(e) = ensure(
-            !name.trim().is_empty() && name.chars().count() <= 128 && !has_control(&name),
-            || "name must be 1-128 characters, none of them a control character".into(),
+            !name.trim().is_empty() && name.chars().count() <= 128 && !breaks_any(&name),
+            || format!("name must be 1-128 characters, {PLAIN}"),
         ) {
             let _ = reply.send(Err(e));
             return;
@@ -493,7 +501,7 @@ impl Sequencer {
             Some(sym) => sym.last.ok_or_else(|| Error::NoPrice(s.symbol.clone())),
         }
         .and_then(|last| {
-            ensure(!s.strategy.is_empty(), || "strategy must be set".into())?;
+            check_strategy(&s.strategy)?;
             ensure(s.sl_pct.is_none_or(sl_pct_ok), || SL_PCT_RANGE.into())?;
             ensure(s.tp_pct.is_none_or(tp_pct_ok), || TP_PCT_RANGE.into())?;
             Ok(last)

@@ -224,7 +224,8 @@ impl Engine {
     }
 
     /// Every closed trade of a user, of one account when `acct` names one, summed up exactly
-    /// (chat's `/pnl`). It reads each of those trades, so it is not for a hot path.
+    /// (chat's `/pnl`). It reads each of those trades, about 0.3 s a million here (BENCHMARKS
+    /// §9t), so it is not for a hot path: call it off an async runtime's workers.
     pub fn trade_totals(&self, user: Id, acct: Option<AccountType>) -> Result<TradeTotals> {
         self.profile(user)?;
         Ok(self

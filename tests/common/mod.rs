@@ -84,8 +84,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Parses one whole response as read off the socket.
-pub fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
+fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
@@ -171,6 +170,18 @@ pub fn request(
         }
         None => None,
     };
+    let r = read_response(&mut s);
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    r
+}
+
+/// Reads one response off `s` until the server closes it. A reset or a read timeout after a
+/// whole head still counts as the end (a server that answers early and closes while the
+/// request is still being sent may reset the connection).
+pub fn read_response(s: &mut TcpStream) -> std::io::Result<Resp> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -184,10 +195,6 @@ pub fn request(
             }
             Err(e) => return Err(e),
         }
-    }
-    let _ = s.shutdown(std::net::Shutdown::Both);
-    if let Some(w) = writer {
-        let _ = w.join();
     }
     parse_response(&raw)
 }
