@@ -33,12 +33,14 @@ pub use text::{format_timestamp, paginate};
 
 use crate::Engine;
 use crate::domain::model::{AccountType, Id, OrderStatus, Side};
-use crate::domain::money::{div_round_half_away, parse_whole};
-use parse::{one_id, opt_account, opt_account_filter, parse_config, parse_order};
+use crate::domain::money::div_round_half_away;
+use parse::{
+    PageAt, one_id, opt_account, opt_account_filter, page_and_account, parse_config, parse_order,
+};
 use std::fmt::Write as _;
 use text::{
-    clip, config_text, err_text, fmt_raw, more_note, on_off, order_line, placed_text,
-    position_line, quote, reason_text, shown, trade_line, usage_err,
+    clip, config_text, err_text, fmt_raw, on_off, order_line, placed_text, position_line, quote,
+    reason_text, shown, trade_line, usage_err,
 };
 
 /// Largest page of a reply, in characters (Telegram's message limit).
@@ -47,7 +49,7 @@ pub const PAGE_CHARS: usize = 4096;
 /// Longest message [`handle`] interprets, in characters; longer ones are refused unread.
 pub const MAX_INPUT_CHARS: usize = 4096;
 
-/// Longest list of orders or positions one reply shows.
+/// Orders or positions on one page of `/orders` or `/positions`.
 pub(super) const MAX_LISTED: usize = 500;
 /// Trades per `/trades` page.
 const TRADES_PER_PAGE: u32 = 10;
@@ -104,13 +106,13 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "positions",
-        usage: "/positions [demo|real]",
-        about: "open positions",
+        usage: "/positions [PAGE] [demo|real]",
+        about: "open positions, oldest first, 500 a page",
     },
     CommandInfo {
         name: "orders",
-        usage: "/orders [demo|real]",
-        about: "pending limit orders",
+        usage: "/orders [PAGE] [demo|real]",
+        about: "pending limit orders, oldest first, 500 a page",
     },
     CommandInfo {
         name: "buy",
@@ -276,39 +278,59 @@ fn balance(engine: &Engine, user: Id, args: &[&str]) -> Out {
 }
 
 fn positions(engine: &Engine, user: Id, args: &[&str]) -> Out {
-    let acct = opt_account_filter("positions", args)?;
-    let list = engine.positions(user, acct).map_err(|e| err_text(&e))?;
-    Ok(list_text(
-        "Open positions",
-        "No open positions.",
+    let at = page_and_account("positions", args)?;
+    let list = engine.positions(user, at.acct).map_err(|e| err_text(&e))?;
+    list_page(
+        &at,
+        ["Open positions", "No open positions.", "open positions"],
         &list,
         position_line,
-    ))
+    )
 }
 
 fn orders(engine: &Engine, user: Id, args: &[&str]) -> Out {
-    let acct = opt_account_filter("orders", args)?;
-    let list = engine.orders(user, acct).map_err(|e| err_text(&e))?;
-    Ok(list_text(
-        "Pending orders",
-        "No pending orders.",
+    let at = page_and_account("orders", args)?;
+    let list = engine.orders(user, at.acct).map_err(|e| err_text(&e))?;
+    list_page(
+        &at,
+        ["Pending orders", "No pending orders.", "pending orders"],
         &list,
         order_line,
-    ))
+    )
 }
 
-/// A titled list, one line per item (at most `MAX_LISTED`), or `empty`.
-fn list_text<T>(title: &str, empty: &str, list: &[T], line: fn(&T) -> String) -> String {
+/// One page of a list, oldest first, [`MAX_LISTED`] items a page, one line each: `[title,
+/// empty, what]` are its heading, its text when there is nothing, and what it lists.
+fn list_page<T>(
+    at: &PageAt,
+    [title, empty, what]: [&str; 3],
+    list: &[T],
+    line: fn(&T) -> String,
+) -> Out {
     if list.is_empty() {
-        return empty.into();
+        return Ok(empty.into());
     }
-    let mut s = format!("{title} ({}):\n", list.len());
-    for item in list.iter().take(MAX_LISTED) {
+    let pages = list.len().div_ceil(MAX_LISTED) as u64;
+    if at.page > pages {
+        return Err(no_such_page(at, pages, what));
+    }
+    let mut s = if pages == 1 {
+        format!("{title} ({}):\n", list.len())
+    } else {
+        format!(
+            "{title}, page {}/{pages} ({} in all, oldest first):\n",
+            at.page,
+            list.len()
+        )
+    };
+    // the page is at most `pages`, so the skip fits in usize
+    let skip = (at.page as usize - 1) * MAX_LISTED;
+    for item in list.iter().skip(skip).take(MAX_LISTED) {
         s.push_str(&line(item));
         s.push('\n');
     }
-    more_note(&mut s, list.len());
-    s
+    next_page(&mut s, at, pages);
+    Ok(s)
 }
 
 async fn place(engine: &Engine, user: Id, side: Side, args: &[&str]) -> Out {
@@ -421,30 +443,8 @@ async fn pnl(engine: &Engine, user: Id, args: &[&str]) -> Out {
 }
 
 fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
-    // an account name may come last, after the page or alone
-    let named = args
-        .split_last()
-        .and_then(|(last, rest)| Some((AccountType::parse(&last.to_lowercase())?, rest)));
-    let (acct, args) = match named {
-        Some((a, rest)) => (Some(a), rest),
-        None => (None, args),
-    };
-    let page = match args {
-        [] => 1,
-        [p] => match parse_whole(p.strip_prefix('#').unwrap_or(p)) {
-            Some(n) if n >= 1 => n,
-            _ => {
-                return Err(usage_err(
-                    "trades",
-                    Some(format!(
-                        "PAGE must be a whole number >= 1, got {}",
-                        quote(p)
-                    )),
-                ));
-            }
-        },
-        _ => return Err(usage_err("trades", None)),
-    };
+    let at = page_and_account("trades", args)?;
+    let (page, acct) = (at.page, at.acct);
     let first = engine
         .trades_of(user, acct, 1, TRADES_PER_PAGE)
         .map_err(|e| err_text(&e))?;
@@ -452,17 +452,7 @@ fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
         return Ok("No trades yet.".into());
     }
     if page > first.pages {
-        // the page as typed: one beyond u64 was saturated
-        let typed = args
-            .first()
-            .map_or("1", |p| p.strip_prefix('#').unwrap_or(p));
-        return Err(format!(
-            "Page {} does not exist: there {} {} page{} of trades.",
-            clip(typed, 32),
-            if first.pages == 1 { "is" } else { "are" },
-            first.pages,
-            if first.pages == 1 { "" } else { "s" }
-        ));
+        return Err(no_such_page(&at, first.pages, "trades"));
     }
     let tp = if page == 1 {
         first
@@ -481,13 +471,28 @@ fn trades(engine: &Engine, user: Id, args: &[&str]) -> Out {
         s.push_str(&trade_line(t));
         s.push('\n');
     }
-    if tp.page < tp.pages {
-        let _ = write!(s, "Next: /trades {}", tp.page + 1);
-        if let Some(a) = acct {
+    next_page(&mut s, &at, tp.pages);
+    Ok(s)
+}
+
+/// "Page N does not exist" for a page beyond the `pages` of `what`.
+fn no_such_page(at: &PageAt, pages: u64, what: &str) -> String {
+    format!(
+        "Page {} does not exist: there {} {pages} page{} of {what}.",
+        clip(&at.typed, 32),
+        if pages == 1 { "is" } else { "are" },
+        if pages == 1 { "" } else { "s" }
+    )
+}
+
+/// The command for the next page, when there is one.
+fn next_page(s: &mut String, at: &PageAt, pages: u64) {
+    if at.page < pages {
+        let _ = write!(s, "Next: /{} {}", at.cmd, at.page + 1);
+        if let Some(a) = at.acct {
             let _ = write!(s, " {a}");
         }
     }
-    Ok(s)
 }
 
 async fn redeem(engine: &Engine, user: Id, args: &[&str]) -> Out {
@@ -1195,10 +1200,17 @@ mod tests {
                 "PAGE must be a whole number >= 1, got \"x\".\nUsage: /trades [PAGE] [demo|real]"
                     .into(),
             ),
-            ("/orders a b", "Usage: /orders [demo|real]".into()),
+            ("/orders a b", "Usage: /orders [PAGE] [demo|real]".into()),
+            ("/orders 1 2 demo", "Usage: /orders [PAGE] [demo|real]".into()),
             (
                 "/positions all",
-                "Expected demo or real, got \"all\".\nUsage: /positions [demo|real]".into(),
+                "PAGE must be a whole number >= 1, got \"all\".\nUsage: /positions [PAGE] [demo|real]"
+                    .into(),
+            ),
+            (
+                "/positions 0",
+                "PAGE must be a whole number >= 1, got \"0\".\nUsage: /positions [PAGE] [demo|real]"
+                    .into(),
             ),
             ("/foo", "Unknown command. Try /help".into()),
             ("/", "Unknown command. Try /help".into()),
@@ -1244,6 +1256,55 @@ mod tests {
         // the command word is case-insensitive and takes a bot suffix
         let r = say(&e, u, "/Buy@litetrade_bot btcusdt 0.01").await;
         assert!(r.contains("filled: bought 0.01 BTCUSDT at 100"), "{r}");
+        e.shutdown();
+    }
+
+    #[tokio::test]
+    async fn orders_beyond_one_page_are_reached_by_page_number() {
+        let (_dir, e, u) = setup().await;
+        let n = MAX_LISTED + 5;
+        for _ in 0..n {
+            let r = say(&e, u, "/buy BTCUSDT 0.01 @50").await;
+            assert!(r.contains("resting"), "{r}");
+        }
+        let ids: Vec<Id> = e.orders(u, None).unwrap().iter().map(|o| o.id).collect();
+        assert_eq!(ids.len(), n);
+        let listed = |text: &str| -> Vec<Id> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix('#')?.split(' ').next()?.parse().ok())
+                .collect()
+        };
+        let first = say(&e, u, "/orders").await;
+        assert!(
+            first.starts_with(&format!(
+                "Pending orders, page 1/2 ({n} in all, oldest first):"
+            )),
+            "{first}"
+        );
+        assert!(first.contains("Next: /orders 2"), "{first}");
+        assert_eq!(listed(&first), ids[..MAX_LISTED]);
+        for cmd in ["/orders 2", "/orders #2", "/orders 2 demo"] {
+            let second = say(&e, u, cmd).await;
+            assert!(
+                second.starts_with(&format!(
+                    "Pending orders, page 2/2 ({n} in all, oldest first):"
+                )),
+                "{second}"
+            );
+            assert_eq!(listed(&second), ids[MAX_LISTED..], "{cmd}");
+            assert!(!second.contains("Next:"), "{second}");
+        }
+        assert!(
+            say(&e, u, "/orders demo")
+                .await
+                .contains("Next: /orders 2 demo")
+        );
+        assert_eq!(
+            say(&e, u, "/orders 3").await,
+            "Page 3 does not exist: there are 2 pages of pending orders."
+        );
+        assert_eq!(say(&e, u, "/orders 2 real").await, "No pending orders.");
+        assert_eq!(say(&e, u, "/positions 2").await, "No open positions.");
         e.shutdown();
     }
 

@@ -215,6 +215,55 @@ pub(super) fn one_id(cmd: &str, args: &[&str]) -> Result<Id, String> {
     }
 }
 
+/// A page of a listing command and the account it lists, from `[PAGE] [demo|real]`.
+pub(super) struct PageAt {
+    /// The command word, for the next page's hint.
+    pub cmd: &'static str,
+    /// The page, from 1 (one beyond u64 saturates).
+    pub page: u64,
+    /// The page as typed, for "Page N does not exist".
+    pub typed: String,
+    /// The account named, if any (default both).
+    pub acct: Option<AccountType>,
+}
+
+/// `[PAGE] [demo|real]`: the account name may come last, after the page or alone; the page
+/// is a whole number ≥ 1 with an optional leading `#`.
+pub(super) fn page_and_account(cmd: &'static str, args: &[&str]) -> Result<PageAt, String> {
+    let named = args
+        .split_last()
+        .and_then(|(last, rest)| Some((AccountType::parse(&last.to_lowercase())?, rest)));
+    let (acct, args) = match named {
+        Some((a, rest)) => (Some(a), rest),
+        None => (None, args),
+    };
+    let (page, typed) = match args {
+        [] => (1, "1"),
+        [p] => {
+            let digits = p.strip_prefix('#').unwrap_or(p);
+            match parse_whole(digits) {
+                Some(n) if n >= 1 => (n, digits),
+                _ => {
+                    return Err(usage_err(
+                        cmd,
+                        Some(format!(
+                            "PAGE must be a whole number >= 1, got {}",
+                            quote(p)
+                        )),
+                    ));
+                }
+            }
+        }
+        _ => return Err(usage_err(cmd, None)),
+    };
+    Ok(PageAt {
+        cmd,
+        page,
+        typed: typed.to_string(),
+        acct,
+    })
+}
+
 /// `[demo|real]`, default demo.
 pub(super) fn opt_account(cmd: &str, args: &[&str]) -> Result<AccountType, String> {
     Ok(opt_account_filter(cmd, args)?.unwrap_or_default())

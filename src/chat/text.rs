@@ -1,7 +1,7 @@
 //! Reply text: engine errors as one friendly line, orders, positions, trades and config as
 //! plain text, UTC timestamps, and the split of a long reply into pages.
 
-use super::{MAX_LISTED, PAGE_CHARS, usage};
+use super::{PAGE_CHARS, usage};
 use crate::domain::model::{
     Order, OrderStatus, OrderType, Position, Side, Trade, UserConfig, breaks_text,
 };
@@ -181,12 +181,6 @@ pub(super) fn config_text(title: &str, c: &UserConfig, bot: bool) -> String {
 
 pub(super) fn reason_text(t: &Trade) -> String {
     t.reason.as_str().replace('_', " ")
-}
-
-pub(super) fn more_note(s: &mut String, len: usize) {
-    if len > MAX_LISTED {
-        let _ = writeln!(s, "... and {} more not shown.", len - MAX_LISTED);
-    }
 }
 
 pub(super) fn opt(d: Option<Dec>) -> String {
