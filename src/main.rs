@@ -334,14 +334,20 @@ async fn demo(
     })?;
     let listener = listen(&cfg).await?;
     // the files beside the database that this start may make, and whether each was there
-    let beside: Vec<(PathBuf, bool)> = [".key", ".lock", "-wal", "-shm"]
-        .map(|s| litetrade::store::files::with_suffix(&cfg.db, s))
-        .into_iter()
-        .map(|p| {
-            let there = p.exists();
-            (p, there)
-        })
-        .collect();
+    let real = litetrade::engine::real_path(&cfg.db);
+    let beside: Vec<(PathBuf, bool)> = [
+        (&cfg.db, ".key"),
+        (&real, ".lock"),
+        (&real, "-wal"),
+        (&real, "-shm"),
+    ]
+    .map(|(db, s)| litetrade::store::files::with_suffix(db, s))
+    .into_iter()
+    .map(|p| {
+        let there = p.exists();
+        (p, there)
+    })
+    .collect();
     let engine = open_engine(&cfg)?;
     let users = match litetrade::demo::ensure_demo_users(&engine).await {
         Ok(users) => users,
@@ -352,7 +358,7 @@ async fn demo(
             let e = engine.clone();
             tokio::task::spawn_blocking(move || e.shutdown()).await?;
             drop(engine);
-            let wal = litetrade::store::files::with_suffix(&cfg.db, "-wal");
+            let wal = litetrade::store::files::with_suffix(&real, "-wal");
             for (file, was_there) in beside {
                 // a WAL that still holds frames is never removed
                 let holds_frames =

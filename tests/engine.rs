@@ -4353,3 +4353,47 @@ async fn trade_totals_count_every_trade_exactly() {
     assert_eq!(code(e.trade_totals(999_999, None)), "not_found");
     e.shutdown();
 }
+
+/// A database in use is refused through a symlink too (the lock is named after the real
+/// path), and a database file with a second hard link is refused outright: SQLite would keep a
+/// `-wal` beside each name, and two servers through two names lost writes in an audit.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_database_is_locked_by_its_real_path_and_hard_links_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let (u, _) = e.create_user("alice", None).await.unwrap();
+    let cfg = e.config().clone();
+    let link = Config {
+        db: dir.path().join("link.db"),
+        ..cfg.clone()
+    };
+    std::os::unix::fs::symlink(&cfg.db, &link.db).unwrap();
+    let err = Engine::open(&link)
+        .err()
+        .expect("a second engine through a symlink");
+    assert!(
+        err.to_string().contains("another litetrade process"),
+        "{err}"
+    );
+    e.shutdown();
+    drop(e);
+    // once the first engine is gone, the link opens the same database
+    let e = Engine::open(&link).unwrap();
+    assert_eq!(e.user(u.id).unwrap().name, "alice");
+    e.shutdown();
+    drop(e);
+    let hard = Config {
+        db: dir.path().join("hard.db"),
+        ..cfg.clone()
+    };
+    std::fs::hard_link(&cfg.db, &hard.db).unwrap();
+    for c in [&cfg, &hard, &link] {
+        let err = Engine::open(c).err().expect("a file with two hard links");
+        assert!(err.to_string().contains("2 hard links"), "{err}");
+    }
+    std::fs::remove_file(&hard.db).unwrap();
+    let e = Engine::open(&cfg).unwrap();
+    assert_eq!(e.user(u.id).unwrap().name, "alice");
+    e.shutdown();
+}

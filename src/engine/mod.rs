@@ -39,6 +39,7 @@ use events::{Event, EventBus, UserEvents};
 use parking_lot::Mutex;
 use secrets::Vault;
 use sequencer::{Command, Reply, Sequencer, SequencerStats};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -401,6 +402,11 @@ pub fn backup_database(
 /// Takes an exclusive lock on `<db>.lock` so that two engines never own one database (each would
 /// hold its own in-memory books and they would diverge). `seed`, which writes rows behind an
 /// engine's back, takes it too. The lock lasts as long as the returned file is open.
+///
+/// The lock is named after the file's real path, so a symlink to a database in use is refused
+/// like the database itself. A database file with more than one hard link is refused outright:
+/// the lock could not follow every name, and SQLite names its `-wal` and `-shm` files after
+/// the path it is given, so two names would each get a WAL of their own and corrupt the file.
 pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
     if let Some(dir) = cfg
         .db
@@ -413,7 +419,19 @@ pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
             dir.display()
         )));
     }
-    let path = cfg.beside_db("lock");
+    let real = real_path(&cfg.db);
+    if let Ok(m) = std::fs::metadata(&real) {
+        let links = hard_links(&m);
+        if links > 1 {
+            return Err(Error::Unavailable(format!(
+                "database {} has {links} hard links: SQLite keeps a -wal file beside each name, \
+                 so writes through two names would corrupt it; keep one name and remove the \
+                 other links",
+                cfg.db.display()
+            )));
+        }
+    }
+    let path = crate::store::files::with_suffix(&real, ".lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -434,6 +452,36 @@ pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
             path.display()
         ))),
     }
+}
+
+/// `db` with every symlink resolved: the file's own path when it exists, else its
+/// directory's real path and its name, else `db` as given. The lock is beside it, and so are
+/// SQLite's `-wal` and `-shm` files (SQLite resolves symlinks too); the key file is beside
+/// the path as given.
+pub fn real_path(db: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(db) {
+        return p;
+    }
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), db.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => db.to_path_buf(),
+    }
+}
+
+/// How many directory entries name the file (1 where the platform does not say).
+#[cfg(unix)]
+fn hard_links(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::nlink(m)
+}
+
+/// How many directory entries name the file (1 where the platform does not say).
+#[cfg(not(unix))]
+fn hard_links(_: &std::fs::Metadata) -> u64 {
+    1
 }
 
 /// Sweeps the caches every `every_ms` until the engine is dropped (the thread holds a `Weak`).
