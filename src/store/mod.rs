@@ -357,7 +357,8 @@ impl Store {
 
     /// [`Store::read`] without the time limit: for loading the whole trading state (at start
     /// and after a failed write), which reads every open order and position and takes as long
-    /// as the venue is large. Cutting it short would leave the engine unable to start.
+    /// as the venue is large. Cutting it short would leave the engine unable to start. Nor is
+    /// it a slow query: its time is logged at debug level, not warned about at every start.
     pub fn read_all<T>(
         &self,
         name: &'static str,
@@ -392,8 +393,10 @@ impl Store {
             conn.progress_handler(0, None::<fn() -> bool>)?;
         }
         let us = t0.elapsed().as_micros() as u64;
-        let slow = us > self.cfg.slow_query_ms * 1000;
-        if slow {
+        let slow = limit.is_some() && us > self.cfg.slow_query_ms * 1000;
+        if limit.is_none() {
+            tracing::debug!(query = name, elapsed_us = us, "bulk read");
+        } else if slow {
             tracing::warn!(query = name, elapsed_us = us, "slow query");
         }
         self.stats.record_query(us, slow);
