@@ -210,6 +210,7 @@ CREATE VIEW IF NOT EXISTS orders AS
 
 -- @indexes: one per hot query (see src/store/hot.rs); none is a left prefix of another.
 CREATE UNIQUE INDEX IF NOT EXISTS users_token_hash ON users(token_hash);
+CREATE INDEX IF NOT EXISTS users_telegram ON users(telegram_id) WHERE telegram_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS orders_pending_user ON order_rows(user_id, account_type, id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS orders_pending_book ON order_rows(symbol, price) WHERE status = 'pending';
 CREATE UNIQUE INDEX IF NOT EXISTS orders_client_id ON order_rows(user_id, client_order_id) WHERE client_order_id IS NOT NULL;

@@ -3970,3 +3970,62 @@ fn bench_quick_reports_every_scenario_and_its_correctness_checks() {
         .collect();
     assert_eq!(names, ["startup"], "{out}");
 }
+
+/// `GET /users?telegram_id=` (admin) finds every user created with that Telegram id, oldest
+/// first, as `GET /users/{id}` shows them (no token), so that a bot that lost the ids it stored
+/// finds its users again. A user token is refused, and so is a malformed query.
+#[test]
+fn users_are_found_by_telegram_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("t.db"));
+    let make = |name: &str, tg: Option<i64>| {
+        ok(
+            &s.post(
+                "/api/v1/users",
+                Some(ADMIN),
+                &json!({"name": name, "telegram_id": tg}),
+            ),
+            201,
+        )
+    };
+    let alice = make("alice", Some(111));
+    let bob = make("bob", Some(222));
+    let again = make("alice again", Some(111));
+    make("carol", None);
+    let found = ok(&s.get("/api/v1/users?telegram_id=111", Some(ADMIN)), 200);
+    keys(&found, &["users"]);
+    let users = found["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2, "{found}");
+    for (u, made) in users.iter().zip([&alice, &again]) {
+        assert_eq!(
+            u,
+            &ok(
+                &s.get(&format!("/api/v1/users/{}", made["id"]), Some(ADMIN)),
+                200
+            )
+        );
+    }
+    assert_eq!(
+        ok(&s.get("/api/v1/users?telegram_id=999", Some(ADMIN)), 200),
+        json!({"users": []})
+    );
+    let bob_token = bob["token"].as_str().unwrap();
+    err(
+        &s.get("/api/v1/users?telegram_id=222", Some(bob_token)),
+        403,
+        "forbidden",
+    );
+    err(
+        &s.get("/api/v1/users?telegram_id=111", None),
+        401,
+        "unauthorized",
+    );
+    for q in ["", "?telegram_id=x", "?telegram_id=111&x=2", "?id=1"] {
+        err(
+            &s.get(&format!("/api/v1/users{q}"), Some(ADMIN)),
+            400,
+            "invalid_request",
+        );
+    }
+    s.assert_clean();
+}

@@ -42,6 +42,7 @@ pub struct AppState {
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/health"),
     ("post", "/api/v1/users"),
+    ("get", "/api/v1/users"),
     ("get", "/api/v1/users/{id}"),
     ("get", "/api/v1/users/{id}/config"),
     ("put", "/api/v1/users/{id}/config"),
@@ -89,7 +90,7 @@ pub fn router(engine: Engine, admin_token: &str) -> Router {
     use routes as r;
     let v1 = Router::new()
         .route("/health", get(r::health))
-        .route("/users", post(r::create_user))
+        .route("/users", post(r::create_user).get(r::find_users))
         .route("/users/{id}", get(r::get_user))
         .route("/users/{id}/config", get(r::get_config).put(r::put_config))
         .route("/users/{id}/bot", get(r::get_bot).put(r::put_bot))

@@ -143,6 +143,16 @@ pub fn document() -> Value {
             false,
         ),
     );
+    let mut find = op(
+        "the users created with a Telegram id, oldest first (admin)",
+        "200",
+        None,
+        list("users", r("User")),
+        false,
+    );
+    find["parameters"] =
+        json!([{"name": "telegram_id", "in": "query", "required": true, "schema": int()}]);
+    add("/api/v1/users", "get", find);
     add(u, "get", op("a user", "200", None, r("User"), false));
     add(
         &format!("{u}/config"),

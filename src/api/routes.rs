@@ -59,6 +59,27 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+/// The query of `GET /users`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindUsers {
+    telegram_id: i64,
+}
+
+/// `GET /users?telegram_id=N` (admin): the users created with that Telegram id, oldest first
+/// (none is an empty list). A bot that lost the ids it stored finds its users again, and acts
+/// for them with the admin token.
+pub async fn find_users(
+    State(st): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<FindUsers>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(Field(
+        "users",
+        st.engine.users_by_telegram(q.telegram_id)?,
+    )))
+}
+
 /// `GET /users/{id}`.
 pub async fn get_user(
     State(st): State<AppState>,

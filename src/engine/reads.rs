@@ -223,6 +223,14 @@ impl Engine {
         })
     }
 
+    /// The users created with Telegram id `tg`, oldest first: how a bot that lost its stored
+    /// ids finds its users again (an admin may act for any of them).
+    pub fn users_by_telegram(&self, tg: i64) -> Result<Vec<User>> {
+        Ok(self
+            .store()
+            .read("users_by_telegram", |c| users::by_telegram(c, tg))?)
+    }
+
     /// Every closed trade of a user, of one account when `acct` names one, summed up exactly
     /// (chat's `/pnl`). It reads each of those trades, about 0.3 s a million here (BENCHMARKS
     /// §9t), so it is not for a hot path: call it off an async runtime's workers.

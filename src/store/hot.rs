@@ -90,6 +90,7 @@ pub fn hot_queries() -> Vec<HotQuery> {
         ),
         q("config_by_user", config::BY_USER, vec![u()]),
         q("user_by_id", users::BY_ID, vec![u()]),
+        q("users_by_telegram_id", users::BY_TELEGRAM, vec![u()]),
         q(
             "user_by_token_hash",
             users::BY_TOKEN,

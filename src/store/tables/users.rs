@@ -5,6 +5,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 /// Hot query: a user by id.
 pub const BY_ID: &str = "SELECT id, name, telegram_id, created_at FROM users WHERE id = ?1";
+/// Hot query: the users with a Telegram id, oldest first.
+pub const BY_TELEGRAM: &str =
+    "SELECT id, name, telegram_id, created_at FROM users WHERE telegram_id = ?1 ORDER BY id";
 /// Hot query: the user owning a token hash.
 pub const BY_TOKEN: &str = "SELECT id FROM users WHERE token_hash = ?1";
 
@@ -22,18 +25,25 @@ pub fn insert(
         .map(drop)
 }
 
+fn map(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        telegram_id: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
 /// A user by id.
 pub fn get(c: &Connection, id: Id) -> rusqlite::Result<Option<User>> {
-    c.prepare_cached(BY_ID)?
-        .query_row([id], |r| {
-            Ok(User {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                telegram_id: r.get(2)?,
-                created_at: r.get(3)?,
-            })
-        })
-        .optional()
+    c.prepare_cached(BY_ID)?.query_row([id], map).optional()
+}
+
+/// The users created with Telegram id `tg`, oldest first.
+pub fn by_telegram(c: &Connection, tg: i64) -> rusqlite::Result<Vec<User>> {
+    c.prepare_cached(BY_TELEGRAM)?
+        .query_map([tg], map)?
+        .collect()
 }
 
 /// The user id owning a token hash.
