@@ -334,7 +334,7 @@ async fn demo(
     })?;
     let listener = listen(&cfg).await?;
     // the files beside the database that this start may make, and whether each was there
-    let real = litetrade::engine::real_path(&cfg.db);
+    let real = litetrade::store::files::real_path(&cfg.db);
     let beside: Vec<(PathBuf, bool)> = [
         (&cfg.db, ".key"),
         (&real, ".lock"),
@@ -494,6 +494,10 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
     let older = version.filter(|&v| v < litetrade::store::schema::SCHEMA_VERSION);
     let _lock = if let Some(version) = older {
         Some(litetrade::engine::lock_database(cfg).map_err(|e| {
+            let busy = e.to_string().contains("another litetrade process");
+            if !busy {
+                return anyhow!("{e}");
+            }
             anyhow!(
                 "{e}; the file is at schema version {version}, older than this litetrade \
                  ({}): stop that process (or start this version's serve, which migrates \

@@ -4396,4 +4396,33 @@ async fn a_database_is_locked_by_its_real_path_and_hard_links_are_refused() {
     let e = Engine::open(&cfg).unwrap();
     assert_eq!(e.user(u.id).unwrap().name, "alice");
     e.shutdown();
+    drop(e);
+
+    // a symlink made before its target exists: the first start creates the target, and a
+    // second start through the target or the link is refused
+    let fresh = Config {
+        db: dir.path().join("fresh-link.db"),
+        ..cfg.clone()
+    };
+    let target = dir.path().join("sub").join("fresh.db");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink("sub/fresh.db", &fresh.db).unwrap();
+    let first = Engine::open(&fresh).unwrap();
+    assert!(target.exists(), "SQLite creates the link's target");
+    for c in [
+        Config {
+            db: target.clone(),
+            ..cfg.clone()
+        },
+        fresh.clone(),
+    ] {
+        let err = Engine::open(&c)
+            .err()
+            .expect("a second engine on a fresh linked file");
+        assert!(
+            err.to_string().contains("another litetrade process"),
+            "{err}"
+        );
+    }
+    first.shutdown();
 }

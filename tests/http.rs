@@ -3211,8 +3211,8 @@ fn assert_one_clear_line(args: &[&str], st: ExitStatus, errtxt: &str, mention: &
     for bad in ["panicked", "backtrace", "rust_backtrace"] {
         assert!(!low.contains(bad), "{args:?}: stderr has {bad:?}: {errtxt}");
     }
-    // a slow-query warning depends on how busy the machine is (a loaded CI runner can take
-    // 60 ms to read a state that takes 4 ms), not on the error being checked
+    // a slow-query warning depends on how busy the machine is (a read that takes 4 ms can take
+    // 60 ms on a loaded CI runner), not on the error being checked
     let lines: Vec<&str> = errtxt
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.contains("slow query"))

@@ -939,7 +939,7 @@ mod tests {
         );
         assert_eq!(
             say(&e, u, "/trades 0").await,
-            "PAGE must be a whole number >= 1, got \"0\".\nUsage: /trades [PAGE] [demo|real]"
+            "Expected a page number (1, 2, ...) or demo|real, got \"0\".\nUsage: /trades [PAGE] [demo|real]"
         );
         for huge in ["18446744073709551615", "99999999999999999999999"] {
             let r = say(&e, u, &format!("/trades {huge}")).await;
@@ -1164,7 +1164,7 @@ mod tests {
             ("/cancel 99999999999999999999", "No such order.".into()),
             (
                 "/trades +2",
-                "PAGE must be a whole number >= 1, got \"+2\".\nUsage: /trades [PAGE] [demo|real]"
+                "Expected a page number (1, 2, ...) or demo|real, got \"+2\".\nUsage: /trades [PAGE] [demo|real]"
                     .into(),
             ),
             ("/buy BTCUSDT 1 sl=", format!("SL is missing.\n{buy}")),
@@ -1197,19 +1197,19 @@ mod tests {
             ("/close 1 2", "Usage: /close POSITION_ID".into()),
             (
                 "/trades x",
-                "PAGE must be a whole number >= 1, got \"x\".\nUsage: /trades [PAGE] [demo|real]"
+                "Expected a page number (1, 2, ...) or demo|real, got \"x\".\nUsage: /trades [PAGE] [demo|real]"
                     .into(),
             ),
             ("/orders a b", "Usage: /orders [PAGE] [demo|real]".into()),
             ("/orders 1 2 demo", "Usage: /orders [PAGE] [demo|real]".into()),
             (
                 "/positions all",
-                "PAGE must be a whole number >= 1, got \"all\".\nUsage: /positions [PAGE] [demo|real]"
+                "Expected a page number (1, 2, ...) or demo|real, got \"all\".\nUsage: /positions [PAGE] [demo|real]"
                     .into(),
             ),
             (
                 "/positions 0",
-                "PAGE must be a whole number >= 1, got \"0\".\nUsage: /positions [PAGE] [demo|real]"
+                "Expected a page number (1, 2, ...) or demo|real, got \"0\".\nUsage: /positions [PAGE] [demo|real]"
                     .into(),
             ),
             ("/foo", "Unknown command. Try /help".into()),

@@ -247,7 +247,7 @@ pub(super) fn page_and_account(cmd: &'static str, args: &[&str]) -> Result<PageA
                     return Err(usage_err(
                         cmd,
                         Some(format!(
-                            "PAGE must be a whole number >= 1, got {}",
+                            "expected a page number (1, 2, ...) or demo|real, got {}",
                             quote(p)
                         )),
                     ));

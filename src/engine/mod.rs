@@ -39,7 +39,6 @@ use events::{Event, EventBus, UserEvents};
 use parking_lot::Mutex;
 use secrets::Vault;
 use sequencer::{Command, Reply, Sequencer, SequencerStats};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -419,7 +418,7 @@ pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
             dir.display()
         )));
     }
-    let real = real_path(&cfg.db);
+    let real = crate::store::files::real_path(&cfg.db);
     if let Ok(m) = std::fs::metadata(&real) {
         let links = hard_links(&m);
         if links > 1 {
@@ -451,24 +450,6 @@ pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
             "cannot lock {}: {e}",
             path.display()
         ))),
-    }
-}
-
-/// `db` with every symlink resolved: the file's own path when it exists, else its
-/// directory's real path and its name, else `db` as given. The lock is beside it, and so are
-/// SQLite's `-wal` and `-shm` files (SQLite resolves symlinks too); the key file is beside
-/// the path as given.
-pub fn real_path(db: &Path) -> PathBuf {
-    if let Ok(p) = std::fs::canonicalize(db) {
-        return p;
-    }
-    let dir = match db.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    match (std::fs::canonicalize(dir), db.file_name()) {
-        (Ok(d), Some(name)) => d.join(name),
-        _ => db.to_path_buf(),
     }
 }
 

@@ -168,7 +168,9 @@ impl Sequencer {
     fn resync_if_a_write_failed(&mut self, stats: &SequencerStats) {
         if let Some(failed_epoch) = self.store.writer().take_failure() {
             stats.reloads.fetch_add(1, Ordering::Relaxed);
+            let t0 = Instant::now();
             let reloaded = self.store.read_all("reload_state", State::load);
+            let load_ms = t0.elapsed().as_millis() as u64;
             let batches = self.store.stats().batches.load(Ordering::Relaxed);
             if let Some(hold) = self.hold.failed(batches, Instant::now()) {
                 tracing::warn!(
@@ -182,7 +184,11 @@ impl Sequencer {
                     self.st = st;
                     self.epoch = failed_epoch + 1;
                     self.caches.clear_all();
-                    tracing::warn!(epoch = self.epoch, "state reloaded after a failed write");
+                    tracing::warn!(
+                        epoch = self.epoch,
+                        load_ms,
+                        "state reloaded after a failed write"
+                    );
                 }
                 Err(e) => {
                     // keep refusing writes of the failed epoch until a reload succeeds

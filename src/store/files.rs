@@ -10,6 +10,37 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Symlinks a path may pass through before [`real_path`] gives up (Linux's own limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// `db` with every symlink resolved, as SQLite resolves it before naming its `-wal` and `-shm`
+/// files: the database's lock is beside this path, and so are those files. A symlink whose
+/// target does not exist yet is followed too (SQLite creates the target), then the target's
+/// directory is resolved; when even that fails, the path as far as it was followed.
+pub fn real_path(db: &Path) -> PathBuf {
+    let mut p = db.to_path_buf();
+    for _ in 0..MAX_SYMLINKS {
+        let Ok(target) = std::fs::read_link(&p) else {
+            break;
+        };
+        p = match p.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    if let Ok(real) = std::fs::canonicalize(&p) {
+        return real;
+    }
+    let dir = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), p.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => p,
+    }
+}
+
 /// Writes `contents` to `path` with mode 0600 (created exclusively).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

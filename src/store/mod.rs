@@ -215,12 +215,13 @@ pub fn open_write_connection(path: &Path, cfg: &StoreConfig) -> Result<Connectio
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
+    let real = files::real_path(path);
     for (suffix, what) in [
         ("", "the database file"),
         ("-wal", "the database's WAL file"),
         ("-shm", "the database's shared-memory file"),
     ] {
-        files::keep_private(&files::with_suffix(path, suffix), what);
+        files::keep_private(&files::with_suffix(&real, suffix), what);
     }
     apply_pragmas(&conn, cfg, false).map_err(|e| open_err(e.to_string()))?;
     schema::migrate(&conn).map_err(|e| open_err(e.to_string()))?;
@@ -358,7 +359,8 @@ impl Store {
     /// [`Store::read`] without the time limit: for loading the whole trading state (at start
     /// and after a failed write), which reads every open order and position and takes as long
     /// as the venue is large. Cutting it short would leave the engine unable to start. Nor is
-    /// it a slow query: its time is logged at debug level, not warned about at every start.
+    /// it a request read: it is not in the query counters or the slow-query log (its time is
+    /// logged at debug level, and the reload after a failed write logs it with its warning).
     pub fn read_all<T>(
         &self,
         name: &'static str,
@@ -395,11 +397,14 @@ impl Store {
         let us = t0.elapsed().as_micros() as u64;
         let slow = limit.is_some() && us > self.cfg.slow_query_ms * 1000;
         if limit.is_none() {
+            // a whole-state load: not a request read, so not in the query figures either
             tracing::debug!(query = name, elapsed_us = us, "bulk read");
-        } else if slow {
-            tracing::warn!(query = name, elapsed_us = us, "slow query");
+        } else {
+            if slow {
+                tracing::warn!(query = name, elapsed_us = us, "slow query");
+            }
+            self.stats.record_query(us, slow);
         }
-        self.stats.record_query(us, slow);
         out.map_err(|e| {
             self.stats
                 .failures

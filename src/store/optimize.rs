@@ -343,7 +343,10 @@ pub fn optimize(
         page_size_before: 0,
         free_pages_before: 0,
         free_pages_after: 0,
-        wal_size_before: file_len(&super::files::with_suffix(path, "-wal")),
+        wal_size_before: file_len(&super::files::with_suffix(
+            &super::files::real_path(path),
+            "-wal",
+        )),
         wal_size_after: 0,
         stat4: Stat4::NotRun,
         vacuumed: false,
@@ -394,7 +397,10 @@ pub fn optimize(
     }
     drop(conn);
     rep.size_after = file_len(path);
-    rep.wal_size_after = file_len(&super::files::with_suffix(path, "-wal"));
+    rep.wal_size_after = file_len(&super::files::with_suffix(
+        &super::files::real_path(path),
+        "-wal",
+    ));
     rep.elapsed_ms = t0.elapsed().as_millis() as u64;
     Ok(rep)
 }
