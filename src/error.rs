@@ -48,6 +48,9 @@ pub enum Error {
     /// The database cannot take the write now (disk full, locked); nothing was applied.
     #[error("{0}")]
     Unavailable(String),
+    /// Another process holds the database's lock (`engine::lock_database`).
+    #[error("{0}")]
+    Locked(String),
     /// A bug or an unexpected database error.
     #[error("internal error: {0}")]
     Internal(String),
@@ -68,7 +71,7 @@ impl Error {
             Error::LicenseRequired => "license_required",
             Error::Forbidden(_) => "forbidden",
             Error::Unauthorized => "unauthorized",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::Locked(_) => "unavailable",
             Error::Internal(_) => "internal",
         }
     }
@@ -85,7 +88,7 @@ impl Error {
             | Error::Conflict(_) => 409,
             Error::LicenseRequired | Error::Forbidden(_) => 403,
             Error::Unauthorized => 401,
-            Error::Unavailable(_) => 503,
+            Error::Unavailable(_) | Error::Locked(_) => 503,
             Error::Internal(_) => 500,
         }
     }

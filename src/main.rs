@@ -494,8 +494,7 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
     let older = version.filter(|&v| v < litetrade::store::schema::SCHEMA_VERSION);
     let _lock = if let Some(version) = older {
         Some(litetrade::engine::lock_database(cfg).map_err(|e| {
-            let busy = e.to_string().contains("another litetrade process");
-            if !busy {
+            if !matches!(e, litetrade::Error::Locked(_)) {
                 return anyhow!("{e}");
             }
             anyhow!(

@@ -441,7 +441,7 @@ pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
         })?;
     match f.try_lock() {
         Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(format!(
             "another litetrade process is using {} (lock {} is held)",
             cfg.db.display(),
             path.display()
