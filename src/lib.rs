@@ -21,5 +21,5 @@ pub mod store;
 pub use config::Config;
 pub use engine::Engine;
 pub use engine::accounts::{ConfigPatch, NewPromo, Signal, SignalOutcome};
-pub use engine::trading::{NewOrder, Tick, TickOutcome};
+pub use engine::trading::{NewOrder, Placement, Tick, TickOutcome};
 pub use error::{Error, Result};

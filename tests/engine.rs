@@ -2554,8 +2554,9 @@ async fn a_repeated_client_order_id_returns_the_first_order_also_after_reopen() 
     let first = e.place_order(u, mkt.clone()).await.unwrap();
     assert_eq!(first.status, OrderStatus::Filled);
     let after_first = snapshot(&e, u);
-    let second = e.place_order(u, mkt.clone()).await.unwrap();
-    assert_eq!(second, first, "a retry answers the first order");
+    let second = e.place_order_once(u, mkt.clone()).await.unwrap();
+    assert_eq!(second.order, first, "a retry answers the first order");
+    assert!(second.replayed);
     assert_eq!(snapshot(&e, u), after_first, "a retry changed something");
     assert_eq!(e.positions(u, None).unwrap().len(), 1);
     // another request under the same key still answers the first order
@@ -2564,7 +2565,9 @@ async fn a_repeated_client_order_id_returns_the_first_order_also_after_reopen() 
     assert_eq!(e.place_order(u, other).await.unwrap(), first);
     assert_eq!(snapshot(&e, u), after_first);
     // keys are per user
-    let theirs = e.place_order(v, mkt.clone()).await.unwrap();
+    let theirs = e.place_order_once(v, mkt.clone()).await.unwrap();
+    assert!(!theirs.replayed);
+    let theirs = theirs.order;
     assert!(
         theirs.id > first.id,
         "a new order, not the first: {theirs:?}"
@@ -2588,7 +2591,8 @@ async fn a_repeated_client_order_id_returns_the_first_order_also_after_reopen() 
     let before = (snapshot(&e, u), snapshot(&e, v));
     let e = reopen(e, &dir);
     assert_eq!((snapshot(&e, u), snapshot(&e, v)), before);
-    assert_eq!(e.place_order(u, mkt.clone()).await.unwrap(), first);
+    let after = e.place_order_once(u, mkt.clone()).await.unwrap();
+    assert_eq!((after.order, after.replayed), (first, true));
     assert_eq!(e.place_order(u, lim).await.unwrap().id, pending[0].id);
     assert_eq!(
         (snapshot(&e, u), snapshot(&e, v)),

@@ -712,7 +712,9 @@ fn every_route_answers_its_success_shape() {
     // a resting limit order reserves limit×qty/lev + limit×qty×taker
     let lo_body = json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "qty": 0.01,
         "price": "29000", "leverage": 10, "sl": "28000", "tp": 31000, "client_order_id": "cid-1"});
-    let lo = s.order(uid, &tok, &lo_body);
+    let placed = s.post(&format!("/api/v1/users/{uid}/orders"), Some(&tok), &lo_body);
+    assert_eq!(placed.header("idempotent-replayed"), None);
+    let lo = ok(&placed, 201);
     keys(&lo, ORDER_KEYS);
     assert_eq!(lo["status"], "pending");
     assert_eq!(lo["type"], "limit");
@@ -727,9 +729,10 @@ fn every_route_answers_its_success_shape() {
     let bal = s.balance(uid, &tok);
     dec(&bal["order_reserved"], "29.1595");
     dec(&bal["available"], "9940.6755");
-    // a repeated client_order_id returns the first order
-    let again = s.order(uid, &tok, &lo_body);
-    assert_eq!(again["id"], oid);
+    // a repeated client_order_id returns the first order, marked as a replay
+    let again = s.post(&format!("/api/v1/users/{uid}/orders"), Some(&tok), &lo_body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(ok(&again, 201), lo);
     assert_eq!(s.balance(uid, &tok), bal);
 
     // GET /users/{id}/orders, GET /users/{id}/orders/{oid}
@@ -3672,29 +3675,32 @@ fn concurrent_requests_keep_the_invariants() {
     dec(&b["margin_used"], "900");
     assert_eq!(s.positions(a, ta).len(), 3);
 
-    // one client_order_id sent eight times at once: one order
+    // one client_order_id sent eight times at once: one order, seven answers marked replays
     let (c, tc) = &users[1];
     let c = *c;
     s.deposit(c, tc, "1000");
-    let rs: Vec<Value> = std::thread::scope(|sc| {
+    let rs: Vec<Resp> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..8)
             .map(|_| {
                 let s = &s;
                 sc.spawn(move || {
-                    ok(
-                        &s.post(
-                            &format!("/api/v1/users/{c}/orders"),
-                            Some(tc),
-                            &json!({"symbol": "BTCUSDT", "side": "sell", "type": "market",
-                                    "qty": "0.001", "client_order_id": "once"}),
-                        ),
-                        201,
+                    s.post(
+                        &format!("/api/v1/users/{c}/orders"),
+                        Some(tc),
+                        &json!({"symbol": "BTCUSDT", "side": "sell", "type": "market",
+                                "qty": "0.001", "client_order_id": "once"}),
                     )
                 })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let replays = rs
+        .iter()
+        .filter(|r| r.header("idempotent-replayed") == Some("true"))
+        .count();
+    assert_eq!(replays, 7);
+    let rs: Vec<Value> = rs.iter().map(|r| ok(r, 201)).collect();
     assert!(rs.iter().all(|o| o["id"] == rs[0]["id"]), "{rs:?}");
     assert_eq!(s.positions(c, tc).len(), 1);
     s.assert_clean();

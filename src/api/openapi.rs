@@ -204,17 +204,17 @@ pub fn document() -> Value {
     let mut bal = op("balance of one account", "200", None, r("Balance"), false);
     bal["parameters"] = acct_q.clone();
     add(&format!("{u}/balance"), "get", bal);
-    add(
-        &format!("{u}/orders"),
-        "post",
-        op(
-            "place an order",
-            "201",
-            Some(r("NewOrder")),
-            r("Order"),
-            false,
-        ),
+    let mut place = op(
+        "place an order; a repeated client_order_id answers the first order",
+        "201",
+        Some(r("NewOrder")),
+        r("Order"),
+        false,
     );
+    place["responses"]["201"]["headers"] = json!({"Idempotent-Replayed": {
+        "description": "`true` when the order is an earlier request's (a repeated client_order_id)",
+        "schema": {"type": "string", "enum": ["true"]}}});
+    add(&format!("{u}/orders"), "post", place);
     let mut lo = op(
         "pending orders, oldest first",
         "200",

@@ -10,11 +10,15 @@ use crate::engine::accounts::{ConfigPatch, NewPromo, Signal};
 use crate::engine::trading::{NewOrder, Tick};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+/// The header on a `POST …/orders` answer that repeats an earlier request's order (a repeated
+/// `client_order_id`), as Stripe and others name it; a new order's answer has none.
+pub const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// A one-field JSON object, `{"name": value}`, serialized straight from the value.
 pub struct Field<T>(&'static str, T);
@@ -171,8 +175,12 @@ pub async fn place_order(
     Owner { id: uid, .. }: Owner,
     Body(o): Body<NewOrder>,
 ) -> ApiResult<impl IntoResponse> {
-    let order = st.engine.place_order(uid, o).await?;
-    Ok((StatusCode::CREATED, Json(order)))
+    let placed = st.engine.place_order_once(uid, o).await?;
+    // API.md answers a retry like the first request; the header tells the two apart
+    let replayed = placed
+        .replayed
+        .then_some([(REPLAYED, HeaderValue::from_static("true"))]);
+    Ok((StatusCode::CREATED, replayed, Json(placed.order)))
 }
 
 /// `GET /users/{id}/orders` (pending, oldest first).

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use tokio::sync::{broadcast, oneshot};
-use trading::{NewOrder, Placed, Tick, TickOutcome};
+use trading::{NewOrder, Placed, Placement, Tick, TickOutcome};
 
 /// Masked view of stored credentials.
 #[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
@@ -228,10 +228,24 @@ impl Engine {
 
     /// Places an order (API.md §1). A repeated client_order_id returns the first order.
     pub async fn place_order(&self, user: Id, order: NewOrder) -> Result<Order> {
-        match self.call(move |s, r| s.place_order(user, order, r)).await? {
-            Placed::New(o) => Ok(*o),
-            Placed::Existing(id) => self.order(user, id),
-        }
+        Ok(self.place_order_once(user, order).await?.order)
+    }
+
+    /// Places an order like [`Engine::place_order`], and also says whether the answer is the
+    /// order an earlier request with the same client_order_id made (`replayed`).
+    pub async fn place_order_once(&self, user: Id, order: NewOrder) -> Result<Placement> {
+        Ok(
+            match self.call(move |s, r| s.place_order(user, order, r)).await? {
+                Placed::New(o) => Placement {
+                    order: *o,
+                    replayed: false,
+                },
+                Placed::Existing(id) => Placement {
+                    order: self.order(user, id)?,
+                    replayed: true,
+                },
+            },
+        )
     }
 
     /// Cancels a pending order; its reserve is released.

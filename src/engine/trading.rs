@@ -87,6 +87,16 @@ pub enum Placed {
     Existing(Id),
 }
 
+/// The answer to placing an order: the order, and whether an earlier request made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The order as it is now.
+    pub order: Order,
+    /// True when the request repeated a `client_order_id` and `order` is the first request's
+    /// order (API.md: an idempotent retry), not a new one.
+    pub replayed: bool,
+}
+
 /// One tick of the market feed.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
