@@ -1843,6 +1843,81 @@ enum Want {
 }
 
 #[test]
+fn a_wrongly_shaped_body_is_answered_with_the_field_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("t.db"));
+    let (a, ta) = s.create_user("alice");
+    let message = |method: &str, path: &str, tok: &str, body: Value| {
+        let r = s.call(method, path, Some(tok), Some(&body));
+        err(&r, 422, "invalid_request");
+        r.json()["error"]["message"].as_str().unwrap().to_string()
+    };
+    let ord = format!("/api/v1/users/{a}/orders");
+    let order = |extra: Value| {
+        let mut o = json!({"symbol": "BTCUSDT", "side": "buy", "type": "market", "qty": "0.001"});
+        o.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        message("POST", &ord, &ta, o)
+    };
+    let expect = [
+        (
+            order(json!({"leverage": "10"})),
+            "invalid JSON body: leverage: invalid type: string \"10\", expected a whole number \
+             from 0 to 4294967295",
+        ),
+        (
+            order(json!({"qty": "x"})),
+            "invalid JSON body: qty: not a decimal number: \"x\"",
+        ),
+        (
+            order(json!({"side": "up"})),
+            "invalid JSON body: side: unknown variant `up`, expected `buy` or `sell`",
+        ),
+        (
+            message("POST", &ord, &ta, json!({"symbol": "BTCUSDT"})),
+            "invalid JSON body: missing field `side`",
+        ),
+        (
+            message(
+                "POST",
+                "/api/v1/market/ticks",
+                ADMIN,
+                json!({"ticks": [{"symbol": "BTCUSDT", "price": "1"}, {"symbol": "BTCUSDT"}]}),
+            ),
+            "invalid JSON body: ticks[1]: missing field `price`",
+        ),
+        (
+            message(
+                "PUT",
+                &format!("/api/v1/users/{a}/config"),
+                &ta,
+                json!({"risk_pct": true}),
+            ),
+            "invalid JSON body: risk_pct: expected a decimal string or number, got true",
+        ),
+    ];
+    for (got, want) in expect {
+        assert_eq!(got, want);
+    }
+    // malformed JSON keeps serde's position, which is where the fault is
+    let r = s.raw("POST", &ord, Some(&ta), Some(b"{\"symbol\":"), &[]);
+    err(&r, 400, "invalid_request");
+    assert_eq!(
+        r.json()["error"]["message"],
+        "invalid JSON body: EOF while parsing a value at line 1 column 10"
+    );
+    // the query string's faults name their parameter, without axum's preamble
+    let r = s.get(&format!("/api/v1/users/{a}/trades?page=x"), Some(&ta));
+    err(&r, 400, "invalid_request");
+    assert_eq!(
+        r.json()["error"]["message"],
+        "invalid query string: page: \"x\" is not a whole number"
+    );
+    s.assert_clean();
+}
+
+#[test]
 fn bad_input_answers_4xx_json_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("t.db"));

@@ -155,7 +155,13 @@ async fn json_errors(req: Request, next: Next) -> Response {
             _ => ("internal", "internal error"),
         };
         let message = match axum::body::to_bytes(res.into_body(), 4096).await {
-            Ok(b) if !b.is_empty() => format!("{msg}: {}", String::from_utf8_lossy(&b)),
+            Ok(b) if !b.is_empty() => {
+                let text = String::from_utf8_lossy(&b);
+                match text.strip_prefix("Failed to deserialize query string: ") {
+                    Some(why) => format!("invalid query string: {why}"),
+                    None => format!("{msg}: {text}"),
+                }
+            }
             _ => msg.to_string(),
         };
         return ApiError::new(st.as_u16(), code, message).into_response();
