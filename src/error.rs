@@ -51,6 +51,11 @@ pub enum Error {
     /// Another process holds the database's lock (`engine::lock_database`).
     #[error("{0}")]
     Locked(String),
+    /// The engine has been shut down: no command runs on it again, so retrying is pointless
+    /// (unlike [`Error::Unavailable`]). Whether a command that was already on its way ran is
+    /// told by reading its effect (or, for an order, by its `client_order_id`).
+    #[error("{0}")]
+    Stopped(&'static str),
     /// A bug or an unexpected database error.
     #[error("internal error: {0}")]
     Internal(String),
@@ -71,7 +76,7 @@ impl Error {
             Error::LicenseRequired => "license_required",
             Error::Forbidden(_) => "forbidden",
             Error::Unauthorized => "unauthorized",
-            Error::Unavailable(_) | Error::Locked(_) => "unavailable",
+            Error::Unavailable(_) | Error::Locked(_) | Error::Stopped(_) => "unavailable",
             Error::Internal(_) => "internal",
         }
     }
@@ -88,7 +93,7 @@ impl Error {
             | Error::Conflict(_) => 409,
             Error::LicenseRequired | Error::Forbidden(_) => 403,
             Error::Unauthorized => 401,
-            Error::Unavailable(_) | Error::Locked(_) => 503,
+            Error::Unavailable(_) | Error::Locked(_) | Error::Stopped(_) => 503,
             Error::Internal(_) => 500,
         }
     }

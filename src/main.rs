@@ -355,8 +355,7 @@ async fn demo(
             // Leave the file as it was found. The key this start made seals nothing, the lock
             // is released with the engine, and the WAL is empty after the writer's final
             // checkpoint; the read-only pool, closing last, cannot remove it itself.
-            let e = engine.clone();
-            tokio::task::spawn_blocking(move || e.shutdown()).await?;
+            engine.close().await;
             drop(engine);
             let wal = litetrade::store::files::with_suffix(&real, "-wal");
             for (file, was_there) in beside {
@@ -596,8 +595,7 @@ async fn replay(cfg: Config, file: PathBuf, symbol: String, speed: Option<f64>) 
     })
     .await;
     pb.finish_and_clear();
-    let e = engine.clone();
-    tokio::task::spawn_blocking(move || e.shutdown()).await?;
+    engine.close().await;
     let s = summary?;
     let o = &s.outcome;
     say!(
@@ -647,8 +645,7 @@ async fn chat(cfg: Config, user: i64) -> Result<()> {
         say!("{}", reply.text());
         say!();
     }
-    let e = engine.clone();
-    tokio::task::spawn_blocking(move || e.shutdown()).await?;
+    engine.close().await;
     Ok(())
 }
 

@@ -57,7 +57,7 @@ async fn balance_reads_never_go_back() {
         e.balance(u.id, AccountType::Demo).unwrap().wallet,
         Dec(2000)
     );
-    let stats = e.caches().stats();
+    let stats = e.cache_stats();
     assert!(stats["balance"].hits > 0, "the balance cache was exercised");
     e.shutdown();
 }

@@ -2607,6 +2607,32 @@ async fn a_repeated_client_order_id_returns_the_first_order_also_after_reopen() 
     e.shutdown();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_close_writes_answer_stopped_reads_still_answer_and_the_file_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let u = user_with(&e, "u", "1000").await;
+    tick(&e, BTC, "100").await;
+    let before = snapshot(&e, u);
+    e.close().await;
+    e.close().await; // idempotent
+    let refused = e
+        .place_order(u, order(BTC, Side::Buy, "1", None, 10, None, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Stopped(_)), "{refused:?}");
+    assert_eq!((refused.code(), refused.status()), ("unavailable", 503));
+    assert!(matches!(
+        e.deposit(u, d("1"), DEMO).await,
+        Err(Error::Stopped(_))
+    ));
+    assert_eq!(snapshot(&e, u), before, "reads answer after close");
+    // the lock went with the close: another engine opens the file while this handle lives
+    let again = open(&dir);
+    assert_eq!(snapshot(&again, u), before);
+    again.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Concurrency.
 
@@ -4172,13 +4198,12 @@ async fn a_deposit_answers_its_balance_even_when_the_read_pool_is_exhausted() {
     let hold = {
         let e = e.clone();
         std::thread::spawn(move || {
-            e.store()
-                .read("hold", |_| {
-                    held_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                    Ok(())
-                })
-                .unwrap()
+            e.read("hold", |_| {
+                held_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            })
+            .unwrap()
         })
     };
     held_rx.recv().unwrap();

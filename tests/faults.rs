@@ -686,7 +686,7 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
         writes += t.await.unwrap();
     }
     let db_len = file_len(&db);
-    let resets = e.store().stats().snapshot().wal_resets;
+    let resets = e.db_stats().wal_resets;
     eprintln!(
         "{writes} deposits in {:?}: database {} KiB, WAL median {} KiB and largest {} KiB of \
          {} samples, {resets} resets",
@@ -728,7 +728,7 @@ async fn checkpoint_case(
     let e = Engine::open(&cfg(&db, StoreConfig::default())).unwrap();
     let uid = e.create_user(name, None).await.unwrap().0.id;
     let stats = e.clone();
-    let passes = move || stats.store().stats().snapshot().checkpoint_passes;
+    let passes = move || stats.db_stats().checkpoint_passes;
     (e, db, uid, passes)
 }
 

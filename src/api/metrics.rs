@@ -139,7 +139,7 @@ pub fn render(engine: &Engine, http: &HttpMetrics) -> String {
             c.load(Relaxed)
         );
     }
-    let stats = engine.caches().stats();
+    let stats = engine.cache_stats();
     for (metric, kind, help) in [
         ("hits", "counter", "Cache hits."),
         ("misses", "counter", "Cache misses."),
@@ -164,8 +164,8 @@ pub fn render(engine: &Engine, http: &HttpMetrics) -> String {
             let _ = writeln!(o, "litetrade_cache_{metric}{{cache=\"{name}\"}} {v}");
         }
     }
-    let db = engine.store().stats().snapshot();
-    let (size, open, idle) = engine.store().pool_state();
+    let db = engine.db_stats();
+    let (size, open, idle) = engine.pool_state();
     let (sqlite_now, sqlite_peak) = crate::store::Store::sqlite_memory();
     for (name, kind, v) in [
         ("sqlite_memory_bytes", "gauge", sqlite_now),

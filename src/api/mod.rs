@@ -288,7 +288,7 @@ async fn serve_draining(
             Ok(())
         }
     };
-    let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+    engine.close().await;
     res
 }
 

@@ -418,13 +418,13 @@ pub async fn cache_stats(
     State(st): State<AppState>,
     _admin: Admin,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(Field("caches", st.engine.caches().stats())))
+    Ok(Json(Field("caches", st.engine.cache_stats())))
 }
 
 /// `GET /health/db-pool` (admin).
 pub async fn db_pool(State(st): State<AppState>, _admin: Admin) -> ApiResult<impl IntoResponse> {
-    let (size, open, idle) = st.engine.store().pool_state();
-    let s = st.engine.store().stats().snapshot();
+    let (size, open, idle) = st.engine.pool_state();
+    let s = st.engine.db_stats();
     Ok(Json(json!({
         "pool_size": size, "open": open, "idle": idle, "in_use": open.saturating_sub(idle),
         "waits": s.pool_waits, "queries": s.queries, "failures": s.failures, "retries": s.retries,

@@ -46,7 +46,7 @@ pub(super) fn err_text(e: &Error) -> String {
         Error::Invalid(m) => format!("Rejected: {m}."),
         Error::Forbidden(m) => format!("Not allowed: {m}."),
         Error::Unauthorized => "Not authorized.".into(),
-        Error::Unavailable(_) | Error::Locked(_) => {
+        Error::Unavailable(_) | Error::Locked(_) | Error::Stopped(_) => {
             "The service is busy or stopping; please try again in a moment.".into()
         }
         Error::Internal(_) => {

@@ -39,8 +39,23 @@ impl Dec {
     pub const ONE: Dec = Dec(SCALE);
 
     /// Builds a value from whole units (`Dec::from_int(5)` is 5).
+    ///
+    /// # Panics
+    /// Beyond ±92,233,720,368 units, which a `Dec` cannot hold (in release builds too: it never
+    /// wraps); [`Dec::checked_from_int`] answers `None` there instead.
     pub const fn from_int(n: i64) -> Dec {
-        Dec(n * SCALE)
+        match Dec::checked_from_int(n) {
+            Some(d) => d,
+            None => panic!("Dec::from_int: beyond the range of a Dec"),
+        }
+    }
+
+    /// Builds a value from whole units, or `None` beyond what a `Dec` can hold.
+    pub const fn checked_from_int(n: i64) -> Option<Dec> {
+        match n.checked_mul(SCALE) {
+            Some(raw) => Some(Dec(raw)),
+            None => None,
+        }
     }
 
     /// The raw count of 10^-8 units.
@@ -214,6 +229,15 @@ pub fn div_ceil(n: i128, d: i128) -> i128 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn whole_units_beyond_the_range_are_refused_not_wrapped() {
+        let most = i64::MAX / SCALE;
+        assert_eq!(Dec::checked_from_int(most), Some(Dec(most * SCALE)));
+        assert_eq!(Dec::checked_from_int(most + 1), None);
+        assert_eq!(Dec::checked_from_int(-most - 1), None);
+        assert!(std::panic::catch_unwind(|| Dec::from_int(185_000_000_000)).is_err());
+    }
 
     #[test]
     fn parses_plain_and_exponent_forms() {

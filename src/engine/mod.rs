@@ -12,7 +12,7 @@
 //! let order = engine.place_order(user.id, NewOrder::market("BTCUSDT", Side::Buy, Dec::parse("0.01").unwrap())).await?;
 //! println!("filled at {:?}", order.fill_price);
 //! println!("{:?}", engine.balance(user.id, AccountType::Demo)?);
-//! engine.shutdown();
+//! engine.close().await;
 //! # Ok(()) }
 //! ```
 
@@ -27,6 +27,7 @@ pub mod sequencer;
 pub mod state;
 pub mod trading;
 
+use crate::cache::ttl::CacheStats;
 use crate::cache::{Caches, Secret};
 use crate::config::Config;
 use crate::domain::model::{AccountType, Id, License, Order, Promo, Trade, User, UserConfig};
@@ -34,11 +35,13 @@ use crate::domain::money::Dec;
 use crate::domain::symbol::{SymbolPatch, SymbolSpec};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::stats::DbStatsSnapshot;
 use accounts::{ConfigPatch, NewPromo, Signal, SignalOutcome};
 use events::{Event, EventBus, UserEvents};
 use parking_lot::Mutex;
 use secrets::Vault;
 use sequencer::{Command, Reply, Sequencer, SequencerStats};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -54,7 +57,17 @@ pub struct MaskedCredentials {
     pub api_key_masked: String,
 }
 
-/// A handle to a running engine; cheap to clone.
+/// A handle to a running engine; cheap to clone, `Send + Sync`.
+///
+/// **From async code.** The `async` methods are the writes: each sends one command to the
+/// sequencer and answers once it has committed. A command once sent runs to its end even if
+/// its future is dropped, so a `timeout` around [`Engine::place_order`] may still place the
+/// order: give orders a `client_order_id` and retry with the same one. The plain methods are
+/// the reads: a cache hit takes well under a microsecond, and a miss is one indexed query on
+/// the read pool (waiting for a free connection, when all are busy, up to
+/// `store.busy_timeout_ms`); both are fine on an async worker. [`Engine::open`] loads the
+/// whole trading state and [`Engine::shutdown`] joins threads: call the first from a blocking
+/// thread when the database is large, and use [`Engine::close`] rather than the second.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -71,12 +84,20 @@ struct Inner {
     cfg: Config,
     /// Held until shutdown: one engine per database file.
     lock: Mutex<Option<std::fs::File>>,
+    sweeper: Sweeper,
 }
 
 impl Engine {
     /// Opens (creating and migrating if needed) the database, rebuilds the books from it and
     /// starts the sequencer, the writer and the cache cleanup. A configuration that
     /// [`Config::check`] refuses is an `Invalid` error, before any file is touched.
+    ///
+    /// Beside the database it takes `<db>.lock` for as long as the engine runs (another
+    /// engine on the same file is refused with [`Error::Locked`]) and keeps the key that seals
+    /// stored credentials in `<db>.key` (created on first use), unless the process has
+    /// `LITETRADE_SECRET_KEY` set: that one variable it reads itself. Every other setting comes
+    /// from `cfg` alone; [`Config::apply_env`] applies the `LITETRADE_*` variables as `serve`
+    /// does. It blocks for as long as loading the open orders and positions takes.
     pub fn open(cfg: &Config) -> Result<Engine> {
         cfg.check().map_err(|e| Error::Invalid(e.to_string()))?;
         let lock = lock_database(cfg)?;
@@ -104,7 +125,7 @@ impl Engine {
             .name("litetrade-sequencer".into())
             .spawn(move || seq.run(rx, stats))
             .map_err(|e| Error::Internal(format!("cannot start the sequencer: {e}")))?;
-        spawn_cleanup(&caches, cfg.caches.cleanup_interval_ms);
+        let sweeper = Sweeper::start(&caches, cfg.caches.cleanup_interval_ms);
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
@@ -116,6 +137,7 @@ impl Engine {
                 thread: Mutex::new(Some(thread)),
                 cfg: cfg.clone(),
                 lock: Mutex::new(Some(lock)),
+                sweeper,
             }),
         })
     }
@@ -135,14 +157,15 @@ impl Engine {
             let guard = self.inner.commands.lock();
             let sender = guard
                 .as_ref()
-                .ok_or_else(|| Error::Unavailable("the engine is shutting down".into()))?;
+                .ok_or(Error::Stopped("the engine is shutting down"))?;
             self.inner.seq_stats.depth.fetch_add(1, Ordering::Relaxed);
-            sender
-                .send(cmd)
-                .map_err(|_| Error::Unavailable("the engine has stopped".into()))?;
+            if sender.send(cmd).is_err() {
+                self.inner.seq_stats.depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(Error::Stopped("the engine has stopped"));
+            }
         }
         rx.await
-            .map_err(|_| Error::Unavailable("the engine stopped before answering".into()))?
+            .map_err(|_| Error::Stopped("the engine stopped before answering"))?
     }
 
     /// The configuration the engine runs with.
@@ -150,14 +173,44 @@ impl Engine {
         &self.inner.cfg
     }
 
-    /// The store (stats, backup, maintenance).
-    pub fn store(&self) -> &Store {
+    /// The store. Not public: its writer and its shutdown would let a caller write behind the
+    /// sequencer's back, or stop the writer under a running sequencer.
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
 
-    /// The nine caches (stats).
-    pub fn caches(&self) -> &Caches {
+    /// The nine caches. Not public: a caller could plant an entry, or read a cached secret.
+    pub(crate) fn caches(&self) -> &Caches {
         &self.inner.caches
+    }
+
+    /// Runs `f` on one of the engine's pooled read-only connections (`PRAGMA query_only`), for
+    /// a report of your own: under the `store.query_timeout_ms` limit, in the query counters
+    /// and the slow-query log under `name`. It bypasses the caches but never sees a write before
+    /// its commit. It blocks while it waits for a connection and runs the query: in async
+    /// code, run a long one on a blocking thread (`tokio::task::spawn_blocking`).
+    pub fn read<T>(
+        &self,
+        name: &'static str,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        Ok(self.inner.store.read(name, f)?)
+    }
+
+    /// The database's counters now: queries, slow queries, failures, pool waits, writer
+    /// batches, checkpoints and WAL resets (as `GET /health/db-pool` and `/metrics` show them).
+    pub fn db_stats(&self) -> DbStatsSnapshot {
+        self.inner.store.stats().snapshot()
+    }
+
+    /// The read pool: its size, the connections open and those idle.
+    pub fn pool_state(&self) -> (u32, u32, u32) {
+        self.inner.store.pool_state()
+    }
+
+    /// Each cache's counters, by its API.md name (as `GET /stats/cache` shows them).
+    pub fn cache_stats(&self) -> BTreeMap<&'static str, CacheStats> {
+        self.inner.caches.stats()
     }
 
     /// Commands waiting for the sequencer.
@@ -171,7 +224,11 @@ impl Engine {
         &self.inner.seq_stats
     }
 
-    /// Events of every user, published after their write committed (see [`EventBus`]).
+    /// Events of every user, published after their write committed (see [`EventBus`]). The
+    /// stream is one ring of [`events::ALL_CAPACITY`] events shared by every listener: a
+    /// signal to many followers publishes several events per follower at once, and a listener
+    /// that falls that far behind gets `Lagged` and has lost them. To notify users reliably,
+    /// listen per user ([`Engine::subscribe_user`]) or re-read state after a `Lagged`.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.events.subscribe()
     }
@@ -259,7 +316,8 @@ impl Engine {
             .await
     }
 
-    /// Applies price ticks in order; returns once every effect is committed and visible.
+    /// Applies price ticks in order; returns once every effect is committed and visible. One
+    /// tick that is refused (an unknown symbol, a price out of range) refuses the whole batch.
     pub async fn ingest_ticks(&self, ticks: Vec<Tick>) -> Result<TickOutcome> {
         self.call(move |s, r| s.ingest_ticks(ticks, r)).await
     }
@@ -337,13 +395,26 @@ impl Engine {
         backup_database(self.config(), dest, &|_, _| {}).map(drop)
     }
 
-    /// Stops the sequencer, commits everything queued, checkpoints the WAL. Idempotent.
+    /// [`Engine::shutdown`] for async code: the same stop, run on tokio's blocking pool so that
+    /// no runtime worker waits for the engine's threads to join.
+    pub async fn close(&self) {
+        let engine = self.clone();
+        // the task fails only if `shutdown` panicked, and then there is nothing left to stop
+        let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+    }
+
+    /// Stops the sequencer, commits everything queued, checkpoints the WAL, ends the event
+    /// streams and releases the database's lock. Idempotent. Writes called afterwards answer
+    /// [`Error::Stopped`]; reads still answer from the caches and the database. It blocks
+    /// while the threads finish: from async code use [`Engine::close`]. Dropping the last
+    /// handle does the same.
     pub fn shutdown(&self) {
         drop(self.inner.commands.lock().take());
         if let Some(t) = self.inner.thread.lock().take() {
             let _ = t.join();
         }
         self.inner.store.shutdown();
+        self.inner.sweeper.stop();
         self.close_events();
         drop(self.inner.lock.lock().take());
     }
@@ -363,6 +434,7 @@ impl Drop for Inner {
             let _ = t.join();
         }
         self.store.shutdown();
+        self.sweeper.stop();
         // listeners hold the bus, not the engine: end their streams
         self.events.close();
     }
@@ -479,23 +551,43 @@ fn hard_links(_: &std::fs::Metadata) -> u64 {
     1
 }
 
-/// Sweeps the caches every `every_ms` until the engine is dropped (the thread holds a `Weak`).
-fn spawn_cleanup(caches: &Arc<Caches>, every_ms: u64) {
-    let weak = Arc::downgrade(caches);
-    let every = std::time::Duration::from_millis(every_ms.max(10));
-    let _ = std::thread::Builder::new()
-        .name("litetrade-cache-cleanup".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(every);
-                match weak.upgrade() {
-                    Some(c) => {
-                        let n = c.sweep();
-                        tracing::debug!(expired = n, "cache sweep");
-                    }
-                    None => return,
+/// The thread that sweeps expired entries out of the caches every `cleanup_interval_ms`, until
+/// the engine shuts down or is dropped.
+struct Sweeper {
+    /// Dropping it wakes the thread and ends it.
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Sweeper {
+    fn start(caches: &Arc<Caches>, every_ms: u64) -> Sweeper {
+        let weak = Arc::downgrade(caches);
+        let every = std::time::Duration::from_millis(every_ms.max(10));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("litetrade-cache-cleanup".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let Some(c) = weak.upgrade() else { return };
+                    let n = c.sweep();
+                    tracing::debug!(expired = n, "cache sweep");
                 }
-            }
-        })
-        .inspect_err(|e| tracing::warn!(error = %e, "cache cleanup thread not started"));
+            })
+            .inspect_err(|e| tracing::warn!(error = %e, "cache cleanup thread not started"))
+            .ok();
+        Sweeper {
+            stop: Mutex::new(Some(stop)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Ends the thread and waits for it (at most one sweep). Idempotent.
+    fn stop(&self) {
+        drop(self.stop.lock().take());
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -278,7 +278,8 @@ impl Store {
             checkpoint::Checkpointer::start(path, &cfg, stats.clone()).map_err(open_err)?;
         let reset = checkpoint::WalReset::install(&conn, cfg.wal_max_mb, &checkpointer)
             .map_err(open_err)?;
-        let writer = writer::Writer::start(conn, reset, cfg.clone(), stats.clone());
+        let writer = writer::Writer::start(conn, reset, cfg.clone(), stats.clone())
+            .map_err(|e| open_error(path, format!("cannot start the writer thread: {e}")))?;
         let rcfg = cfg.clone();
         let manager = SqliteConnectionManager::file(path)
             .with_flags(READ_FLAGS)

@@ -59,13 +59,14 @@ struct Shared {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`, which `reset` was installed on.
+    /// Starts the writer thread on `conn`, which `reset` was installed on. Fails only when the
+    /// system cannot start another thread.
     pub fn start(
         conn: Connection,
         reset: WalReset,
         cfg: StoreConfig,
         stats: Arc<DbStats>,
-    ) -> Writer {
+    ) -> Result<Writer, std::io::Error> {
         let (tx, rx) = channel();
         let shared = Arc::new(Shared {
             rejected_upto: AtomicI64::new(-1),
@@ -75,13 +76,12 @@ impl Writer {
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("litetrade-writer".into())
-            .spawn(move || run(conn, reset, rx, cfg, sh))
-            .expect("spawn writer thread");
-        Writer {
+            .spawn(move || run(conn, reset, rx, cfg, sh))?;
+        Ok(Writer {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             shared,
-        }
+        })
     }
 
     /// Queues a job. If the writer has stopped, the job completes at once with an error.
