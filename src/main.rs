@@ -157,6 +157,13 @@ enum Cmd {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Put a backup in place of the database (stop the server first; the replaced database
+    /// is kept as <db>.before-restore)
+    Restore {
+        /// The backup file (its <FROM>.key, if any, comes with it)
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 fn build_config(c: &Common) -> Result<Config> {
@@ -268,17 +275,26 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+    let (term, hangup) = (
+        unix_signal(tokio::signal::unix::SignalKind::terminate()),
+        // a closed terminal, or a service manager's reload: a clean stop too, rather than the
+        // default action, an abrupt exit that skips the final checkpoint
+        unix_signal(tokio::signal::unix::SignalKind::hangup()),
+    );
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    let (term, hangup) = (std::future::pending::<()>(), std::future::pending::<()>());
+    tokio::select! { _ = ctrl_c => {}, _ = term => {}, _ = hangup => {} }
+}
+
+/// Resolves when the process receives `kind` (never, if it cannot listen for it).
+#[cfg(unix)]
+async fn unix_signal(kind: tokio::signal::unix::SignalKind) {
+    match tokio::signal::unix::signal(kind) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
 }
 
 fn open_engine(cfg: &Config) -> Result<Engine> {
@@ -312,13 +328,28 @@ fn admin_token(cfg: &Config) -> Result<(String, Option<PathBuf>)> {
     Ok((token, file))
 }
 
+/// The address `listener` is bound to (with port 0, the one the system picked).
+fn bound(listener: &tokio::net::TcpListener, cfg: &Config) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| cfg.listen.to_string(), |a| a.to_string())
+}
+
 async fn serve(cfg: Config) -> Result<()> {
     let listener = listen(&cfg).await?;
     let engine = open_engine(&cfg)?;
     let (token, _) = admin_token(&cfg)?;
-    tracing::info!(listen = %cfg.listen, db = %cfg.db.display(), "serving");
+    tracing::info!(listen = %bound(&listener, &cfg), db = %cfg.db.display(), "serving");
+    let stopped = engine.clone();
     litetrade::api::serve(engine, listener, &token, shutdown_signal()).await?;
-    tracing::info!("stopped cleanly");
+    if stopped.wal_left() {
+        tracing::warn!(
+            db = %cfg.db.display(),
+            "stopped, but the database's -wal file still holds committed writes: keep it with the database"
+        );
+    } else {
+        tracing::info!("stopped cleanly");
+    }
     Ok(())
 }
 
@@ -387,7 +418,7 @@ async fn demo(
             (fresh.join("\n") + "\n").as_bytes(),
         )?;
     }
-    let base = format!("http://{}", cfg.listen);
+    let base = format!("http://{}", bound(&listener, &cfg));
     say!(
         "litetrade demo: serving {base}/api/v1 on {}",
         cfg.db.display()
@@ -480,6 +511,7 @@ fn optimize(cfg: &Config, vacuum: bool, json: bool) -> Result<i32> {
     if !cfg.db.exists() {
         bail!("database {} does not exist", cfg.db.display());
     }
+    litetrade::engine::refuse_hard_links(&cfg.db)?;
     // A file from an older litetrade is migrated first, as `serve` would do. An older engine
     // still serving it would then fail its writes, so migrating needs the engine lock (held
     // until optimize ends, only in that case).
@@ -658,7 +690,7 @@ fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
         pb.set_length(total);
         pb.set_position(done);
     })
-    .with_context(|| format!("backup {}", cfg.db.display()))?;
+    .with_context(|| format!("backup {} to {}", cfg.db.display(), to.display()))?;
     pb.finish_and_clear();
     say!("backed up {} to {}", cfg.db.display(), to.display());
     match key {
@@ -667,6 +699,34 @@ fn backup(cfg: &Config, to: &std::path::Path) -> Result<()> {
             say!("its credentials are sealed with LITETRADE_SECRET_KEY: keep that with the copy")
         }
         None => {}
+    }
+    Ok(())
+}
+
+fn restore(cfg: &Config, from: &std::path::Path) -> Result<()> {
+    if !from.exists() {
+        bail!("backup {} does not exist", from.display());
+    }
+    let pb = bar(0, "restore");
+    let done = litetrade::engine::restore::restore_database(cfg, from, &|done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    })
+    .with_context(|| format!("restore {} from {}", cfg.db.display(), from.display()))?;
+    pb.finish_and_clear();
+    say!("restored {} from {}", cfg.db.display(), from.display());
+    if let Some(kept) = &done.kept {
+        say!(
+            "the database it replaced is kept as {} (with its -wal and key, if any): delete them once the restored one serves as expected",
+            kept.display()
+        );
+    }
+    match &done.key {
+        Some(k) => say!("copied the backup's key file {} to its place", k.display()),
+        None => say!(
+            "the backup has no key file, so {} stays as it was: stored credentials, if any, need the key that sealed them (or its LITETRADE_SECRET_KEY)",
+            cfg.beside_db("key").display()
+        ),
     }
     Ok(())
 }
@@ -761,6 +821,7 @@ fn run(cli: Cli) -> Result<i32> {
         } => seed(&cfg, users, trades_per_user, open_positions, pending_orders)?,
         Cmd::Chat { user } => rt()?.block_on(chat(cfg, user))?,
         Cmd::Backup { to } => backup(&cfg, &to)?,
+        Cmd::Restore { from } => restore(&cfg, &from)?,
         Cmd::Bench {
             scenario,
             json,

@@ -4414,6 +4414,14 @@ async fn a_database_is_locked_by_its_real_path_and_hard_links_are_refused() {
     for c in [&cfg, &hard, &link] {
         refused_open(c, "2 hard links");
     }
+    // a backup through either name would read the file without a server's WAL: refused too
+    let copy = dir.path().join("copy.db");
+    let backup = litetrade::engine::backup_database(&hard, &copy, &|_, _| {});
+    assert!(
+        matches!(&backup, Err(Error::Unavailable(m)) if m.contains("2 hard links")),
+        "{backup:?}"
+    );
+    assert!(!copy.exists());
     std::fs::remove_file(&hard.db).unwrap();
     let e = Engine::open(&cfg).unwrap();
     assert_eq!(e.user(u.id).unwrap().name, "alice");

@@ -640,6 +640,43 @@ fn file_len(p: &Path) -> u64 {
 /// A WAL that only grows fills the disk: under a steady stream of writes (and reads beside
 /// them) the writer must reset it (restart it from its start) near its budget, so its size
 /// stays bounded. A small budget makes the test see many resets.
+/// A shutdown whose last checkpoint cannot empty the WAL (here a reader that holds a snapshot;
+/// in the field, a full disk) says so through `Engine::wal_left`, so that `serve` does not
+/// report a clean stop while `<db>-wal` still holds committed writes (RELIABILITY finding 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_that_cannot_empty_the_wal_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let store = StoreConfig {
+        busy_timeout_ms: 50,
+        ..StoreConfig::default()
+    };
+    let e = Engine::open(&cfg(&db, store.clone())).unwrap();
+    let (alice, _) = e.create_user("alice", None).await.unwrap();
+    let reader = ro(&db);
+    reader.execute_batch("BEGIN").unwrap();
+    let n: i64 = reader
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    e.create_user("bob", None).await.unwrap();
+    assert!(!e.wal_left());
+    e.close().await;
+    assert!(
+        e.wal_left(),
+        "the reader's snapshot kept the WAL from being emptied"
+    );
+    let wal = dir.path().join("t.db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    drop(reader);
+    // nothing was lost, and a stop with no reader in the way leaves no WAL behind
+    let e = Engine::open(&cfg(&db, store)).unwrap();
+    assert!(e.user(alice.id).is_ok());
+    e.close().await;
+    assert!(!e.wal_left());
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_under_continuous_writes() {
     const BUDGET_MB: u64 = 16;

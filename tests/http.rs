@@ -3560,6 +3560,111 @@ fn seed_refuses_a_served_database_and_a_backup_keeps_the_credentials_key() {
     assert_eq!(c["exchange"], "binance", "{c}");
 }
 
+/// RELIABILITY finding 17: a backup copied by hand over a database whose `-wal` still held
+/// frames came up corrupt (or silently undid the restore), and nothing refused a copy made
+/// under a running server.
+#[test]
+fn restore_puts_a_backup_in_place_and_keeps_the_database_it_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Duration::from_secs(60);
+    let db = dir.path().join("t.db");
+    let dbs = db.to_str().unwrap();
+    let s = Server::start(&db);
+    let (a, ta) = s.create_user("alice");
+    let creds = format!("/api/v1/users/{a}/credentials/binance");
+    let body = json!({"api_key": "AKIAEXAMPLE0XYZ", "api_secret": "s3cret-value"});
+    ok(&s.put(&creds, Some(&ta), &body), 200);
+    let copy = dir.path().join("copy.db");
+    let copys = copy.to_str().unwrap();
+    let (st, _, e) = run_cli(&["backup", "--db", dbs, "--to", copys], "", t);
+    assert!(st.success(), "backup: {e}");
+    let later: Vec<i64> = (0..40).map(|i| s.create_user(&format!("b{i}")).0).collect();
+
+    // refused while the server runs, and nothing changes
+    let args = ["restore", "--db", dbs, "--from", copys];
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["another litetrade process"]);
+    ok(
+        &s.get(&format!("/api/v1/users/{}", later[39]), Some(ADMIN)),
+        200,
+    );
+    // killed, so that the WAL still holds the later users' frames
+    drop(s);
+    let wal = dir.path().join("t.db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+
+    let (st, out, e) = run_cli(&args, "", t);
+    assert!(st.success(), "restore: {e}");
+    assert!(out.contains("t.db.before-restore"), "{out}");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+    // the backup is left as it was found: no -wal or -shm of its own beside it
+    assert!(!dir.path().join("copy.db-wal").exists());
+
+    let mut s = Server::start(&db);
+    ok(
+        &s.get(&format!("/api/v1/users/{a}/balance"), Some(&ta)),
+        200,
+    );
+    assert_eq!(ok(&s.get(&creds, Some(&ta)), 200)["exchange"], "binance");
+    for u in [later[0], later[39]] {
+        err(
+            &s.get(&format!("/api/v1/users/{u}"), Some(ADMIN)),
+            404,
+            "not_found",
+        );
+    }
+    // the venue goes on from the backup: the next user takes the next id after alice
+    let (next, _) = s.create_user("carol");
+    assert_eq!(next, a + 1);
+    assert!(s.terminate().success());
+
+    // the replaced database, with its WAL, holds every user it had
+    let kept = dir.path().join("t.db.before-restore");
+    let users: i64 = rusqlite::Connection::open(&kept)
+        .unwrap()
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(users, 41);
+    // a second restore would bury it: refused until it is moved away
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["before-restore", "in the way"]);
+    // the database itself is no backup of itself
+    std::fs::remove_file(&kept).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("t.db.before-restore.key"));
+    let selfish = ["restore", "--db", dbs, "--from", dbs];
+    let (st, _, e) = run_cli(&selfish, "", t);
+    assert_one_clear_line(&selfish, st, &e, &["not a backup"]);
+    // nor is a file that is not a litetrade database; neither refusal touched the database
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, "not a database\n".repeat(100)).unwrap();
+    let junky = ["restore", "--db", dbs, "--from", junk.to_str().unwrap()];
+    let (st, _, e) = run_cli(&junky, "", t);
+    assert_one_clear_line(&junky, st, &e, &["junk.db"]);
+    assert!(!kept.exists());
+    let s = Server::start(&db);
+    ok(&s.get(&format!("/api/v1/users/{next}"), Some(ADMIN)), 200);
+}
+
+/// A closed terminal or a service manager's reload sends SIGHUP, whose default action ends
+/// the process abruptly: `serve` stops on it as cleanly as on SIGTERM.
+#[test]
+fn a_hangup_stops_the_server_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let mut s = Server::start_with_env(&db, &[], &[("LITETRADE_LOG", "info")]);
+    let (a, ta) = s.create_user("alice");
+    s.deposit(a, &ta, "100");
+    let st = s.serve.stop_with("HUP");
+    assert!(st.success(), "{st}: {}", s.stderr_text());
+    assert!(
+        s.stderr_text().contains("stopped cleanly"),
+        "{}",
+        s.stderr_text()
+    );
+    let wal = dir.path().join("t.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+}
+
 #[test]
 fn tick_effects_are_visible_to_the_next_read() {
     let dir = tempfile::tempdir().unwrap();

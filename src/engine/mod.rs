@@ -22,6 +22,7 @@ pub mod client_ids;
 pub mod events;
 pub mod hold;
 pub mod reads;
+pub mod restore;
 pub mod secrets;
 pub mod sequencer;
 pub mod state;
@@ -201,6 +202,13 @@ impl Engine {
     /// batches, checkpoints and WAL resets (as `GET /health/db-pool` and `/metrics` show them).
     pub fn db_stats(&self) -> DbStatsSnapshot {
         self.inner.store.stats().snapshot()
+    }
+
+    /// After [`Engine::shutdown`]: true when its last checkpoint could not empty the WAL (a
+    /// full disk, for one), so `<db>-wal` still holds committed writes and must stay beside
+    /// the database file. False while the engine runs.
+    pub fn wal_left(&self) -> bool {
+        self.inner.store.stats().wal_left.load(Ordering::Relaxed)
     }
 
     /// The read pool: its size, the connections open and those idle.
@@ -469,6 +477,7 @@ pub fn backup_database(
             dest.display()
         )));
     }
+    refuse_hard_links(&cfg.db)?;
     crate::store::backup_file(&cfg.db, dest, progress)?;
     if let Some(k) = &dest_key {
         let copied = std::fs::read(&key)
@@ -504,18 +513,8 @@ pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
             dir.display()
         )));
     }
+    refuse_hard_links(&cfg.db)?;
     let real = crate::store::files::real_path(&cfg.db);
-    if let Ok(m) = std::fs::metadata(&real) {
-        let links = hard_links(&m);
-        if links > 1 {
-            return Err(Error::Unavailable(format!(
-                "database {} has {links} hard links: SQLite keeps a -wal file beside each name, \
-                 so writes through two names would corrupt it; keep one name and remove the \
-                 other links",
-                cfg.db.display()
-            )));
-        }
-    }
     let path = crate::store::files::with_suffix(&real, ".lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -536,6 +535,23 @@ pub fn lock_database(cfg: &Config) -> Result<std::fs::File> {
             "cannot lock {}: {e}",
             path.display()
         ))),
+    }
+}
+
+/// Refuses a database file that more than one directory entry names. SQLite keeps a `-wal`
+/// beside each name it is opened by: writes through two names corrupt the file, and a read
+/// through the other name (a backup, an integrity check) misses what the server's WAL holds.
+/// A file that does not exist yet is fine.
+pub fn refuse_hard_links(db: &std::path::Path) -> Result<()> {
+    let real = crate::store::files::real_path(db);
+    match std::fs::metadata(&real).map(|m| hard_links(&m)) {
+        Ok(links) if links > 1 => Err(Error::Unavailable(format!(
+            "database {} has {links} hard links: SQLite keeps a -wal file beside each name, so \
+             two names would corrupt it or read it without its WAL; keep one name and remove \
+             the other links",
+            db.display()
+        ))),
+        _ => Ok(()),
     }
 }
 

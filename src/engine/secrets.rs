@@ -55,13 +55,25 @@ impl Vault {
         if let Some((user, exchange, nonce, ct)) = sealed
             && !vault.opens(user, exchange, nonce, ct)
         {
-            let source = match from_env {
-                Some(_) => "LITETRADE_SECRET_KEY".to_string(),
-                None => format!("the key file {}", key_file.display()),
+            let (source, hint) = match from_env {
+                // the variable wins over the file: the file may be the key that sealed them
+                Some(_) if key_file.exists() => (
+                    "LITETRADE_SECRET_KEY".to_string(),
+                    format!(
+                        " (the key file {} is not used while the variable is set: unset it to \
+                         use the file)",
+                        key_file.display()
+                    ),
+                ),
+                Some(_) => ("LITETRADE_SECRET_KEY".to_string(), String::new()),
+                None => (
+                    format!("the key file {}", key_file.display()),
+                    String::new(),
+                ),
             };
             return Err(Error::Invalid(format!(
                 "the stored credentials cannot be opened with {source}: start with the key \
-                 that sealed them"
+                 that sealed them{hint}"
             )));
         }
         Ok(vault)
@@ -234,6 +246,16 @@ mod tests {
             "{other}"
         );
         assert!(!other.to_string().contains("another-key"), "{other}");
+        // ... and points at the key file the variable overrides, which may be the right key
+        assert!(
+            other.to_string().contains("unset it to use the file"),
+            "{other}"
+        );
+        let elsewhere = dir.path().join("none");
+        let plain = Vault::open(Some("another-key"), &elsewhere, sealed)
+            .err()
+            .unwrap();
+        assert!(!plain.to_string().contains("unset"), "{plain}");
         // a missing key file is not replaced by a new key while something is sealed
         let gone = dir.path().join("gone");
         let missing = Vault::open(None, &gone, sealed).err().unwrap();

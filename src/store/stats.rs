@@ -1,7 +1,7 @@
 //! Counters of the store: reads through the pool, the writer's batches and commits.
 
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Lock-free counters shared by the pool users and the writer.
 #[derive(Default, Debug)]
@@ -36,6 +36,9 @@ pub struct DbStats {
     pub wal_resets: AtomicU64,
     /// Passes of the background checkpoint thread.
     pub checkpoint_passes: AtomicU64,
+    /// Set when the writer's last checkpoint, at shutdown, could not empty the WAL (a full
+    /// disk, a reader that held on): `<db>-wal` then still holds committed writes.
+    pub wal_left: AtomicBool,
 }
 
 impl DbStats {

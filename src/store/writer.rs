@@ -186,8 +186,20 @@ fn run(
         }
     }
     super::refresh_statistics(&conn, super::OPTIMIZE_AT_CLOSE);
-    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-        tracing::warn!(error = %e, "final WAL checkpoint failed");
+    // the first column is 1 when the checkpoint could not finish (a reader held on)
+    let folded = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    if !matches!(folded, Ok(0)) {
+        sh.stats.wal_left.store(true, Ordering::Relaxed);
+        let why = folded.map_or_else(|e| e.to_string(), |_| "a reader held on".into());
+        tracing::warn!(
+            error = %why,
+            wal = %format!("{}-wal", conn.path().unwrap_or("the database")),
+            "the final WAL checkpoint failed: the -wal file still holds committed writes; \
+             keep it beside the database (a copy or move of the database file alone loses \
+             them)"
+        );
     }
     if let Some(ack) = shutdown_ack {
         let _ = ack.send(());

@@ -369,10 +369,15 @@ impl Serve {
 
     /// Sends SIGTERM and waits up to 20 s for a clean exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends the signal `name` (`TERM`, `HUP`, …) and waits up to 20 s for the exit.
+    pub fn stop_with(&mut self, name: &str) -> ExitStatus {
         let pid = self.pid();
         assert!(
             Command::new("kill")
-                .arg("-TERM")
+                .arg(format!("-{name}"))
                 .arg(pid.to_string())
                 .status()
                 .unwrap()
@@ -383,7 +388,7 @@ impl Serve {
             let _ = c.kill();
             let _ = c.wait();
             panic!(
-                "serve did not exit within 20 s of SIGTERM: {}",
+                "serve did not exit within 20 s of SIG{name}: {}",
                 self.log_text()
             );
         })
