@@ -1131,6 +1131,17 @@ fn every_route_answers_its_success_shape() {
         sample("litetrade_sqlite_memory_peak_bytes"),
     );
     assert!(now > 0 && peak >= now, "sqlite memory {now}, peak {peak}");
+    // the files' sizes on disk, for watching growth (a checkpoint may grow the file since)
+    let db_bytes = sample("litetrade_db_file_bytes");
+    let on_disk = std::fs::metadata(dir.path().join("t.db")).unwrap().len();
+    assert!(
+        db_bytes > 0 && db_bytes <= on_disk,
+        "{db_bytes} of {on_disk}"
+    );
+    assert!(
+        sample("litetrade_wal_file_bytes") > 0,
+        "the server has written"
+    );
     assert!(!text.contains("FOO1") && !text.contains("BAR2"), "{text}");
     assert!(
         text.contains(r#"litetrade_http_responses_total{method="other",route="/api/v1/health",status="405"} 2"#),

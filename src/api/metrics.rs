@@ -167,7 +167,16 @@ pub fn render(engine: &Engine, http: &HttpMetrics) -> String {
     let db = engine.db_stats();
     let (size, open, idle) = engine.pool_state();
     let (sqlite_now, sqlite_peak) = crate::store::Store::sqlite_memory();
+    // the files as they are on disk now (the WAL beside the real file, where SQLite keeps it)
+    let file = crate::store::files::real_path(&engine.config().db);
+    let bytes = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
     for (name, kind, v) in [
+        ("db_file_bytes", "gauge", bytes(&file)),
+        (
+            "wal_file_bytes",
+            "gauge",
+            bytes(&crate::store::files::with_suffix(&file, "-wal")),
+        ),
         ("sqlite_memory_bytes", "gauge", sqlite_now),
         ("sqlite_memory_peak_bytes", "gauge", sqlite_peak),
         ("db_pool_size", "gauge", size as u64),
