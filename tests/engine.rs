@@ -2633,6 +2633,32 @@ async fn after_close_writes_answer_stopped_reads_still_answer_and_the_file_is_fr
     again.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_ones_own_cannot_leave_a_transaction_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    let count = |e: &Engine| {
+        e.read("count_users", |c| {
+            c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))
+        })
+        .unwrap()
+    };
+    assert_eq!(count(&e), 0);
+    let left = e.read("left_open", |c| {
+        c.execute_batch("BEGIN; SELECT count(*) FROM users;")
+    });
+    assert!(
+        matches!(&left, Err(Error::Internal(m)) if m.contains("left a transaction open")),
+        "{left:?}"
+    );
+    // the connection went back to the pool without the snapshot: the next write is seen
+    e.create_user("bob", None).await.unwrap();
+    for _ in 0..8 {
+        assert_eq!(count(&e), 1);
+    }
+    e.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Concurrency.
 

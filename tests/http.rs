@@ -3603,10 +3603,26 @@ fn restore_puts_a_backup_in_place_and_keeps_the_database_it_replaces() {
     drop(s);
     let wal = dir.path().join("t.db-wal");
     assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    // a WAL whose database is gone would be replayed into the restored file: refused
+    let away = dir.path().join("away.db");
+    std::fs::rename(&db, &away).unwrap();
+    let (st, _, e) = run_cli(&args, "", t);
+    assert_one_clear_line(&args, st, &e, &["t.db-wal", "no longer there"]);
+    assert!(!db.exists());
+    std::fs::rename(&away, &db).unwrap();
+    // the replaced database's key is kept with it, and the backup's takes its place
+    let key = dir.path().join("t.db.key");
+    let backup_key = std::fs::read(dir.path().join("copy.db.key")).unwrap();
+    std::fs::write(&key, "a key the old database had").unwrap();
 
     let (st, out, e) = run_cli(&args, "", t);
     assert!(st.success(), "restore: {e}");
     assert!(out.contains("t.db.before-restore"), "{out}");
+    assert_eq!(std::fs::read(&key).unwrap(), backup_key);
+    assert_eq!(
+        std::fs::read(dir.path().join("t.db.before-restore.key")).unwrap(),
+        b"a key the old database had"
+    );
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
     // the backup is left as it was found: no -wal or -shm of its own beside it
     assert!(!dir.path().join("copy.db-wal").exists());

@@ -172,11 +172,15 @@ fn misshapen<T: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
         e.inner().line(),
         e.inner().column()
     );
-    // the one integer type of the bodies, named in words
-    let why = text.strip_suffix(&at).unwrap_or(&text).replace(
-        "expected u32",
-        "expected a whole number from 0 to 4294967295",
-    );
+    // the integer types of the bodies, named in words
+    let why = text
+        .strip_suffix(&at)
+        .unwrap_or(&text)
+        .replace(
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        )
+        .replace("expected i64", "expected a whole number");
     Some(match e.path().to_string().as_str() {
         "." => why,
         path => format!("{path}: {why}"),

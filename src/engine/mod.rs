@@ -66,7 +66,8 @@ pub struct MaskedCredentials {
 /// order: give orders a `client_order_id` and retry with the same one. The plain methods are
 /// the reads: a cache hit takes well under a microsecond, and a miss is one indexed query on
 /// the read pool (waiting for a free connection, when all are busy, up to
-/// `store.busy_timeout_ms`); both are fine on an async worker. [`Engine::open`] loads the
+/// `store.busy_timeout_ms`, at least a second); both are fine on an async worker.
+/// [`Engine::open`] loads the
 /// whole trading state and [`Engine::shutdown`] joins threads: call the first from a blocking
 /// thread when the database is large, and use [`Engine::close`] rather than the second.
 #[derive(Clone)]
@@ -460,11 +461,9 @@ pub fn backup_database(
     progress: &dyn Fn(u64, u64),
 ) -> Result<Option<std::path::PathBuf>> {
     let key = cfg.beside_db("key");
-    let dest_key = key.exists().then(|| {
-        let mut p = dest.as_os_str().to_owned();
-        p.push(".key");
-        std::path::PathBuf::from(p)
-    });
+    let dest_key = key
+        .exists()
+        .then(|| crate::store::files::with_suffix(dest, ".key"));
     if let Some(k) = dest_key.as_ref().filter(|k| k.exists()) {
         // name every target that is in the way, so one fix clears them all
         let taken = if dest.exists() {

@@ -5,7 +5,7 @@
 //! database into the copied file, which leaves it corrupt (or silently undoes the restore), and
 //! a copy made while a server runs is never seen by that server. [`restore_database`] takes the
 //! database's lock (so it refuses a running server), copies the backup in with SQLite's backup
-//! API and checks it, and moves the old database aside together with its `-wal`, so that
+//! API and checks it, and keeps the old database with its `-wal` under another name, so that
 //! nothing is lost and no WAL meets a file it does not belong to.
 
 use super::lock_database;
@@ -31,13 +31,19 @@ pub struct Restored {
 }
 
 /// Replaces `cfg.db` with the backup at `from` (as `litetrade backup` writes it: `<from>` and,
-/// when there is one, `<from>.key`). Refused while any litetrade process has the database
-/// open ([`Error::Locked`]), when `from` is not a litetrade database or its copy fails
-/// SQLite's integrity check, and when an earlier restore's `<db>.before-restore` is still in
-/// the way; a refusal changes nothing. The database it replaces is not deleted: its pending
-/// WAL frames are folded in where SQLite can, and it is renamed to `<db>.before-restore` with
-/// its `-wal` and key. The admin-token file stays as it is, so the admin token does not
-/// change. `progress(done_pages, total_pages)` follows the copy.
+/// when there is one, `<from>.key`). Refused while a process that takes the database's lock
+/// (serve, demo, chat, replay, seed, another restore) has it open ([`Error::Locked`]), when
+/// `from` is not a litetrade database or its copy fails SQLite's integrity check, when an
+/// earlier restore's `<db>.before-restore` files are still in the way, and when a `<db>-wal`
+/// is left of a database that is gone; a refusal changes nothing. The database it replaces
+/// is not deleted: its pending WAL frames are folded in where SQLite can, and it is kept as
+/// `<db>.before-restore` with what is left of its WAL and a copy of its key. The admin-token
+/// file stays as it is, so the admin token does not change. `progress(done_pages,
+/// total_pages)` follows the copy.
+///
+/// The database's name never goes missing: the old file is kept by a second hard link, and
+/// the checked copy replaces it by one atomic rename. Should the process die in between, the
+/// file has two links, and every litetrade command refuses it until one is removed.
 pub fn restore_database(
     cfg: &Config,
     from: &Path,
@@ -45,7 +51,13 @@ pub fn restore_database(
 ) -> Result<Restored> {
     let _lock = lock_database(cfg)?;
     let db = real_path(&cfg.db);
-    if real_path(from) == db {
+    let source = real_path(from);
+    // the backup's files are put beside their targets first, so that nothing else has
+    // changed while copying them can fail; such a file is only ever a restore's unfinished one
+    let copy = with_suffix(&db, ".restoring");
+    let key = cfg.beside_db("key");
+    let key_copy = with_suffix(&key, ".restoring");
+    if source == db || source == copy {
         return Err(Error::Invalid(format!(
             "{} is the database itself, not a backup of it",
             from.display()
@@ -63,77 +75,118 @@ pub fn restore_database(
             f.display()
         )));
     }
-    // Copied beside the database first, so that the file put in place is whole and checked.
-    // A `.restoring` file is only ever this function's unfinished copy.
-    let copy = with_suffix(&db, ".restoring");
-    let _ = std::fs::remove_file(&copy);
-    // reading the backup (a WAL-mode file) makes SQLite create its -wal and -shm, which a
-    // read-only connection cannot remove: the ones this restore made go again
-    let beside_from = [with_suffix(from, "-wal"), with_suffix(from, "-shm")];
-    let made: Vec<&PathBuf> = beside_from.iter().filter(|f| !f.exists()).collect();
-    let copied = crate::store::backup_file(from, &copy, progress);
-    if made.len() == beside_from.len()
-        && std::fs::metadata(&beside_from[0]).is_ok_and(|m| m.len() == 0)
-    {
-        made.iter().for_each(|f| drop(std::fs::remove_file(f)));
+    let wal = with_suffix(&db, "-wal");
+    if !db.exists() && std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Err(Error::Conflict(format!(
+            "{} is the WAL of a database that is no longer there, and SQLite would replay it \
+             into the restored one: move it away first",
+            wal.display()
+        )));
     }
-    copied?;
+    let _ = std::fs::remove_file(&copy);
+    let _ = std::fs::remove_file(&key_copy);
+    copy_backup(&source, &copy, progress)?;
     let key_from = with_suffix(from, ".key");
-    let key_bytes = match std::fs::read(&key_from) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            let _ = std::fs::remove_file(&copy);
-            return Err(unavailable(&key_from, e));
-        }
+    let has_key = match std::fs::read(&key_from) {
+        Ok(bytes) => write_private_file(&key_copy, &bytes).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     };
-    let old = db.exists().then(|| set_aside(&db, &kept)).transpose();
-    let old = old.inspect_err(|_| {
+    let discard = || {
         let _ = std::fs::remove_file(&copy);
-    })?;
-    std::fs::rename(&copy, &db).map_err(|e| unavailable(&db, e))?;
-    sync_dir(&db);
-    let key = cfg.beside_db("key");
-    let key_done = match &key_bytes {
-        Some(bytes) => {
-            if key.exists() {
-                std::fs::rename(&key, with_suffix(&kept, ".key"))
-                    .map_err(|e| unavailable(&key, e))?;
-            }
-            write_private_file(&key, bytes).map_err(|e| unavailable(&key, e))?;
-            Some(key_from)
-        }
-        None => None,
+        let _ = std::fs::remove_file(&key_copy);
     };
+    let has_key = has_key.map_err(|e| {
+        discard();
+        unavailable(&key_from, e)
+    })?;
+    let had_db = db.exists();
+    if had_db && let Err(e) = keep_old(&db, &kept, &key) {
+        discard();
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&copy, &db) {
+        if had_db {
+            undo_keep(&db, &kept);
+        }
+        discard();
+        return Err(unavailable(&db, e));
+    }
+    sync_dir(&db);
+    if has_key {
+        std::fs::rename(&key_copy, &key).map_err(|e| {
+            unavailable(
+                &key,
+                format!("the database is restored, but its key is not in place ({e})"),
+            )
+        })?;
+        sync_dir(&key);
+    }
     Ok(Restored {
-        kept: old.map(|()| kept),
-        key: key_done,
+        kept: had_db.then_some(kept),
+        key: has_key.then_some(key_from),
     })
 }
 
-/// Folds the WAL of the database at `db` into it where SQLite can, then renames it, with what
-/// is left of its WAL, to `kept`. Its `-shm` holds nothing durable and is removed.
-fn set_aside(db: &Path, kept: &Path) -> Result<()> {
+/// Copies the backup at `source` to `copy` and checks it. Reading a WAL-mode file makes SQLite
+/// create its `-wal` and `-shm`, which a read-only connection cannot remove: the ones this
+/// copy made go again, when they are still empty.
+fn copy_backup(source: &Path, copy: &Path, progress: &dyn Fn(u64, u64)) -> Result<()> {
+    let beside = [with_suffix(source, "-wal"), with_suffix(source, "-shm")];
+    let made = beside.iter().all(|f| !f.exists());
+    let copied = crate::store::backup_file(source, copy, progress);
+    if made && std::fs::metadata(&beside[0]).is_ok_and(|m| m.len() == 0) {
+        beside.iter().for_each(|f| drop(std::fs::remove_file(f)));
+    }
+    Ok(copied?)
+}
+
+/// Keeps the database at `db` as `kept`: its WAL folded in where SQLite can, a second hard link
+/// to the file, what is left of its WAL and a copy of its key beside that. `db` itself still
+/// names the file afterwards. Its `-shm` holds nothing durable and is removed.
+fn keep_old(db: &Path, kept: &Path, key: &Path) -> Result<()> {
     // best effort: a damaged database (the reason for many a restore) may not checkpoint, and
-    // then its WAL moves with it instead
+    // then its WAL is kept with it instead
     if let Ok(c) = rusqlite::Connection::open(db) {
         let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
+    std::fs::hard_link(db, kept).map_err(|e| unavailable(kept, e))?;
+    let kept_key = with_suffix(kept, ".key");
     let wal = with_suffix(db, "-wal");
-    let shm = with_suffix(db, "-shm");
-    // the WAL first: at no moment may a WAL sit beside a database it does not belong to
-    match std::fs::metadata(&wal) {
-        Ok(m) if m.len() > 0 => {
-            std::fs::rename(&wal, with_suffix(kept, "-wal")).map_err(|e| unavailable(&wal, e))?
-        }
-        Ok(_) => std::fs::remove_file(&wal).map_err(|e| unavailable(&wal, e))?,
-        Err(_) => {}
+    let moved = std::fs::read(key)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            _ => Err(e),
+        })
+        .and_then(|k| match k.is_empty() {
+            true => Ok(()),
+            false => write_private_file(&kept_key, &k),
+        })
+        .map_err(|e| unavailable(&kept_key, e))
+        .and_then(|()| match std::fs::metadata(&wal) {
+            Ok(m) if m.len() > 0 => {
+                std::fs::rename(&wal, with_suffix(kept, "-wal")).map_err(|e| unavailable(&wal, e))
+            }
+            Ok(_) => std::fs::remove_file(&wal).map_err(|e| unavailable(&wal, e)),
+            Err(_) => Ok(()),
+        });
+    if moved.is_err() {
+        undo_keep(db, kept);
     }
-    std::fs::rename(db, kept).map_err(|e| unavailable(db, e))?;
-    match std::fs::remove_file(&shm) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(unavailable(&shm, e)),
-        _ => Ok(()),
+    moved?;
+    let _ = std::fs::remove_file(with_suffix(db, "-shm"));
+    Ok(())
+}
+
+/// Undoes [`keep_old`] after a later step failed: the WAL goes back beside `db`, and the
+/// second link and the key copy go (best effort; each step is checked before it is undone).
+fn undo_keep(db: &Path, kept: &Path) {
+    let kept_wal = with_suffix(kept, "-wal");
+    if kept_wal.exists() {
+        let _ = std::fs::rename(&kept_wal, with_suffix(db, "-wal"));
     }
+    let _ = std::fs::remove_file(with_suffix(kept, ".key"));
+    let _ = std::fs::remove_file(kept);
 }
 
 /// Makes the renames in `file`'s directory durable (best effort: not every platform can).

@@ -391,9 +391,17 @@ impl Store {
             let deadline = t0 + limit;
             conn.progress_handler(50_000, Some(move || Instant::now() > deadline))?;
         }
-        let out = f(&conn);
+        let mut out = f(&conn);
         if limit.is_some() {
             conn.progress_handler(0, None::<fn() -> bool>)?;
+        }
+        if !conn.is_autocommit() {
+            // a transaction left open would pin its snapshot on a pooled connection: every
+            // later read there would be stale, and the WAL could not be checkpointed
+            conn.execute_batch("ROLLBACK")?;
+            out = Err(rusqlite::Error::InvalidParameterName(format!(
+                "{name} left a transaction open"
+            )));
         }
         let us = t0.elapsed().as_micros() as u64;
         let slow = limit.is_some() && us > self.cfg.slow_query_ms * 1000;

@@ -186,11 +186,16 @@ fn run(
         }
     }
     super::refresh_statistics(&conn, super::OPTIMIZE_AT_CLOSE);
-    // the first column is 1 when the checkpoint could not finish (a reader held on)
+    // (busy, frames in the WAL, frames copied into the database): busy when a reader held on,
+    // which matters only if it kept frames from being copied (the file is whole otherwise)
     let folded = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        r.get::<_, i64>(0)
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     });
-    if !matches!(folded, Ok(0)) {
+    if !matches!(folded, Ok((busy, log, copied)) if busy == 0 || copied >= log) {
         sh.stats.wal_left.store(true, Ordering::Relaxed);
         let why = folded.map_or_else(|e| e.to_string(), |_| "a reader held on".into());
         tracing::warn!(
