@@ -4,7 +4,10 @@ use crate::domain::money::Dec;
 use crate::store::StoreError;
 
 /// Everything an engine call can refuse or fail with. A refused call changed nothing.
+/// Non-exhaustive: a later version may add a variant, so a `match` outside this crate needs a
+/// catch-all arm (use [`Error::code`] or [`Error::status`] to treat kinds alike).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// Bad input: wrong type, out of range, not a multiple of its step, unknown field...
     #[error("{0}")]
