@@ -576,7 +576,7 @@ struct Sweeper {
 
 impl Sweeper {
     fn start(caches: &Arc<Caches>, every_ms: u64) -> Sweeper {
-        let weak = Arc::downgrade(caches);
+        let caches = caches.clone();
         let every = std::time::Duration::from_millis(every_ms.max(10));
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -585,8 +585,7 @@ impl Sweeper {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(every)
                 {
-                    let Some(c) = weak.upgrade() else { return };
-                    let n = c.sweep();
+                    let n = caches.sweep();
                     tracing::debug!(expired = n, "cache sweep");
                 }
             })

@@ -87,11 +87,10 @@ pub fn restore_database(
     let _ = std::fs::remove_file(&key_copy);
     copy_backup(&source, &copy, progress)?;
     let key_from = with_suffix(from, ".key");
-    let has_key = match std::fs::read(&key_from) {
-        Ok(bytes) => write_private_file(&key_copy, &bytes).map(|()| true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    };
+    let has_key = read_if_there(&key_from).and_then(|k| match k {
+        Some(bytes) => write_private_file(&key_copy, &bytes).map(|()| true),
+        None => Ok(false),
+    });
     let discard = || {
         let _ = std::fs::remove_file(&copy);
         let _ = std::fs::remove_file(&key_copy);
@@ -130,7 +129,9 @@ pub fn restore_database(
 
 /// Copies the backup at `source` to `copy` and checks it. Reading a WAL-mode file makes SQLite
 /// create its `-wal` and `-shm`, which a read-only connection cannot remove: the ones this
-/// copy made go again, when they are still empty.
+/// copy made go again, when they are still empty. (Not in `store::backup_file`: its source is
+/// a database a server may start on meanwhile, whose fresh `-shm` must not be removed; a
+/// restore's source is a backup file.)
 fn copy_backup(source: &Path, copy: &Path, progress: &dyn Fn(u64, u64)) -> Result<()> {
     let beside = [with_suffix(source, "-wal"), with_suffix(source, "-shm")];
     let made = beside.iter().all(|f| !f.exists());
@@ -153,15 +154,8 @@ fn keep_old(db: &Path, kept: &Path, key: &Path) -> Result<()> {
     std::fs::hard_link(db, kept).map_err(|e| unavailable(kept, e))?;
     let kept_key = with_suffix(kept, ".key");
     let wal = with_suffix(db, "-wal");
-    let moved = std::fs::read(key)
-        .or_else(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            _ => Err(e),
-        })
-        .and_then(|k| match k.is_empty() {
-            true => Ok(()),
-            false => write_private_file(&kept_key, &k),
-        })
+    let moved = read_if_there(key)
+        .and_then(|k| k.map_or(Ok(()), |k| write_private_file(&kept_key, &k)))
         .map_err(|e| unavailable(&kept_key, e))
         .and_then(|()| match std::fs::metadata(&wal) {
             Ok(m) if m.len() > 0 => {
@@ -187,6 +181,15 @@ fn undo_keep(db: &Path, kept: &Path) {
     }
     let _ = std::fs::remove_file(with_suffix(kept, ".key"));
     let _ = std::fs::remove_file(kept);
+}
+
+/// The file's bytes, or `None` when there is no such file.
+fn read_if_there(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Makes the renames in `file`'s directory durable (best effort: not every platform can).
