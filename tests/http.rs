@@ -1925,6 +1925,22 @@ fn a_wrongly_shaped_body_is_answered_with_the_field_at_fault() {
         r.json()["error"]["message"],
         "invalid query string: page: \"x\" is not a whole number"
     );
+    for (query, want) in [
+        (
+            "trades?pge=2",
+            "invalid query string: pge: unknown field `pge`, expected one of `page`, `limit`, \
+             `account_type`",
+        ),
+        (
+            "balance?account_type=paper",
+            "invalid query string: account_type: unknown variant `paper`, expected `demo` or \
+             `real`",
+        ),
+    ] {
+        let r = s.get(&format!("/api/v1/users/{a}/{query}"), Some(&ta));
+        err(&r, 400, "invalid_request");
+        assert_eq!(r.json()["error"]["message"], want, "{query}");
+    }
     s.assert_clean();
 }
 

@@ -1,12 +1,13 @@
-//! The JSON error model `{"error":{"code","message"}}` and the body extractor that turns every
-//! malformed request into a 4xx of that shape.
+//! The JSON error model `{"error":{"code","message"}}` and the body and query extractors that
+//! turn every malformed request into a 4xx of that shape.
 
 use super::AppState;
 use crate::error::Error;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_LENGTH;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
@@ -111,6 +112,23 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
                 }
             }
         }
+    }
+}
+
+/// A query string: unknown parameters and bad values are 400 `invalid_request`, the message
+/// led by the parameter at fault (`invalid query string: page: "x" is not a whole number`).
+/// axum's `Query` answers plain text that names axum instead.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Params)
+            .map_err(|e| ApiError::invalid(400, format!("invalid query string: {e}")))
     }
 }
 

@@ -137,7 +137,7 @@ pub fn router(engine: Engine, admin_token: &str) -> Router {
         .with_state(state)
 }
 
-/// Rewrites axum's own plain-text rejections (bad path, bad query, wrong method) into the JSON
+/// Rewrites axum's own plain-text rejections (bad path, wrong method) into the JSON
 /// error model, so every 4xx/5xx has the same shape.
 async fn json_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
@@ -151,17 +151,11 @@ async fn json_errors(req: Request, next: Next) -> Response {
             404 => ("not_found", "no such route"),
             405 => ("method_not_allowed", "method not allowed on this route"),
             413 => ("payload_too_large", "request body too large"),
-            s if s < 500 => ("invalid_request", "invalid path or query parameter"),
+            s if s < 500 => ("invalid_request", "invalid request"),
             _ => ("internal", "internal error"),
         };
         let message = match axum::body::to_bytes(res.into_body(), 4096).await {
-            Ok(b) if !b.is_empty() => {
-                let text = String::from_utf8_lossy(&b);
-                match text.strip_prefix("Failed to deserialize query string: ") {
-                    Some(why) => format!("invalid query string: {why}"),
-                    None => format!("{msg}: {text}"),
-                }
-            }
+            Ok(b) if !b.is_empty() => format!("{msg}: {}", String::from_utf8_lossy(&b)),
             _ => msg.to_string(),
         };
         return ApiError::new(st.as_u16(), code, message).into_response();

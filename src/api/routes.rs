@@ -2,14 +2,14 @@
 
 use super::AppState;
 use super::auth::{Admin, Caller, Owner, path_id as id};
-use super::error::{ApiError, ApiResult, Body, Object};
+use super::error::{ApiError, ApiResult, Body, Object, Params};
 use crate::domain::model::AccountType;
 use crate::domain::money::{Dec, parse_whole};
 use crate::domain::symbol::SymbolPatch;
 use crate::engine::accounts::{ConfigPatch, NewPromo, Signal};
 use crate::engine::trading::{NewOrder, Tick};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use serde::ser::SerializeMap;
@@ -76,7 +76,7 @@ pub struct FindUsers {
 pub async fn find_users(
     State(st): State<AppState>,
     _admin: Admin,
-    Query(q): Query<FindUsers>,
+    Params(q): Params<FindUsers>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(Field(
         "users",
@@ -162,7 +162,7 @@ pub async fn deposit(
 pub async fn balance(
     State(st): State<AppState>,
     Owner { id: uid, .. }: Owner,
-    Query(q): Query<AccountQuery>,
+    Params(q): Params<AccountQuery>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(
         st.engine.balance(uid, q.account_type.unwrap_or_default())?,
@@ -187,7 +187,7 @@ pub async fn place_order(
 pub async fn list_orders(
     State(st): State<AppState>,
     Owner { id: uid, .. }: Owner,
-    Query(q): Query<AccountQuery>,
+    Params(q): Params<AccountQuery>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(Field(
         "orders",
@@ -225,7 +225,7 @@ pub async fn cancel_order(
 pub async fn positions(
     State(st): State<AppState>,
     Owner { id: uid, .. }: Owner,
-    Query(q): Query<AccountQuery>,
+    Params(q): Params<AccountQuery>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(Field(
         "positions",
@@ -280,7 +280,7 @@ impl<'de> Deserialize<'de> for Whole {
 pub async fn trades(
     State(st): State<AppState>,
     Owner { id: uid, .. }: Owner,
-    Query(q): Query<PageQuery>,
+    Params(q): Params<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let limit = q.limit.map_or(100, |w| w.0.clamp(1, 1000) as u32);
     Ok(Json(st.engine.trades_of(
