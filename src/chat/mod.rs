@@ -899,6 +899,12 @@ mod tests {
             say(&e, u, "/trades 1 demo").await,
             say(&e, u, "/trades").await
         );
+        // the page and the account in either order, the account in any case
+        assert_eq!(
+            say(&e, u, "/trades DEMO 1").await,
+            say(&e, u, "/trades").await
+        );
+        assert_eq!(say(&e, u, "/trades Real 1").await, "No trades yet.");
         assert_eq!(
             say(&e, u, "/pnl now").await,
             "Expected demo or real, got \"now\".\nUsage: /pnl [demo|real]"
@@ -1202,6 +1208,11 @@ mod tests {
             ),
             ("/orders a b", "Usage: /orders [PAGE] [demo|real]".into()),
             ("/orders 1 2 demo", "Usage: /orders [PAGE] [demo|real]".into()),
+            (
+                "/orders demo real",
+                "Expected a page number (1, 2, ...) or demo|real, got \"real\".\nUsage: /orders [PAGE] [demo|real]"
+                    .into(),
+            ),
             (
                 "/positions all",
                 "Expected a page number (1, 2, ...) or demo|real, got \"all\".\nUsage: /positions [PAGE] [demo|real]"

@@ -227,17 +227,18 @@ pub(super) struct PageAt {
     pub acct: Option<AccountType>,
 }
 
-/// `[PAGE] [demo|real]`: the account name may come last, after the page or alone; the page
-/// is a whole number ≥ 1 with an optional leading `#`.
+/// `[PAGE] [demo|real]`, in either order (`/trades demo 2` is `/trades 2 demo`); the page is
+/// a whole number ≥ 1 with an optional leading `#`.
 pub(super) fn page_and_account(cmd: &'static str, args: &[&str]) -> Result<PageAt, String> {
-    let named = args
-        .split_last()
-        .and_then(|(last, rest)| Some((AccountType::parse(&last.to_lowercase())?, rest)));
-    let (acct, args) = match named {
-        Some((a, rest)) => (Some(a), rest),
-        None => (None, args),
-    };
-    let (page, typed) = match args {
+    let mut acct = None;
+    let mut rest = Vec::with_capacity(args.len());
+    for a in args {
+        match AccountType::parse(&a.to_lowercase()) {
+            Some(t) if acct.is_none() => acct = Some(t),
+            _ => rest.push(*a),
+        }
+    }
+    let (page, typed) = match rest[..] {
         [] => (1, "1"),
         [p] => {
             let digits = p.strip_prefix('#').unwrap_or(p);
