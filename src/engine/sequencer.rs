@@ -242,6 +242,8 @@ impl Sequencer {
         let caches = self.caches.clone();
         let bus = self.events.clone();
         let client_ids = self.st.client_ids.seal();
+        #[cfg(test)]
+        let gate = hold_after_answer::take(&self.caches);
         let Tx {
             ops, inval, events, ..
         } = tx;
@@ -257,6 +259,11 @@ impl Sequencer {
                     apply_invalidations(&caches, &inval);
                     bus.publish(events);
                     let _ = reply.send(Ok(value));
+                    // nothing after the answer may be needed for a read to see this commit
+                    #[cfg(test)]
+                    if let Some(gate) = gate {
+                        gate.park();
+                    }
                 }
                 Err(e) => {
                     let _ = reply.send(Err(Error::from(e)));
@@ -287,6 +294,67 @@ impl Sequencer {
             continues: false,
             done: Box::new(move |r| f(r.map_err(Error::from))),
         });
+    }
+}
+
+/// Test-only: parks an engine's writer thread right after it has answered a commit, so a test
+/// reads while nothing that follows the answer has run. A read-after-write test then fails on
+/// every run, not now and then, if the caches were invalidated after the answer.
+#[cfg(test)]
+pub(crate) mod hold_after_answer {
+    use crate::cache::Caches;
+    use parking_lot::{Condvar, Mutex};
+    use std::sync::Arc;
+
+    /// The engines (by the address of their caches) whose next commit parks their writer.
+    static ARMED: Mutex<Vec<(usize, Arc<Gate>)>> = Mutex::new(Vec::new());
+
+    /// What a parked writer waits on: it goes on once `open` is true.
+    pub(crate) struct Gate {
+        open: Mutex<bool>,
+        cv: Condvar,
+    }
+
+    impl Gate {
+        /// Waits until the gate is opened.
+        pub(super) fn park(&self) {
+            let mut open = self.open.lock();
+            while !*open {
+                self.cv.wait(&mut open);
+            }
+        }
+    }
+
+    /// The armed gate: dropping it lets the writer go on.
+    pub(crate) struct Armed(Arc<Gate>);
+
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            *self.0.open.lock() = true;
+            self.0.cv.notify_all();
+        }
+    }
+
+    fn key(caches: &Caches) -> usize {
+        caches as *const Caches as usize
+    }
+
+    /// Parks the writer of the engine with `caches` after it answers the next command that
+    /// commits (not one submitted before), until the result is dropped.
+    pub(crate) fn arm(caches: &Caches) -> Armed {
+        let gate = Arc::new(Gate {
+            open: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        ARMED.lock().push((key(caches), gate.clone()));
+        Armed(gate)
+    }
+
+    /// The gate armed for this engine, if any, for the commit being submitted now.
+    pub(super) fn take(caches: &Caches) -> Option<Arc<Gate>> {
+        let mut armed = ARMED.lock();
+        let i = armed.iter().position(|(k, _)| *k == key(caches))?;
+        Some(armed.swap_remove(i).1)
     }
 }
 
@@ -321,5 +389,88 @@ pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Invalid(msg()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hold_after_answer;
+    use crate::domain::model::{AccountType, OrderStatus, OrderType, Side};
+    use crate::domain::money::Dec;
+    use crate::{Config, Engine, NewOrder, Tick};
+
+    fn order(side: Side, price: Option<i64>) -> NewOrder {
+        NewOrder {
+            symbol: "BTCUSDT".into(),
+            side,
+            order_type: if price.is_some() {
+                OrderType::Limit
+            } else {
+                OrderType::Market
+            },
+            qty: Dec::from_int(1),
+            price: price.map(Dec::from_int),
+            leverage: Some(10),
+            sl: None,
+            tp: None,
+            account_type: None,
+            client_order_id: None,
+        }
+    }
+
+    /// Each write is read back through warm caches while its writer is parked just after the
+    /// answer: the caches must already be fresh then, not a moment later.
+    #[tokio::test]
+    async fn the_caches_are_fresh_when_a_write_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::open(&Config {
+            db: dir.path().join("t.db"),
+            ..Default::default()
+        })
+        .unwrap();
+        let (u, _) = e.create_user("alice", None).await.unwrap();
+        let (u, demo) = (u.id, AccountType::Demo);
+        let tick = Tick {
+            symbol: "BTCUSDT".into(),
+            price: Dec::from_int(100),
+            ts: None,
+        };
+        e.ingest_ticks(vec![tick]).await.unwrap();
+        let warm = |e: &Engine| {
+            assert!(e.balance(u, demo).is_ok());
+            assert!(e.positions(u, None).is_ok());
+            assert!(e.orders(u, None).is_ok());
+        };
+
+        warm(&e);
+        let held = hold_after_answer::arm(e.caches());
+        e.deposit(u, Dec::from_int(1000), demo).await.unwrap();
+        assert_eq!(e.balance(u, demo).unwrap().wallet, Dec::from_int(1000));
+        drop(held);
+
+        warm(&e);
+        let held = hold_after_answer::arm(e.caches());
+        let p = e.place_order(u, order(Side::Buy, None)).await.unwrap();
+        assert_eq!(p.status, OrderStatus::Filled);
+        let open = e.positions(u, None).unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(Some(open[0].id), p.position_id);
+        assert_eq!(e.balance(u, demo).unwrap().margin_used, open[0].margin);
+        drop(held);
+
+        warm(&e);
+        let held = hold_after_answer::arm(e.caches());
+        let limit = e.place_order(u, order(Side::Buy, Some(90))).await.unwrap();
+        let pending = e.orders(u, None).unwrap();
+        assert_eq!(pending.iter().map(|o| o.id).collect::<Vec<_>>(), [limit.id]);
+        assert!(e.balance(u, demo).unwrap().order_reserved > Dec::ZERO);
+        drop(held);
+
+        warm(&e);
+        let held = hold_after_answer::arm(e.caches());
+        e.cancel_order(u, limit.id).await.unwrap();
+        assert!(e.orders(u, None).unwrap().is_empty());
+        assert_eq!(e.balance(u, demo).unwrap().order_reserved, Dec::ZERO);
+        drop(held);
     }
 }
