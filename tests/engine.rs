@@ -1523,6 +1523,10 @@ fn run_differential(n_users: usize, ops: &[DOp]) -> usize {
             apply_diff_op(&e, &mut m, &users, op, &ctx).await;
             assert_matches(&e, &m, &users, &ctx);
         }
+        // balances above were read from the cache the sequencer writes through: reopened, they
+        // come from the rows the writer saved
+        let e = reopen(e, &dir);
+        assert_matches(&e, &m, &users, "after reopen");
         e.shutdown();
         m.capped
     })
@@ -1736,6 +1740,81 @@ async fn respec_btc(e: &Engine, change: impl FnOnce(&mut SymbolSpec)) {
     e.upsert_symbol(spec).await.unwrap();
 }
 
+/// A position that a tick opens is checked by that same tick (API.md, Ticks): a resting buy
+/// filled at its limit stops out at once when the tick is below its stop loss, and is
+/// liquidated at once when the tick is at or below its liquidation price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_a_tick_opens_is_checked_by_that_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(&dir);
+    tick(&e, BTC, "101").await;
+    let stopped = user_with(&e, "stopped", "1000").await;
+    let liquidated = user_with(&e, "liquidated", "1000").await;
+    // 1 @ 99 x10, sl 98: liquidation at 99 × (1 − 0.1 + 0.005) = 89.595, up to 89.60
+    let o_sl = e
+        .place_order(
+            stopped,
+            order(BTC, Side::Buy, "1", Some("99"), 10, Some("98"), None),
+        )
+        .await
+        .unwrap();
+    // 1 @ 100 x50: liquidation at 100 × (1 − 0.02 + 0.005) = 98.5
+    let o_liq = e
+        .place_order(
+            liquidated,
+            order(BTC, Side::Buy, "1", Some("100"), 50, None, None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (o_sl.status, o_liq.status),
+        (OrderStatus::Pending, OrderStatus::Pending)
+    );
+
+    let out = tick(&e, BTC, "97").await;
+    assert_eq!(
+        (
+            out.fills,
+            out.liquidations,
+            out.stop_losses,
+            out.take_profits
+        ),
+        (2, 1, 1, 0),
+        "{out:?}"
+    );
+    let e = reopen(e, &dir);
+    // stop loss: in at 99 (maker 2 bps: 0.0198), out at the tick, 97 (taker 5.5 bps: 0.05335)
+    let t = &e.trades(stopped, 1, 10).unwrap().trades;
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].reason, t[0].entry_price, t[0].exit_price),
+        (CloseReason::StopLoss, d("99"), d("97"))
+    );
+    assert_eq!(
+        (t[0].open_fee, t[0].close_fee, t[0].pnl),
+        (d("0.0198"), d("0.05335"), d("-2.07315"))
+    );
+    // liquidation: in at 100 (0.02), out at the liquidation price 98.5 (0.054175)
+    let t = &e.trades(liquidated, 1, 10).unwrap().trades;
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].reason, t[0].entry_price, t[0].exit_price),
+        (CloseReason::Liquidation, d("100"), d("98.5"))
+    );
+    assert_eq!(
+        (t[0].open_fee, t[0].close_fee, t[0].pnl),
+        (d("0.02"), d("0.054175"), d("-1.574175"))
+    );
+    for (u, wallet) in [(stopped, "997.92685"), (liquidated, "998.425825")] {
+        assert!(e.positions(u, None).unwrap().is_empty());
+        let b = e.balance(u, DEMO).unwrap();
+        assert_eq!(
+            (b.wallet, b.available, b.margin_used, b.order_reserved),
+            (d(wallet), d(wallet), Dec::ZERO, Dec::ZERO)
+        );
+    }
+}
+
 /// A resting order's reserve pays for its fill at the fees of its placement. When the admin
 /// raises the fees in between and the owner cannot pay the rest, the tick cancels the order
 /// instead of driving `available` below zero; an owner who can pay is filled by the same tick.
@@ -1756,9 +1835,13 @@ async fn a_resting_order_its_owner_can_no_longer_pay_for_is_cancelled_not_filled
         spec.taker_fee_bps = Bps(100_000);
     })
     .await;
+    assert_eq!(e.orders(short, None).unwrap().len(), 1, "warms the cache");
 
     let out = tick(&e, BTC, "98").await;
     assert_eq!((out.fills, out.cancelled), (1, 1), "{out:?}");
+    // the tick's cancel reaches the warm caches, then the file
+    assert!(e.orders(short, None).unwrap().is_empty());
+    assert_eq!(e.balance(short, DEMO).unwrap().order_reserved, Dec::ZERO);
     let e = reopen(e, &dir);
     let cancelled = e.order(short, o_short.id).unwrap();
     assert_eq!(cancelled.status, OrderStatus::Cancelled);
@@ -2127,6 +2210,7 @@ async fn rejected_input_changes_nothing() {
         .unwrap();
     let last_id = their_pos.id;
     let users = [u, v];
+    let before_all = everything(&e, &users);
 
     let o = |sym: &str,
              side,
@@ -2513,6 +2597,26 @@ async fn rejected_input_changes_nothing() {
             .collect::<Vec<_>>(),
         vec![resting.id]
     );
+    // the reads above go through caches that no refusal invalidates; the sequencer's memory
+    // and the file must be unchanged too. Memory: a refusal reports the available amount the
+    // sequencer holds, which must be the one the reads show.
+    for who in users {
+        let shown = e.balance(who, DEMO).unwrap().available;
+        match e
+            .place_order(who, order(BTC, Buy, "100", None, 1, None, None))
+            .await
+        {
+            Err(Error::InsufficientBalance { available, .. }) => assert_eq!(available, shown),
+            other => panic!("expected insufficient_balance, got {other:?}"),
+        }
+    }
+    // the file: reopened, every read shows what it showed before the first refusal
+    let e = reopen(e, &dir);
+    assert_eq!(
+        everything(&e, &users),
+        before_all,
+        "the refusals changed the database"
+    );
 
     // the balance check is exact: margin + fee == available passes, one unit less does not
     let exact = user_with(&e, "exact", "100.055").await;
@@ -2537,6 +2641,33 @@ async fn rejected_input_changes_nothing() {
     assert_eq!(e.balance(exact, DEMO).unwrap().available, Dec::ZERO);
     // refusals consumed no ids
     assert_eq!(ok.id, last_id + 1, "a refused order used up an order id");
+
+    // a resting limit needs its reserve, exactly: 1 @ 99 x10 reserves 9.9 + 0.05445
+    let rest = || order(BTC, Buy, "1", Some("99"), 10, None, None);
+    let rest_short = user_with(&e, "rest-short", "9.95444999").await;
+    let before = everything(&e, &[rest_short]);
+    assert_eq!(
+        code(e.place_order(rest_short, rest()).await),
+        "insufficient_balance"
+    );
+    assert_eq!(everything(&e, &[rest_short]), before);
+    let rest_exact = user_with(&e, "rest-exact", "9.95445").await;
+    let placed = e.place_order(rest_exact, rest()).await.unwrap();
+    assert_eq!(placed.status, OrderStatus::Pending);
+    let b = e.balance(rest_exact, DEMO).unwrap();
+    assert_eq!((b.order_reserved, b.available), (d("9.95445"), Dec::ZERO));
+    // a marketable limit costs what its fill at the last price costs (100 + 0.055), not a
+    // reserve at its limit (110 + 0.0605)
+    let marketable = user_with(&e, "marketable", "100.055").await;
+    let filled = e
+        .place_order(marketable, order(BTC, Buy, "1", Some("110"), 1, None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (filled.status, filled.fill_price),
+        (OrderStatus::Filled, Some(d("100")))
+    );
+    assert_eq!(e.balance(marketable, DEMO).unwrap().available, Dec::ZERO);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3172,6 +3303,12 @@ async fn every_read_after_a_write_sees_it_through_the_caches() {
     }
     stop.store(true, Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
+    // the reads above were served by the caches, not around them
+    let stats = e.cache_stats();
+    for name in ["balance", "position", "order", "market_data", "user_config"] {
+        let s = &stats[name];
+        assert!(s.hits > 0 && s.invalidations > 0, "{name}: {s:?}");
+    }
     e.shutdown();
 }
 
@@ -3225,30 +3362,37 @@ async fn a_promo_code_is_never_used_more_than_max_uses_or_twice_by_one_user() {
         }
     }
 
-    // one user, twice at once
+    // one user, sixteen times at once: one redemption, and the refused ones extend nothing
     e.create_promo(promo("TWICE", "pro", 7, 100, None))
         .await
         .unwrap();
     let x = users[40];
-    let (a, b) = tokio::join!(
-        tokio::spawn({
-            let e = e.clone();
-            async move { e.redeem_promo(x, "TWICE").await }
-        }),
-        tokio::spawn({
-            let e = e.clone();
-            async move { e.redeem_promo(x, "TWICE").await }
-        }),
-    );
-    let mut codes = [a.unwrap().map(|_| "ok"), b.unwrap().map(|_| "ok")]
-        .map(|r| r.unwrap_or_else(|e| e.code()));
+    let t0 = litetrade::domain::model::now_ms();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let e = e.clone();
+        set.spawn(async move { e.redeem_promo(x, "TWICE").await });
+    }
+    let mut codes: Vec<&str> = set
+        .join_all()
+        .await
+        .into_iter()
+        .map(|r| r.map_or_else(|e| e.code(), |_| "ok"))
+        .collect();
+    let t1 = litetrade::domain::model::now_ms();
     codes.sort();
-    assert_eq!(codes, ["ok", "promo_already_redeemed"]);
+    let mut want = vec!["promo_already_redeemed"; 15];
+    want.insert(0, "ok");
+    assert_eq!(codes, want);
     assert_eq!(
         code(e.redeem_promo(x, "TWICE").await),
         "promo_already_redeemed"
     );
     let one_week = e.license(x).unwrap();
+    assert!(
+        (t0 + 7 * DAY_MS..=t1 + 7 * DAY_MS).contains(&one_week.end_date),
+        "seven days, once: {one_week:?}"
+    );
 
     // a second code of the same type extends from the end
     e.create_promo(promo("TEN", "pro", 10, 10, None))
@@ -3285,6 +3429,7 @@ async fn a_promo_code_is_never_used_more_than_max_uses_or_twice_by_one_user() {
     );
 
     // uses survive a reopen
+    let first = e.license(winners[0]).unwrap();
     let e = reopen(e, &dir);
     assert_eq!(code(e.redeem_promo(y, "FIVE").await), "promo_invalid");
     assert_eq!(
@@ -3295,6 +3440,8 @@ async fn a_promo_code_is_never_used_more_than_max_uses_or_twice_by_one_user() {
         code(e.redeem_promo(x, "TWICE").await),
         "promo_already_redeemed"
     );
+    assert_eq!(e.license(winners[0]).unwrap(), first);
+    assert_eq!(e.license(x).unwrap(), l5);
     e.shutdown();
 }
 
@@ -3559,14 +3706,25 @@ async fn configured_leverage_and_percentages_mean_the_same_to_orders_and_signals
             "invalid_request",
             "signal sl {sl:?} tp {tp:?}"
         );
+        // with good fields beside the bad one: none of them is applied
+        let config = e.user_config(u).unwrap();
         let patch = ConfigPatch {
+            strategy: Some(Some("other".into())),
+            leverage: Some(Some(7)),
             sl_pct: sl.map(|v| Some(d(v))),
             tp_pct: tp.map(|v| Some(d(v))),
             ..ConfigPatch::default()
         };
         assert_eq!(code(e.set_config(u, patch).await), "invalid_request");
         assert_eq!(snapshot(&e, u), before);
+        assert_eq!(e.user_config(u).unwrap(), config);
     }
+    let (before, config) = (snapshot(&e, u), e.user_config(u).unwrap());
+    let e = reopen(e, &dir);
+    assert_eq!(
+        (snapshot(&e, u), e.user_config(u).unwrap()),
+        (before, config)
+    );
     e.shutdown();
 }
 

@@ -14,7 +14,7 @@ use litetrade::store::seed::{SeedOptions, SeedReport, seed};
 use litetrade::store::tables::symbols;
 use litetrade::store::tables::trades::Opening;
 use litetrade::store::writer::Job;
-use litetrade::store::{Store, StoreConfig, StoreError, hot, schema};
+use litetrade::store::{Store, StoreConfig, StoreError, SyncMode, hot, schema};
 use litetrade::{Config, Engine, NewOrder, Tick};
 use rusqlite::{Connection, OpenFlags, params};
 use std::collections::HashMap;
@@ -109,6 +109,23 @@ fn small_seed(path: &Path) -> SeedReport {
 
 // ---------------------------------------------------------------------------------------------
 // pragmas and migrations
+
+/// The writer's connection (the one whose commits are acknowledged) keeps the configured
+/// durability: NORMAL by default, FULL when asked. kill -9 cannot tell these apart from OFF.
+#[test]
+fn the_write_connection_has_the_configured_synchronous_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir, "sync.db");
+    for (mode, want) in [(SyncMode::Normal, 1), (SyncMode::Full, 2)] {
+        let cfg = StoreConfig {
+            synchronous: mode,
+            ..StoreConfig::default()
+        };
+        let c = litetrade::store::open_write_connection(&path, &cfg).unwrap();
+        let got: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(got, want, "{mode:?}");
+    }
+}
 
 #[test]
 fn fresh_file_has_the_designed_pragmas() {

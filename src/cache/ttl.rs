@@ -291,6 +291,31 @@ mod tests {
     }
 
     #[test]
+    fn a_load_that_a_write_through_or_a_stripe_invalidation_overtakes_is_not_served() {
+        let c: TtlCache<u64, u32> = TtlCache::new(100, 60_000, 64);
+        // the loader read the old row (1) before the writer put the new value (2)
+        let v = c.get_or_load(&7, || {
+            c.put(7, 2);
+            Ok::<_, ()>(1)
+        });
+        assert_eq!(v, Ok(1), "the loader's own caller gets what it read");
+        assert_ne!(c.peek(&7), Some(1), "stale load served after a put");
+        assert_eq!(c.get_or_load(&7, || Ok::<_, ()>(2)), Ok(2));
+        // the same when the writer drops every entry of the key's stripe (a user's lists)
+        let v = c.get_or_load(&9, || {
+            c.invalidate_stripe(9);
+            Ok::<_, ()>(1)
+        });
+        assert_eq!(v, Ok(1));
+        assert_eq!(
+            c.peek(&9),
+            None,
+            "stale load served after a stripe invalidation"
+        );
+        assert_eq!(c.get_or_load(&9, || Ok::<_, ()>(3)), Ok(3));
+    }
+
+    #[test]
     fn errors_are_not_cached_and_expiry_is_counted() {
         let c: TtlCache<u64, u32> = TtlCache::new(100, 0, 64);
         assert_eq!(

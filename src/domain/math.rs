@@ -232,6 +232,19 @@ mod tests {
         assert_eq!(fee(d("1"), d("0.001"), Bps(550)), Some(d("0.00000055")));
         // 0.00000001 * 1 * 5.5bps rounds to 0
         assert_eq!(fee(d("0.00000001"), d("1"), Bps(550)), Some(d("0")));
+        // ties of a fee and a margin go up, not to even and not down:
+        // 0.01 * 0.001 * 5 bps = 0.000000005
+        assert_eq!(fee(d("0.01"), d("0.001"), Bps(500)), Some(d("0.00000001")));
+        // 0.00000001 / 2 = 0.000000005, 0.00000003 / 2 = 0.000000015
+        assert_eq!(margin(d("0.00000001"), d("1"), 2), Some(d("0.00000001")));
+        assert_eq!(margin(d("0.00000003"), d("1"), 2), Some(d("0.00000002")));
+        // a reserve rounds each of its two parts (API.md): 0.00000001 / 2 and
+        // 0.00000001 * 5000 bps are both 0.000000005, so 2 units, where rounding the sum once
+        // would give 1
+        assert_eq!(
+            reserve(d("0.00000001"), d("1"), 2, Bps(500_000)),
+            Some(d("0.00000002"))
+        );
     }
 
     #[test]
